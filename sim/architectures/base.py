@@ -1,0 +1,56 @@
+"""What every architecture sees (the World) and what it provides (the Architecture protocol)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import simpy
+
+from sim.metrics import Outcomes
+from sim.rng import Streams
+from sim.scenario import Scenario
+from sim.training import ModelLifecycle
+from sim.workload import Chunk, Population
+
+
+@dataclass
+class World:
+    """State shared by every architecture in a run: the same entities, the same model history."""
+
+    scenario: Scenario
+    streams: Streams
+    population: Population
+    model: ModelLifecycle
+    history_start_s: float  # the control plane starts here (< 0) to be in steady state at 0
+
+
+class Architecture(Protocol):
+    name: str
+    kind: str
+
+    def lead_s(self) -> float:
+        """How far before time 0 this architecture's schedules must start."""
+
+    def start(self, env: simpy.Environment, world: World) -> None:
+        """Start the control-plane processes (jobs, materialisations, stream windows)."""
+
+    def serve(self, chunk: Chunk) -> Outcomes:
+        """Per-request outcomes for a time-ordered chunk of requests."""
+
+    def cost_usd_per_day(self, start_s: float, end_s: float) -> dict[str, float]:
+        """Cost per component per day over a window."""
+
+    def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
+        """(predictions scored, predictions never used) for jobs superseded in the window."""
+
+    def serving_stats(self) -> dict[str, float] | None:
+        """Replicas and mean occupancy per request, for utilisation and stability."""
+
+
+def empty_outcomes(n: int, t_s: np.ndarray) -> dict:
+    return dict(t_s=t_s, latency_s=np.zeros(n), queue_wait_s=np.zeros(n),
+                fallback=np.zeros(n, bool), timed_out=np.zeros(n, bool),
+                feature_age_s=np.full(n, np.nan), model_age_s=np.full(n, np.nan),
+                quality=np.zeros(n), busy_s=np.zeros(n), queued=np.zeros(n, bool))

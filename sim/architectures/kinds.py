@@ -1,0 +1,196 @@
+"""batch, online, streaming and hybrid, assembled from the parts in ``parts.py``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import simpy
+
+from sim.architectures.base import World, empty_outcomes
+from sim.architectures.parts import (BatchFeaturePipeline, OnlineServing, StoredPredictions,
+                                     StreamPipeline)
+from sim.control import apportioned_usd
+from sim.freshness import drift_loss, quality
+from sim.metrics import Outcomes
+from sim.scenario import (BatchArchitecture, HybridArchitecture, OnlineArchitecture, Scenario,
+                          StreamingArchitecture)
+from sim.workload import Chunk
+
+COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training")
+
+
+class _Common:
+    """Quality and the training share of cost, the same for every kind."""
+
+    def __init__(self, name: str, spec, scenario: Scenario):
+        self.name = name
+        self.kind = spec.kind
+        self.spec = spec
+        self.scenario = scenario
+
+    def start(self, env: simpy.Environment, world: World) -> None:
+        self.world = world
+
+    def _quality(self, t_s, feature_age_s, model_cutoff_s, fallback):
+        q = self.scenario.quality
+        model_age = t_s - model_cutoff_s
+        loss = drift_loss(self.scenario.drift, t_s, model_cutoff_s)
+        value = quality(q, feature_age_s, model_age, loss)
+        return np.where(fallback, q.fallback, value), model_age
+
+    def _model_cutoff_now(self, t_s):
+        deploys = self.world.model.deploys
+        return deploys.value(deploys.lookup(t_s), "cutoff_s")
+
+    def cost_usd_per_day(self, start_s: float, end_s: float) -> dict[str, float]:
+        prices = self.scenario.costs
+        costs = dict.fromkeys(COMPONENTS, 0.0)
+        costs["training"] = apportioned_usd(self.world.model.runs, lambda r: prices.training_run,
+                                            start_s, end_s)
+        self._add_costs(costs, prices, start_s, end_s)
+        costs["total"] = sum(costs[c] for c in COMPONENTS)
+        return costs
+
+    def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
+        return 0, 0
+
+    def serving_stats(self):
+        return None
+
+
+class BatchModel(_Common):
+    """``batch``: scheduled scoring, predictions read from a store."""
+
+    def __init__(self, name: str, spec: BatchArchitecture, scenario: Scenario):
+        super().__init__(name, spec, scenario)
+        self.store = StoredPredictions(spec)
+
+    def lead_s(self, population_size: int) -> float:
+        return self.store.lead_s(population_size)
+
+    def start(self, env, world):
+        super().start(env, world)
+        self.store.start(env, world)
+
+    def serve(self, chunk: Chunk) -> Outcomes:
+        t = chunk.t_s
+        latency, fallback, timed_out, feature_age, model_cutoff = self.store.serve(
+            t, chunk.slot, chunk.u_lookup)
+        q, model_age = self._quality(t, feature_age, model_cutoff, fallback)
+        out = empty_outcomes(t.size, t)
+        out.update(latency_s=latency, fallback=fallback, timed_out=timed_out, quality=q,
+                   feature_age_s=np.where(fallback, np.nan, feature_age),
+                   model_age_s=np.where(fallback, np.nan, model_age))
+        return Outcomes(**out)
+
+    def _add_costs(self, costs, prices, start_s, end_s):
+        costs["batch_scoring"] = self.store.cost_usd_per_day(prices, start_s, end_s)
+
+    def wasted(self, start_s, end_s):
+        return self.store.wasted(start_s, end_s)
+
+
+class OnlineModel(_Common):
+    """``online`` and ``streaming``: prediction at request time on serving replicas."""
+
+    def __init__(self, name: str, spec: OnlineArchitecture | StreamingArchitecture,
+                 scenario: Scenario):
+        super().__init__(name, spec, scenario)
+        self.features = BatchFeaturePipeline(spec.features.batch) if spec.features.batch else None
+        self.stream = StreamPipeline(spec.features.stream) if spec.features.stream else None
+        self.serving = OnlineServing(spec.serving, spec.feature_lookup)
+
+    def lead_s(self, population_size: int) -> float:
+        return max(self.features.lead_s(population_size) if self.features else 0.0,
+                   self.stream.lead_s() if self.stream else 0.0)
+
+    def start(self, env, world):
+        super().start(env, world)
+        if self.features:
+            self.features.start(env, world)
+        if self.stream:
+            self.stream.start(env, world)
+
+    def _serve_online(self, t, slot, u_feature_lookup, u_service, u_stream_lag):
+        latency, wait, timed_out, busy = self.serving.serve(t, u_feature_lookup, u_service)
+        if self.stream is not None:
+            feature_age = self.stream.age_s(t, u_stream_lag)
+        else:
+            feature_age = t - self.features.feature_cutoff_s(t)
+        model_cutoff = self._model_cutoff_now(t)
+        q, model_age = self._quality(t, feature_age, model_cutoff, timed_out)
+        return dict(latency_s=latency, queue_wait_s=wait, fallback=timed_out.copy(),
+                    timed_out=timed_out, quality=q, busy_s=busy, queued=np.ones(t.size, bool),
+                    feature_age_s=np.where(timed_out, np.nan, feature_age),
+                    model_age_s=np.where(timed_out, np.nan, model_age))
+
+    def serve(self, chunk: Chunk) -> Outcomes:
+        out = empty_outcomes(chunk.size, chunk.t_s)
+        out.update(self._serve_online(chunk.t_s, chunk.slot, chunk.u_feature_lookup,
+                                      chunk.u_service, chunk.u_stream_lag))
+        return Outcomes(**out)
+
+    def _add_costs(self, costs, prices, start_s, end_s):
+        costs["serving"] = self.serving.cost_usd_per_day(prices)
+        if self.features:
+            costs["feature_pipeline"] = self.features.cost_usd_per_day(prices, start_s, end_s)
+        if self.stream:
+            costs["stream_processing"] = self.stream.cost_usd_per_day(prices)
+
+    def serving_stats(self):
+        return {"replicas": self.serving.spec.replicas,
+                "mean_occupancy_s": self.serving.mean_occupancy_s}
+
+
+class HybridModel(OnlineModel):
+    """``hybrid``: stored predictions for the popularity head, online for the tail."""
+
+    def __init__(self, name: str, spec: HybridArchitecture, scenario: Scenario):
+        super().__init__(name, spec, scenario)
+        self.store = StoredPredictions(spec)
+        self.head_slots: int | None = None
+
+    def lead_s(self, population_size: int) -> float:
+        return max(super().lead_s(population_size), self.store.lead_s(population_size))
+
+    def _head(self, n_slots: int) -> int:
+        return max(1, math.ceil(self.spec.head_share * n_slots - 1e-9))
+
+    def start(self, env, world):
+        self.head_slots = self._head(world.population.n_slots)
+        self.store.head_slots = self.head_slots
+        super().start(env, world)
+        self.store.start(env, world)
+
+    def serve(self, chunk: Chunk) -> Outcomes:
+        t = chunk.t_s
+        out = empty_outcomes(t.size, t)
+        head = chunk.slot < self.head_slots
+        latency, fallback, timed_out, feature_age, model_cutoff = self.store.serve(
+            t[head], chunk.slot[head], chunk.u_lookup[head])
+        q, model_age = self._quality(t[head], feature_age, model_cutoff, fallback)
+        for key, value in dict(latency_s=latency, fallback=fallback, timed_out=timed_out,
+                               quality=q, feature_age_s=np.where(fallback, np.nan, feature_age),
+                               model_age_s=np.where(fallback, np.nan, model_age)).items():
+            out[key][head] = value
+        tail = ~head
+        online = self._serve_online(t[tail], chunk.slot[tail], chunk.u_feature_lookup[tail],
+                                    chunk.u_service[tail], chunk.u_stream_lag[tail])
+        for key, value in online.items():
+            out[key][tail] = value
+        return Outcomes(**out)
+
+    def _add_costs(self, costs, prices, start_s, end_s):
+        super()._add_costs(costs, prices, start_s, end_s)
+        costs["batch_scoring"] = self.store.cost_usd_per_day(prices, start_s, end_s)
+
+    def wasted(self, start_s, end_s):
+        return self.store.wasted(start_s, end_s)
+
+
+def build(name: str, spec, scenario: Scenario):
+    """The architecture model for a scenario's architecture entry."""
+    kinds = {"batch": BatchModel, "online": OnlineModel, "streaming": OnlineModel,
+             "hybrid": HybridModel}
+    return kinds[spec.kind](name, spec, scenario)

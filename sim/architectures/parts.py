@@ -1,0 +1,214 @@
+"""Building blocks: stored batch predictions, online serving, and their feature pipelines."""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+
+from sim.architectures.base import World
+from sim.control import Run, apportioned_usd, periodic
+from sim.freshness import Timeline
+from sim.scenario import BatchFeatures, Serving, StreamFeatures, _Scheduled
+from sim.serving import ReplicaPool
+from sim.workload import Population
+
+DAY_S = 86400.0
+
+
+class StoredPredictions:
+    """Scheduled scoring jobs writing predictions to a store that requests read.
+
+    A job scheduled at ``s`` scores every entity that exists at ``s`` (its data cut-off), or only
+    those in the popularity head for a hybrid, with the model deployed at ``s``, and takes
+    ``entities / throughput + overhead``. A request reads the latest finished job's prediction;
+    an entity created after that job's cut-off has none and gets the fallback. Usage is tracked
+    per job so that predictions replaced before anyone read them count as wasted.
+    """
+
+    def __init__(self, spec: _Scheduled, head_slots: int | None = None):
+        self.spec = spec
+        self.head_slots = head_slots
+        self.jobs = Timeline("predictions")
+        self.runs: list[Run] = []
+        self.population: Population | None = None
+        self._last_used_by_job: np.ndarray | None = None
+        self._used: list[int] = []
+
+    def lead_s(self, population_size: int) -> float:
+        longest = population_size / self.spec.throughput + self.spec.overhead
+        return 2 * self.spec.every + longest
+
+    def start(self, env: simpy.Environment, world: World) -> None:
+        self.population = world.population
+        self.model = world.model.deploys
+        self._last_used_by_job = np.full(world.population.n_slots, -1, dtype=np.int32)
+        env.process(periodic(env, self.spec.every, self.spec.start_at, world.history_start_s,
+                             self._job))
+
+    def _job(self, env: simpy.Environment, scheduled_s: float):
+        spec = self.spec
+        scored = self.population.count_at(scheduled_s, self.head_slots)
+        duration = scored / spec.throughput + spec.overhead
+        model_cutoff = self.model.cutoff_at(scheduled_s)
+        self.runs.append(Run(scheduled_s, duration, spec.nodes, spec.every))
+        yield env.timeout(duration)
+        self.jobs.append(env.now, scheduled_s, model_cutoff_s=model_cutoff, scored=scored)
+        self._used.append(0)
+
+    def serve(self, t_s: np.ndarray, slot: np.ndarray, u_lookup: np.ndarray):
+        """(latency, fallback, timed_out, feature_age, model_cutoff) for requests read from store."""
+        job = self.jobs.lookup(t_s)
+        cutoff = self.jobs.value(job, "cutoff_s")
+        model_cutoff = self.jobs.value(job, "model_cutoff_s")
+        has = (job >= 0) & (self.population.created_at_s(slot) <= cutoff)
+        lookup = self.spec.lookup.ppf(u_lookup)
+        timeout = self.spec.timeout
+        timed_out = lookup > timeout if timeout is not None else np.zeros(t_s.size, bool)
+        latency = np.minimum(lookup, timeout) if timeout is not None else lookup
+        fallback = ~has | timed_out
+        self._track_use(job[~fallback], slot[~fallback])
+        return latency, fallback, timed_out, t_s - cutoff, model_cutoff
+
+    def _track_use(self, job: np.ndarray, slot: np.ndarray) -> None:
+        # Job indices never decrease with time, so within a chunk each (job, slot) pair is new
+        # to that job exactly when the slot's last-used job differs.
+        if job.size == 0:
+            return
+        keys = np.unique(job.astype(np.int64) * self._last_used_by_job.size + slot)
+        j, s = np.divmod(keys, self._last_used_by_job.size)
+        new = self._last_used_by_job[s] != j
+        counts = np.bincount(j[new], minlength=len(self._used))
+        for k in np.flatnonzero(counts):
+            self._used[k] += int(counts[k])
+        self._last_used_by_job[s[new]] = j[new].astype(np.int32)
+
+    def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
+        """(scored, unused) over jobs whose predictions were replaced within the window."""
+        rows = self.jobs.rows
+        if not rows:
+            return 0, 0
+        best = self.jobs.arrays()["best"]
+        visible = self.jobs.arrays()["visible_at_s"]
+        scored = unused = 0
+        for i, row in enumerate(rows):
+            if best[i] != i:
+                replaced_at = visible[i]  # overtaken by a newer cut-off before it was read
+            else:
+                k = int(np.searchsorted(best, i, side="right"))  # first job that replaced it
+                if k == len(rows):
+                    continue  # still in use at the end: its waste is not known yet
+                replaced_at = visible[k]
+            if start_s < replaced_at <= end_s:
+                scored += int(row["scored"])
+                unused += int(row["scored"]) - self._used[i]
+        return scored, unused
+
+    def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
+        return apportioned_usd(self.runs, lambda r: r.duration_s / 3600 * r.nodes *
+                               prices.batch_node_hour, start_s, end_s)
+
+
+class BatchFeaturePipeline:
+    """Scheduled feature materialisation; requests see features as of the last finished run."""
+
+    def __init__(self, spec: BatchFeatures):
+        self.spec = spec
+        self.refreshes = Timeline("batch features")
+        self.runs: list[Run] = []
+
+    def lead_s(self, population_size: int) -> float:
+        return 2 * self.spec.every + self._duration(population_size)
+
+    def _duration(self, entities: int) -> float:
+        spec = self.spec
+        if spec.throughput is not None:
+            return entities / spec.throughput + spec.overhead
+        return (spec.duration or 0.0) + spec.overhead
+
+    def start(self, env: simpy.Environment, world: World) -> None:
+        self.population = world.population
+        env.process(periodic(env, self.spec.every, self.spec.start_at, world.history_start_s,
+                             self._materialise))
+
+    def _materialise(self, env: simpy.Environment, scheduled_s: float):
+        duration = self._duration(self.population.count_at(scheduled_s))
+        self.runs.append(Run(scheduled_s, duration, self.spec.nodes, self.spec.every))
+        yield env.timeout(duration)
+        self.refreshes.append(env.now, scheduled_s)
+
+    def feature_cutoff_s(self, t_s: np.ndarray) -> np.ndarray:
+        return self.refreshes.value(self.refreshes.lookup(t_s), "cutoff_s")
+
+    def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
+        return apportioned_usd(self.runs, lambda r: r.duration_s / 3600 * r.nodes *
+                               prices.batch_node_hour, start_s, end_s)
+
+
+class StreamPipeline:
+    """Stream features over tumbling windows of length ``window``.
+
+    Window ``k`` closes at ``k * window`` and its features become visible ``lag_k`` later (one
+    lag draw per window); a request's stream-feature age is its time minus the close of the
+    newest visible window, so it is ``lag + U(0, window)`` for evenly spread requests: mean
+    ``E[lag] + window / 2``, at most ``lag + window``. With ``window: 0`` every event is its own
+    update and the age is the request's own lag draw.
+    """
+
+    def __init__(self, spec: StreamFeatures):
+        self.spec = spec
+        self.windows = Timeline("stream windows")
+
+    def lead_s(self) -> float:
+        if self.spec.window == 0:
+            return 0.0
+        return 2 * self.spec.window + float(self.spec.lag.ppf(np.array(0.9999)))
+
+    def start(self, env: simpy.Environment, world: World) -> None:
+        if self.spec.window > 0:
+            self._rng = world.streams["stream_windows"]
+            since = max(world.history_start_s, -self.lead_s())
+            env.process(periodic(env, self.spec.window, 0.0, since, self._close))
+
+    def _close(self, env: simpy.Environment, closed_s: float):
+        lag = float(self.spec.lag.ppf(self._rng.random()))
+        yield env.timeout(lag)
+        self.windows.append(env.now, closed_s)
+
+    def age_s(self, t_s: np.ndarray, u_lag: np.ndarray) -> np.ndarray:
+        if self.spec.window == 0:
+            return self.spec.lag.ppf(u_lag)
+        return t_s - self.windows.value(self.windows.lookup(t_s), "cutoff_s")
+
+    def cost_usd_per_day(self, prices) -> float:
+        return self.spec.nodes * 24 * prices.stream_node_hour
+
+
+class OnlineServing:
+    """Serving replicas: each request waits FIFO for a replica, which looks up its features and
+    runs the model (both occupy the replica, as in a synchronous serving worker)."""
+
+    def __init__(self, serving: Serving, feature_lookup):
+        self.spec = serving
+        self.feature_lookup = feature_lookup
+        self.pool = ReplicaPool(serving.replicas, serving.timeout)
+
+    @property
+    def mean_occupancy_s(self) -> float:
+        return self.feature_lookup.mean + self.spec.service_time.mean
+
+    def serve(self, t_s: np.ndarray, u_feature_lookup: np.ndarray, u_service: np.ndarray):
+        """(latency, queue_wait, timed_out, busy) for requests served online."""
+        occupancy = self.feature_lookup.ppf(u_feature_lookup) + self.spec.service_time.ppf(u_service)
+        wait, started = self.pool.serve(t_s, occupancy)
+        timeout = self.spec.timeout
+        latency = wait + occupancy
+        if timeout is None:
+            timed_out = np.zeros(t_s.size, bool)
+        else:
+            timed_out = ~started | (latency > timeout)
+            latency = np.where(timed_out, timeout, latency)
+        busy = np.where(started, occupancy, 0.0)
+        return latency, wait, timed_out, busy
+
+    def cost_usd_per_day(self, prices) -> float:
+        return self.spec.replicas * 24 * prices.replica_hour

@@ -1,0 +1,103 @@
+"""The ``predsim`` command: parse, call the library, print, map errors to exit codes.
+
+Exit codes: 0 success, 2 bad input (a clear message, no traceback), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from sim.scenario import ScenarioError, dump_yaml, load_scenario
+
+SCENARIO = click.Path(dir_okay=False, path_type=str)
+_SET_HELP = ("Override any scenario key, e.g. --set architectures.online.serving.replicas=8 "
+             "(the value is read as YAML). Repeatable.")
+
+
+class BadInput(click.ClickException):
+    """Bad input: printed line by line without a traceback, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(self.format_message(), err=True)
+
+
+def _load(path: str, overrides: tuple[str, ...], seed: int | None = None):
+    try:
+        return load_scenario(path, list(overrides), seed=seed)
+    except ScenarioError as exc:
+        raise BadInput("\n".join(exc.problems)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="predsim-ml", prog_name="predsim")
+def main():
+    """predsim: simulate batch, online, streaming and hybrid prediction on your own workload
+    and compare freshness, latency, quality, cost and value before you build anything."""
+
+
+@main.command()
+@click.argument("scenario", type=SCENARIO)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Also write summary.csv, timeseries.csv, results.json, the resolved scenario "
+                   "and PNG plots to this folder.")
+def run(scenario, overrides, seed, as_json, out_dir):
+    """Simulate every architecture in SCENARIO and compare them."""
+    import sim
+    from sim.report import print_results, to_json, write_outputs
+
+    spec = _load(scenario, overrides, seed)
+    results = _with_progress(lambda progress: sim.run(spec, progress=progress),
+                             f"Simulating {spec.name}")
+    if as_json:
+        click.echo(to_json(results))
+    else:
+        print_results(results)
+    if out_dir:
+        written = write_outputs(results, out_dir)
+        if not as_json:
+            click.echo(f"Wrote {len(written)} files to {out_dir}/")
+
+
+@main.command()
+@click.argument("scenario", type=SCENARIO)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+def validate(scenario, overrides):
+    """Check SCENARIO and print it with every default filled in (or every problem at once)."""
+    from sim.report import resolved_yaml
+    spec = _load(scenario, overrides)
+    click.echo(resolved_yaml(spec), nl=False)
+
+
+def _with_progress(work, description: str):
+    """Run ``work(progress_callback)`` under a progress bar when stderr is a terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal or os.environ.get("PREDSIM_NO_PROGRESS"):
+        return work(None)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(description, total=1.0)
+        return work(lambda done: progress.update(task, completed=done))
+
+
+def entry() -> None:
+    """Console-script entry: bad input exits 2, unexpected errors exit 1 without a traceback."""
+    try:
+        main(standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception as exc:  # pragma: no cover - the last line of defence
+        if os.environ.get("PREDSIM_DEBUG"):
+            raise
+        click.echo(f"predsim: unexpected error: {exc}. Set PREDSIM_DEBUG=1 for details.",
+                   err=True)
+        sys.exit(1)

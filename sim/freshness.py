@@ -1,0 +1,119 @@
+"""Feature age, model age and quality.
+
+A :class:`Timeline` records refreshes (a batch job finishing, a materialisation, a stream window
+becoming visible, a model deploy) as the control plane produces them; requests then look up, in
+bulk, the freshest refresh visible at their time. Quality is the team's metric as a function of
+feature age and model age (DESIGN.md): the losses against ``fresh`` of the two staleness curves
+and of drift add up, and the result is clamped to [0, fresh].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.scenario import Curve, Drift, Quality
+
+DAY_S = 86400.0
+
+
+class Timeline:
+    """Refreshes appended in time order; lookup of the freshest one visible at given times.
+
+    Each refresh has a ``visible_at_s`` (non-decreasing: the SimPy control plane appends in time
+    order), a data ``cutoff_s`` and any other named values. Refreshes may finish out of order of
+    their cut-offs (a slow job overtaken by a later one); a lookup returns the visible refresh
+    with the newest cut-off.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._rows: list[dict] = []
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def append(self, visible_at_s: float, cutoff_s: float, **values: float) -> int:
+        if self._rows and visible_at_s < self._rows[-1]["visible_at_s"]:
+            raise ValueError("refreshes must be appended in time order")
+        self._rows.append({"visible_at_s": visible_at_s, "cutoff_s": cutoff_s, **values})
+        self._arrays = None
+        return len(self._rows) - 1
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def rows(self) -> list[dict]:
+        return self._rows
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            keys = self._rows[0].keys() if self._rows else ("visible_at_s", "cutoff_s")
+            arrays = {k: np.array([r[k] for r in self._rows], dtype=float) for k in keys}
+            cutoff = arrays["cutoff_s"]
+            # best[i]: index of the newest cut-off among refreshes 0..i
+            running = np.maximum.accumulate(cutoff) if cutoff.size else cutoff
+            is_new_best = np.r_[True, running[1:] > running[:-1]] if cutoff.size else cutoff
+            best = np.maximum.accumulate(np.where(is_new_best, np.arange(cutoff.size), 0))
+            arrays["best"] = best.astype(np.int64)
+            self._arrays = arrays
+        return self._arrays
+
+    def lookup(self, t_s: np.ndarray) -> np.ndarray:
+        """Index of the refresh in force at each time, or -1 where none is visible yet."""
+        arrays = self.arrays()
+        pos = np.searchsorted(arrays["visible_at_s"], t_s, side="right") - 1
+        if arrays["best"].size == 0:
+            return np.full(np.shape(t_s), -1, dtype=np.int64)
+        return np.where(pos >= 0, arrays["best"][np.maximum(pos, 0)], -1)
+
+    def value(self, index: np.ndarray, key: str, missing: float = np.nan) -> np.ndarray:
+        """Values of ``key`` for refresh indices from :meth:`lookup` (``missing`` where -1)."""
+        column = self.arrays()[key]
+        if column.size == 0:
+            return np.full(np.shape(index), missing)
+        return np.where(index >= 0, column[np.maximum(index, 0)], missing)
+
+    def cutoff_at(self, t_s: float) -> float:
+        """The data cut-off in force at one time (scalar form, for control-plane processes)."""
+        cutoff = -np.inf
+        for row in self._rows:
+            if row["visible_at_s"] > t_s:
+                break
+            cutoff = max(cutoff, row["cutoff_s"])
+        return cutoff
+
+
+def curve_value(curve: Curve, fresh: float, age_s: np.ndarray) -> np.ndarray:
+    """The metric at each age according to ``curve`` (the other age held at zero)."""
+    if curve.exponential is not None:
+        c = curve.exponential
+        return c.floor + (fresh - c.floor) * np.exp2(-age_s / c.half_life)
+    if curve.linear is not None:
+        c = curve.linear
+        return np.maximum(c.floor, fresh + c.per_day * age_s / DAY_S)
+    ages = np.array([a for a, _ in curve.table])
+    values = np.array([v for _, v in curve.table])
+    return np.interp(age_s, ages, values)
+
+
+def quality(spec: Quality, feature_age_s: np.ndarray, model_age_s: np.ndarray,
+            drift_loss: np.ndarray | float = 0.0) -> np.ndarray:
+    """Quality of real predictions: fresh minus the feature, model and drift losses, in [0, fresh].
+
+    Ages that are NaN (no such age, e.g. no model curve) contribute no loss.
+    """
+    loss = np.zeros(np.shape(feature_age_s)) + drift_loss
+    if spec.feature_staleness is not None:
+        loss += np.nan_to_num(spec.fresh - curve_value(spec.feature_staleness, spec.fresh,
+                                                       feature_age_s))
+    if spec.model_staleness is not None:
+        loss += np.nan_to_num(spec.fresh - curve_value(spec.model_staleness, spec.fresh,
+                                                       model_age_s))
+    return np.clip(spec.fresh - loss, 0.0, spec.fresh)
+
+
+def drift_loss(drifts: list[Drift], t_s: np.ndarray, model_cutoff_s: np.ndarray) -> np.ndarray:
+    """Metric lost to drift: each shift that has happened hurts models trained before it."""
+    loss = np.zeros(np.shape(t_s))
+    for d in drifts:
+        loss += np.where((t_s >= d.at) & (model_cutoff_s < d.at), d.quality_drop, 0.0)
+    return loss

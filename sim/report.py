@@ -1,0 +1,127 @@
+"""Results -> terminal tables and files. Never simulates.
+
+Every file is written to a temporary name in the target folder and renamed into place, so an
+interrupted run never leaves a half-written file where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from sim.results import Results, version
+from sim.scenario import dump_yaml
+from sim.units import format_duration, human_duration
+
+
+def comparison_table(results: Results) -> Table:
+    """One row per architecture, the numbers a team compares, units in the headers."""
+    metric = results.scenario.quality.metric
+    slo = results.scenario.slo.latency_p99
+    table = Table(title=f"{results.scenario.name}: {format_duration(results.scenario.horizon)} "
+                        f"simulated, seed {results.seed}", title_justify="left")
+    columns = ["architecture", f"{metric}\nmean", "coverage\n%", "feature\nage",
+               "p50\nms", "p99\nms", f">SLO\n{format_duration(slo)} %" if slo else ">SLO\n%",
+               "wasted\npreds %", "replica\nutil %", "cost\n$/day", "value\n$/day",
+               "net\n$/day"]
+    for i, header in enumerate(columns):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in results.summary.to_dict("records"):
+        name = row["architecture"]
+        table.add_row(
+            name if name == row["kind"] else f"{name} ({row['kind']})",
+            _fmt(row["quality_mean"], "{:.4g}"),
+            _fmt(row["coverage"] * 100, "{:.2f}"),
+            "-" if _nan(row["feature_age_s_mean"]) else human_duration(row["feature_age_s_mean"]),
+            _fmt(row["latency_ms_p50"], "{:.1f}"),
+            _fmt(row["latency_ms_p99"], "{:.1f}"),
+            _fmt(row["slo_violation_rate"] * 100, "{:.2f}"),
+            _fmt(row["wasted_prediction_rate"] * 100, "{:.1f}"),
+            _fmt(row["utilization"] * 100, "{:.0f}"),
+            _fmt(row["cost_usd_per_day"], "{:,.2f}"),
+            _fmt(row["value_usd_per_day"], "{:,.0f}"),
+            _fmt(row["net_value_usd_per_day"], "{:,.0f}"),
+        )
+    return table
+
+
+def print_results(results: Results, console: Console | None = None) -> None:
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a file or a pipe: no reason to squeeze the table
+            console = Console(width=160)
+    console.print(comparison_table(results))
+    for note in results.notes:
+        console.print(f"[bold yellow]Note:[/] {note}")
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _fmt(x, pattern: str) -> str:
+    return "-" if _nan(x) else pattern.format(x)
+
+
+def to_json(results: Results) -> str:
+    return json.dumps(results.to_dict(), indent=2, allow_nan=False)
+
+
+def resolved_yaml(results_or_scenario) -> str:
+    """The resolved scenario with the seed and the predsim version that produced the outputs."""
+    scenario = getattr(results_or_scenario, "scenario", results_or_scenario)
+    header = (f"# Resolved scenario: every default filled in. Produced by predsim {version()} "
+              f"with seed {scenario.seed}.\n")
+    data = {"predsim_version": version(), **scenario.to_yaml_dict()}
+    return header + dump_yaml(data)
+
+
+def write_outputs(results: Results, out_dir: str | Path) -> list[Path]:
+    """Write summary.csv, timeseries.csv, results.json, scenario.resolved.yaml and PNG plots."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        _atomic_write(out / "summary.csv", results.summary.to_csv(index=False)),
+        _atomic_write(out / "timeseries.csv", results.timeseries.to_csv(index=False)),
+        _atomic_write(out / "results.json", to_json(results) + "\n"),
+        _atomic_write(out / "scenario.resolved.yaml", resolved_yaml(results)),
+    ]
+    import matplotlib.pyplot as plt
+    plot = results.plot
+    for name, figure in (("latency_cdf.png", plot.latency_cdf), ("feature_age.png", plot.feature_age),
+                         ("quality_over_time.png", plot.quality_over_time),
+                         ("cost_breakdown.png", plot.cost_breakdown)):
+        fig = figure()
+        written.append(_atomic_write_figure(out / name, fig))
+        plt.close(fig)
+    return written
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _atomic_write_figure(path: Path, fig) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

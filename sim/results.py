@@ -1,0 +1,183 @@
+"""Results of one run: tidy pandas tables with units in column names, and the JSON contract.
+
+``Results.summary`` has one row per architecture; ``Results.timeseries`` one row per time bucket
+per architecture; ``Results.distributions`` the histograms behind the percentiles (for plots).
+See ``docs/glossary.md`` for how each column is computed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import numpy as np
+import pandas as pd
+
+from sim.metrics import Accumulator, Histogram, quantile
+from sim.scenario import Scenario
+
+DAY_S = 86400.0
+COST_COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing",
+                   "training")
+
+
+def version() -> str:
+    try:
+        return metadata.version("predsim-ml")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+@dataclass
+class Results:
+    """What a run measured, per architecture."""
+
+    scenario: Scenario
+    summary: pd.DataFrame
+    timeseries: pd.DataFrame
+    distributions: dict[str, dict[str, Histogram]]
+    replication: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return self.scenario.seed
+
+    @property
+    def plot(self):
+        """Figures of these results: ``results.plot.latency_cdf()`` and friends."""
+        from sim.plots import Plotter
+        return Plotter(self)
+
+    def to_dict(self) -> dict:
+        """The ``predsim run --json`` object (DESIGN.md), with the run's provenance."""
+        archs = []
+        for row in self.summary.to_dict("records"):
+            archs.append({
+                "name": row["architecture"],
+                "kind": row["kind"],
+                "requests": int(row["requests"]),
+                "coverage": _num(row["coverage"]),
+                "latency_ms": {k: _num(row[f"latency_ms_{k}"]) for k in ("mean", "p50", "p95", "p99")},
+                "queue_wait_ms": {k: _num(row[f"queue_wait_ms_{k}"]) for k in ("mean", "p99")},
+                "feature_age_s": {k: _num(row[f"feature_age_s_{k}"]) for k in ("mean", "p50", "p95")},
+                "model_age_s": {"mean": _num(row["model_age_s_mean"])},
+                "quality": {"mean": _num(row["quality_mean"])},
+                "slo_violation_rate": _num(row["slo_violation_rate"]),
+                "timeout_rate": _num(row["timeout_rate"]),
+                "wasted_prediction_rate": _num(row["wasted_prediction_rate"]),
+                "utilization": _num(row["utilization"]),
+                "offered_load": _num(row["offered_load"]),
+                "queue_stable": None if pd.isna(row["queue_stable"]) else bool(row["queue_stable"]),
+                "cost_per_day": {**{c: _num(row[f"cost_usd_per_day_{c}"]) for c in COST_COMPONENTS},
+                                 "total": _num(row["cost_usd_per_day"])},
+                "value_per_day": _num(row["value_usd_per_day"]),
+                "net_value_per_day": _num(row["net_value_usd_per_day"]),
+            })
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.scenario.seed,
+            "replication": self.replication,
+            "predsim_version": version(),
+            "horizon_s": self.scenario.horizon,
+            "warmup_s": self.scenario.warmup,
+            "metric": self.scenario.quality.metric,
+            "architectures": archs,
+            "notes": self.notes,
+        }
+
+
+def _num(x) -> float | None:
+    """JSON-safe number: NaN becomes null."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return float(x)
+
+
+def collect(scenario: Scenario, architectures: list, accumulators: list[Accumulator],
+            replication: int = 0) -> Results:
+    """Turn accumulated sums and histograms into Results."""
+    start_s, end_s = scenario.warmup, scenario.end_s
+    days = scenario.horizon / DAY_S
+    value_per_outcome = scenario.business.value_per_outcome
+    rows, series, notes, distributions = [], [], [], {}
+    for arch, acc in zip(architectures, accumulators):
+        t = acc.totals
+        n = t["requests"]
+        per = (lambda x: x / n) if n else (lambda x: float("nan"))
+        costs = arch.cost_usd_per_day(start_s, end_s)
+        scored, unused = arch.wasted(start_s, end_s)
+        stats = arch.serving_stats()
+        if stats:
+            replicas = stats["replicas"]
+            utilization = t["busy_s"] / (replicas * scenario.horizon)
+            offered = t["queued"] / scenario.horizon * stats["mean_occupancy_s"] / replicas
+            stable = offered < 1.0
+            if not stable:
+                notes.append(f"{arch.name}: the serving queue is unstable: requests arrive faster "
+                             f"than {replicas} replica(s) can serve them (offered load "
+                             f"{offered:.2f} >= 1). Waits grow without bound; add replicas.")
+        else:
+            utilization = offered = float("nan")
+            stable = None
+        value = t["value"] * value_per_outcome / days
+        rows.append({
+            "architecture": arch.name,
+            "kind": arch.kind,
+            "requests": int(n),
+            "coverage": per(n - t["fallbacks"]),
+            "timeout_rate": per(t["timeouts"]),
+            "latency_ms_mean": per(t["latency_s"]) * 1e3,
+            "latency_ms_p50": acc.latency.quantile(0.50) * 1e3,
+            "latency_ms_p95": acc.latency.quantile(0.95) * 1e3,
+            "latency_ms_p99": acc.latency.quantile(0.99) * 1e3,
+            "queue_wait_ms_mean": (t["queue_wait_s"] / t["queued"] * 1e3) if t["queued"] else float("nan"),
+            "queue_wait_ms_p99": acc.queue_wait.quantile(0.99) * 1e3,
+            "feature_age_s_mean": t["feature_age_s"] / t["feature_age_n"] if t["feature_age_n"] else float("nan"),
+            "feature_age_s_p50": acc.feature_age.quantile(0.50),
+            "feature_age_s_p95": acc.feature_age.quantile(0.95),
+            "model_age_s_mean": t["model_age_s"] / t["model_age_n"] if t["model_age_n"] else float("nan"),
+            "quality_mean": per(t["quality"]),
+            "slo_violation_rate": per(t["slo_violations"]) if scenario.slo.latency_p99 else float("nan"),
+            "wasted_prediction_rate": unused / scored if scored else float("nan"),
+            "utilization": utilization,
+            "offered_load": offered,
+            "queue_stable": stable,
+            **{f"cost_usd_per_day_{c}": costs[c] for c in COST_COMPONENTS},
+            "cost_usd_per_day": costs["total"],
+            "value_usd_per_day": value,
+            "net_value_usd_per_day": value - costs["total"],
+        })
+        distributions[arch.name] = {"latency_s": acc.latency, "queue_wait_s": acc.queue_wait,
+                                    "feature_age_s": acc.feature_age, "model_age_s": acc.model_age}
+        series.append(_series_frame(scenario, arch, acc, stats))
+    summary = pd.DataFrame(rows)
+    timeseries = pd.concat(series, ignore_index=True)
+    return Results(scenario, summary, timeseries, distributions, replication, notes)
+
+
+def _series_frame(scenario: Scenario, arch, acc: Accumulator, stats) -> pd.DataFrame:
+    s = acc.series
+    m = acc.n_buckets
+    start = scenario.warmup + np.arange(m) * acc.bucket_s
+    width = np.minimum(acc.bucket_s, scenario.end_s - start)
+    n = s["requests"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame = pd.DataFrame({
+            "architecture": arch.name,
+            "bucket_start_s": start,
+            "bucket_s": width,
+            "requests": n.astype(np.int64),
+            "arrival_rate_per_s": n / width,
+            "coverage": 1 - s["fallbacks"] / n,
+            "latency_ms_mean": s["latency_s"] / n * 1e3,
+            "latency_ms_p99": [quantile(acc.series_latency[i], 0.99) * 1e3 for i in range(m)],
+            "quality_mean": s["quality"] / n,
+            "feature_age_s_mean": s["feature_age_s"] / s["feature_age_n"],
+            "model_age_s_mean": s["model_age_s"] / s["model_age_n"],
+            "slo_violation_rate": s["slo_violations"] / n if acc.slo_s else np.nan,
+            "utilization": s["busy_s"] / (stats["replicas"] * width) if stats else np.nan,
+            "value_usd": s["value"] * scenario.business.value_per_outcome,
+        })
+    return frame

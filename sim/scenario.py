@@ -1,0 +1,708 @@
+"""The scenario: one YAML file, validated into typed objects.
+
+The pydantic models below are the declaration of the format (see DESIGN.md); :func:`load_scenario`
+reads a file, applies ``--set`` overrides, validates, and turns every problem into a
+:class:`ScenarioError` whose lines name the file, the key path, what was expected and what was
+found.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
+                      ValidationError, ValidationInfo, model_serializer,
+                      model_validator)
+
+from sim.distributions import ZERO, Distribution
+from sim.units import (format_duration, format_rate, parse_count, parse_duration, parse_rate)
+
+DAY_S = 86400.0
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot be used; ``problems`` holds one plain-language line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Field types: durations, rates, counts and distributions as they are written in YAML
+# --------------------------------------------------------------------------------------------
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+def _rate(value: Any) -> float:
+    return parse_rate(value)
+
+
+def _count(value: Any) -> float:
+    return parse_count(value)
+
+
+Duration = Annotated[float, BeforeValidator(_duration),
+                     PlainSerializer(format_duration, return_type=str)]
+
+
+def _must_be_positive(seconds: float) -> float:
+    if not seconds > 0:
+        raise ValueError(f"must be > 0 (got {format_duration(seconds)})")
+    return seconds
+
+
+def _must_be_non_negative(seconds: float) -> float:
+    if seconds < 0:
+        raise ValueError(f"must be >= 0 (got {format_duration(seconds)})")
+    return seconds
+
+
+def _rate_positive(per_s: float) -> float:
+    if not per_s > 0:
+        raise ValueError(f"must be > 0 (got {format_rate(per_s)})")
+    return per_s
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_must_be_positive)]
+NonNegativeDuration = Annotated[Duration, AfterValidator(_must_be_non_negative)]
+Rate = Annotated[float, BeforeValidator(_rate), AfterValidator(_rate_positive),
+                 PlainSerializer(format_rate, return_type=str)]
+Count = Annotated[float, BeforeValidator(_count),
+                  PlainSerializer(lambda x: int(x) if float(x).is_integer() else x)]
+
+_DIST_HELP = ("expected a distribution: 0, a duration, {constant: X}, {exponential: {mean: X}}, "
+              "{lognormal: {median: X, p99: Y}}, {gamma: {mean: X, cv: Y}} or {empirical: FILE}")
+
+
+def _distribution(value: Any, info: ValidationInfo) -> Distribution:
+    if isinstance(value, Distribution):
+        return value
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        seconds = parse_duration(value)
+        _non_negative(seconds, value)
+        return Distribution.constant(seconds)
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ValueError(f"{_DIST_HELP} (got {value!r})")
+    (kind, params), = value.items()
+    if kind == "constant":
+        seconds = parse_duration(params)
+        _non_negative(seconds, params)
+        return Distribution.constant(seconds)
+    if kind == "empirical":
+        base = Path((info.context or {}).get("base_dir", "."))
+        return _read_empirical(params, base)
+    expected = {"exponential": {"mean"}, "lognormal": {"median", "p99"}, "gamma": {"mean", "cv"}}
+    if kind not in expected:
+        hint = _did_you_mean(str(kind), list(expected) + ["constant", "empirical"])
+        raise ValueError(f"unknown distribution {kind!r}{hint}; {_DIST_HELP}")
+    if not isinstance(params, dict) or set(params) != expected[kind]:
+        keys = ", ".join(sorted(expected[kind]))
+        raise ValueError(f"{kind} needs exactly the keys {keys} (got {params!r})")
+    if kind == "exponential":
+        mean = parse_duration(params["mean"])
+        _positive(mean, "mean", params["mean"])
+        return Distribution.exponential(mean)
+    if kind == "lognormal":
+        median, p99 = parse_duration(params["median"]), parse_duration(params["p99"])
+        _positive(median, "median", params["median"])
+        if p99 < median:
+            raise ValueError(f"lognormal p99 must be at least the median "
+                             f"(got median {params['median']}, p99 {params['p99']})")
+        if p99 == median:
+            return Distribution.constant(median)
+        return Distribution.lognormal(median, p99)
+    mean = parse_duration(params["mean"])
+    _positive(mean, "mean", params["mean"])
+    cv = params["cv"]
+    if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not cv > 0:
+        raise ValueError(f"gamma cv must be a number > 0 (got {cv!r})")
+    return Distribution.gamma(mean, float(cv))
+
+
+_SAMPLE_UNITS_S = {"_s": 1.0, "_sec": 1.0, "_seconds": 1.0, "_ms": 1e-3, "_us": 1e-6}
+
+
+def _read_empirical(path_value: Any, base: Path) -> Distribution:
+    if not isinstance(path_value, str):
+        raise ValueError(f"empirical needs a CSV file path (got {path_value!r})")
+    path = Path(path_value)
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:  # pandas raises many kinds; the user needs only the message
+        raise ValueError(f"cannot read {path} as CSV: {exc}") from None
+    numeric = [c for c in frame.columns if any(str(c).endswith(u) for u in _SAMPLE_UNITS_S)]
+    if len(numeric) != 1:
+        raise ValueError(f"{path}: expected one column whose name carries its unit, such as "
+                         f"service_time_s or latency_ms (got columns {list(frame.columns)})")
+    column = numeric[0]
+    unit = next(s for u, s in _SAMPLE_UNITS_S.items() if str(column).endswith(u))
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() | (values < 0)
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
+        raise ValueError(f"{path}: line {line}: {column} must be a number >= 0 "
+                         f"(got {frame[column].iloc[line - 2]!r})")
+    if len(values) == 0:
+        raise ValueError(f"{path}: no samples in column {column}")
+    return Distribution.empirical(values.to_numpy(float) * unit, source=str(path_value))
+
+
+def _non_negative(seconds: float, raw: Any) -> None:
+    if seconds < 0:
+        raise ValueError(f"must be >= 0 (got {raw!r})")
+
+
+def _positive(seconds: float, name: str, raw: Any) -> None:
+    if not seconds > 0:
+        raise ValueError(f"{name} must be > 0 (got {raw!r})")
+
+
+Dist = Annotated[Distribution, BeforeValidator(_distribution),
+                 PlainSerializer(lambda d: d.to_yaml(), return_type=Any)]
+
+
+class Model(BaseModel):
+    """Base for every scenario section: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Workload
+# --------------------------------------------------------------------------------------------
+
+class Popularity(Model):
+    """How requests spread over entities: Zipf over popularity ranks, or uniform."""
+
+    kind: Literal["zipf", "uniform"] = "uniform"
+    exponent: float = Field(0.0, ge=0, description="Zipf exponent s: P(rank k) ~ k^-s.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, value: Any) -> Any:
+        if value == "uniform" or value == {"uniform": None} or value == {"uniform": True}:
+            return {"kind": "uniform"}
+        if isinstance(value, dict) and set(value) == {"zipf"}:
+            return {"kind": "zipf", "exponent": value["zipf"]}
+        if isinstance(value, (dict, Popularity)) and (not value or "kind" in value
+                                                      or isinstance(value, Popularity)):
+            return value
+        raise ValueError(f"expected 'uniform' or {{zipf: EXPONENT}} (got {value!r})")
+
+
+    @model_serializer
+    def _to_yaml(self) -> Any:
+        return "uniform" if self.kind == "uniform" else {"zipf": self.exponent}
+
+
+class Arrivals(Model):
+    """Request arrivals: a non-homogeneous Poisson process around a mean rate."""
+
+    rate: Rate = Field(description="Mean request rate, e.g. 50/s or 4.3M/day.")
+    pattern: Literal["constant", "diurnal", "weekly"] = "constant"
+    peak_to_trough: float = Field(1.0, ge=1.0, description="Daily peak rate / daily trough rate.")
+    peak_hour: float = Field(19.0, ge=0, lt=24, description="Hour of day of the daily peak.")
+    weekend_factor: float = Field(0.7, gt=0, description="Weekly pattern: weekend traffic "
+                                  "relative to weekdays (day 0 of the simulation is a Monday).")
+
+
+
+class Workload(Model):
+    """Traffic and the population of entities (users, items) that requests are about."""
+
+    entities: Count = Field(description="Entities at the start of the simulation.")
+    new_entities_per_day: Count = Field(0.0, description="New entities created per day.")
+    popularity: Popularity = Popularity()
+    arrivals: Arrivals
+
+    @model_validator(mode="after")
+    def _check(self) -> "Workload":
+        if self.entities < 1 or self.entities != int(self.entities):
+            raise ValueError(f"entities must be a whole number >= 1 (got {self.entities:g})")
+        if self.new_entities_per_day < 0:
+            raise ValueError(f"new_entities_per_day must be >= 0 "
+                             f"(got {self.new_entities_per_day:g})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Quality
+# --------------------------------------------------------------------------------------------
+
+class ExponentialCurve(Model):
+    """Quality decays halfway to ``floor`` every ``half_life``."""
+
+    half_life: PositiveDuration
+    floor: float
+
+
+class LinearCurve(Model):
+    """Quality changes by ``per_day`` (negative) per day of age, never below ``floor``."""
+
+    per_day: float = Field(le=0, description="Change of the metric per day of age (<= 0).")
+    floor: float
+
+
+class Curve(Model):
+    """A staleness curve: metric as a function of age. Exactly one of the three forms."""
+
+    exponential: ExponentialCurve | None = None
+    linear: LinearCurve | None = None
+    table: list[tuple[Duration, float]] | None = Field(
+        None, description="[[age, metric], ...] interpolated linearly, flat beyond the ends.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Curve":
+        given = [k for k in ("exponential", "linear", "table") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("expected exactly one of exponential, linear or table "
+                             f"(got {', '.join(given) or 'none'})")
+        if self.table is not None:
+            ages = [a for a, _ in self.table]
+            if len(ages) < 1 or any(b <= a for a, b in zip(ages, ages[1:])):
+                raise ValueError("table ages must be increasing")
+            if ages[0] < 0:
+                raise ValueError("table ages must be >= 0")
+        return self
+
+
+class Quality(Model):
+    """The team's metric, fresh and stale, and the quality of the fallback."""
+
+    metric: str = Field("quality", description="Name of the metric (ctr, accuracy, ...).")
+    fresh: float = Field(gt=0, description="Metric with fresh features and a just-trained model.")
+    fallback: float = Field(0.0, ge=0, description="Metric of the fallback (no prediction).")
+    feature_staleness: Curve | None = None
+    model_staleness: Curve | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Quality":
+        if self.fallback > self.fresh:
+            raise ValueError(f"fallback ({self.fallback:g}) must not exceed fresh ({self.fresh:g})")
+        for name in ("feature_staleness", "model_staleness"):
+            curve = getattr(self, name)
+            form = curve and (curve.exponential or curve.linear)
+            if form is not None and not 0 <= form.floor <= self.fresh:
+                raise ValueError(f"{name} floor must be between 0 and fresh ({self.fresh:g}) "
+                                 f"(got {form.floor:g})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Training, drift, costs, business, SLO
+# --------------------------------------------------------------------------------------------
+
+class Training(Model):
+    """Scheduled retraining: a run every ``every``, deployed ``duration + deploy_delay`` later."""
+
+    every: PositiveDuration
+    duration: NonNegativeDuration = 0.0
+    deploy_delay: NonNegativeDuration = 0.0
+    start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
+                                          "for 02:00.")
+
+
+class Drift(Model):
+    """A sudden shift at ``at`` (time since the start of the simulation, warm-up included)."""
+
+    at: NonNegativeDuration
+    quality_drop: float = Field(gt=0, description="Metric lost by models trained before it.")
+
+
+class Costs(Model):
+    """Unit prices in US dollars."""
+
+    replica_hour: float = Field(0.0, ge=0)
+    batch_node_hour: float = Field(0.0, ge=0)
+    stream_node_hour: float = Field(0.0, ge=0)
+    training_run: float = Field(0.0, ge=0)
+
+
+class LatencyPenalty(Model):
+    per_100ms: float = Field(0.0, ge=0, description="Share of value lost per 100 ms of latency.")
+
+
+class Business(Model):
+    value_per_outcome: float = Field(0.0, ge=0, description="US dollars per outcome (a click...).")
+    latency_penalty: LatencyPenalty = LatencyPenalty()
+
+
+class Slo(Model):
+    latency_p99: Duration | None = Field(None, description="Target for the 99th percentile.")
+
+
+# --------------------------------------------------------------------------------------------
+# Architectures
+# --------------------------------------------------------------------------------------------
+
+class BatchFeatures(Model):
+    """Scheduled feature materialisation: data cut-off at the start of each run."""
+
+    every: PositiveDuration
+    duration: NonNegativeDuration | None = Field(None, description="Run time; or give "
+                                                 "throughput.")
+    throughput: Rate | None = Field(None, description="Entities materialised per second.")
+    overhead: NonNegativeDuration = 0.0
+    nodes: int = Field(1, ge=1)
+    start_at: NonNegativeDuration = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> "BatchFeatures":
+        if self.duration is not None and self.throughput is not None:
+            raise ValueError("give either duration or throughput, not both")
+        return self
+
+
+class StreamFeatures(Model):
+    """Features from a stream processor: tumbling windows, each visible ``lag`` after it closes."""
+
+    lag: Dist = ZERO
+    window: NonNegativeDuration = 0.0
+    nodes: int = Field(1, ge=1)
+
+
+class Features(Model):
+    batch: BatchFeatures | None = None
+    stream: StreamFeatures | None = None
+
+
+class Serving(Model):
+    """Serving replicas: FIFO, each runs feature lookup then inference for one request."""
+
+    replicas: int = Field(ge=1)
+    service_time: Dist
+    timeout: PositiveDuration | None = None
+
+
+class _Scheduled(Model):
+    every: PositiveDuration
+    throughput: Rate
+    overhead: NonNegativeDuration = 0.0
+    nodes: int = Field(1, ge=1)
+    start_at: NonNegativeDuration = 0.0
+    lookup: Dist = ZERO
+    timeout: PositiveDuration | None = None
+
+
+class BatchArchitecture(_Scheduled):
+    """Scheduled scoring jobs; requests read the stored prediction."""
+
+    kind: Literal["batch"]
+
+
+class OnlineArchitecture(Model):
+    """Prediction at request time with features from a batch pipeline."""
+
+    kind: Literal["online"]
+    features: Features
+    feature_lookup: Dist = ZERO
+    serving: Serving
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.features.batch is None:
+            raise ValueError("online needs features.batch (how often features are materialised)")
+        if self.features.stream is not None:
+            raise ValueError("online has no stream features; use kind: streaming")
+        return self
+
+
+class StreamingArchitecture(Model):
+    """Prediction at request time with batch features plus features from a stream processor."""
+
+    kind: Literal["streaming"]
+    features: Features
+    feature_lookup: Dist = ZERO
+    serving: Serving
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.features.stream is None:
+            raise ValueError("streaming needs features.stream (lag and window)")
+        return self
+
+
+class HybridArchitecture(_Scheduled):
+    """Batch predictions for the most popular entities, online prediction for the rest."""
+
+    kind: Literal["hybrid"]
+    head_share: float = Field(gt=0, le=1, description="Share of entities, most popular first, "
+                              "that get precomputed predictions.")
+    features: Features
+    feature_lookup: Dist = ZERO
+    serving: Serving
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.features.batch is None:
+            raise ValueError("hybrid needs features.batch for its online part")
+        return self
+
+
+Architecture = Annotated[
+    Union[BatchArchitecture, OnlineArchitecture, StreamingArchitecture, HybridArchitecture],
+    Field(discriminator="kind"),
+]
+KINDS = ("batch", "online", "streaming", "hybrid")
+
+
+# --------------------------------------------------------------------------------------------
+# The scenario
+# --------------------------------------------------------------------------------------------
+
+class Scenario(Model):
+    """A whole scenario: workload, quality, prices and the architectures to compare."""
+
+    name: str = "scenario"
+    description: str | None = None
+    horizon: PositiveDuration = Field(description="Measured simulated time.")
+    warmup: NonNegativeDuration = Field(0.0, description="Simulated first, not measured.")
+    seed: int = Field(0, ge=0)
+    timeseries_bucket: PositiveDuration | None = Field(None, description="Width of a time-series bucket "
+                                               "(default: 1h, or horizon/48 when shorter).")
+    slo: Slo = Slo()
+    workload: Workload
+    quality: Quality
+    training: Training | None = None
+    drift: list[Drift] = []
+    costs: Costs = Costs()
+    business: Business = Business()
+    architectures: dict[str, Architecture]
+
+    @model_validator(mode="after")
+    def _check(self) -> "Scenario":
+        if not self.architectures:
+            raise ValueError("architectures: give at least one")
+        return self
+
+    # Derived quantities the engine and the reports share.
+    @property
+    def end_s(self) -> float:
+        return self.warmup + self.horizon
+
+    @property
+    def bucket_s(self) -> float:
+        if self.timeseries_bucket is not None:
+            return self.timeseries_bucket
+        return 3600.0 if self.horizon >= 48 * 3600.0 / 4 else self.horizon / 48
+
+    def to_yaml_dict(self) -> dict:
+        """The resolved scenario as plain data in scenario-file units (defaults filled in)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        data["architectures"] = {
+            name: {"kind": arch.pop("kind"), **arch} for name, arch in data["architectures"].items()}
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | list[str] | None = None,
+                  seed: int | None = None) -> Scenario:
+    """Read, override and validate a scenario file.
+
+    ``overrides`` maps dotted key paths to values (``{"architectures.online.serving.replicas":
+    8}``) or is a list of ``KEY=VALUE`` strings whose values are parsed as YAML, as on the
+    command line. Raises :class:`ScenarioError` listing every problem at once.
+    """
+    path = Path(path)
+    label = str(path)
+    if not path.is_file():
+        raise ScenarioError([f"{label}: file not found"])
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ScenarioError([f"{label}: {where}not valid YAML ({problem})"]) from None
+    except UnicodeDecodeError:
+        raise ScenarioError([f"{label}: not a text file"]) from None
+    return scenario_from_dict(raw, label=label, base_dir=path.parent, overrides=overrides,
+                              seed=seed)
+
+
+def scenario_from_dict(raw: Any, label: str = "<scenario>", base_dir: str | Path = ".",
+                       overrides: dict[str, Any] | list[str] | None = None,
+                       seed: int | None = None) -> Scenario:
+    """Validate a scenario given as plain data (as parsed from YAML)."""
+    if not isinstance(raw, dict):
+        raise ScenarioError([f"{label}: expected a mapping of keys (name, horizon, workload, "
+                             f"...) at the top level (got {type(raw).__name__})"])
+    data = copy.deepcopy(raw)
+    problems = []
+    for key, value in _parse_overrides(overrides, label, problems):
+        _set_path(data, key, value, label, problems)
+    if seed is not None:
+        data["seed"] = seed
+    if problems:
+        raise ScenarioError(problems)
+    try:
+        return Scenario.model_validate(data, context={"base_dir": str(base_dir)})
+    except ValidationError as exc:
+        raise ScenarioError(_explain(exc, data, label)) from None
+
+
+def _parse_overrides(overrides, label, problems):
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    pairs = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. "
+                            f"architectures.online.serving.replicas=8")
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def _set_path(data: dict, dotted: str, value: Any, label: str, problems: list[str]) -> None:
+    node = data
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            problems.append(f"--set {dotted}: {where} is not a section (it is {child!r})")
+            return
+        node = child
+    node[parts[-1]] = value
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_parsing": "expected a number",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected text",
+    "dict_type": "expected a section of keys",
+    "model_type": "expected a section of keys",
+    "list_type": "expected a list",
+    "tuple_type": "expected a pair [age, value]",
+}
+
+
+def _explain(exc: ValidationError, data: dict, label: str) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = _clean_loc(err["loc"])
+        path = ".".join(str(p) for p in loc)
+        kind = err["type"]
+        got = err.get("input")
+        ctx = err.get("ctx") or {}
+        if kind == "extra_forbidden":
+            parent = _known_fields(loc[:-1], data)
+            hint = _did_you_mean(str(loc[-1]), parent)
+            msg = f"unknown key{hint}"
+        elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+            op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+                  "less_than": "<"}[kind]
+            bound = next(iter(ctx.values()))
+            msg = f"must be {op} {bound} (got {got!r})"
+        elif kind == "literal_error":
+            msg = f"expected {ctx.get('expected')} (got {got!r})"
+        elif kind == "union_tag_invalid":
+            hint = _did_you_mean(str(ctx.get("tag")), list(KINDS))
+            msg = f"kind must be one of {', '.join(KINDS)} (got {ctx.get('tag')!r}){hint}"
+        elif kind == "union_tag_not_found":
+            msg = f"needs a kind: one of {', '.join(KINDS)}"
+        elif kind in ("value_error", "assertion_error"):
+            msg = str(ctx.get("error", err["msg"]))
+        elif kind == "missing":
+            msg = _MESSAGES[kind]
+        elif kind in _MESSAGES:
+            msg = f"{_MESSAGES[kind]} (got {got!r})"
+        else:
+            msg = err["msg"]
+        lines.append(f"{label}: {path or '(top level)'}: {msg}")
+    return list(dict.fromkeys(lines))
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """Drop pydantic's internal steps (union tags, function names) from an error location."""
+    out = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and (part in KINDS and i >= 2 and loc[0] == "architectures"
+                                      and i == 2):
+            continue
+        if isinstance(part, str) and ("function-" in part or part.startswith("function")):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _known_fields(loc: tuple, data: dict) -> list[str]:
+    """The keys allowed at a location, for "did you mean" suggestions."""
+    model: Any = Scenario
+    node: Any = data
+    for part in loc:
+        if isinstance(node, dict):
+            node = node.get(part)
+        if model is Scenario and part == "architectures":
+            model = "architectures"
+            continue
+        if model == "architectures":
+            kind = node.get("kind") if isinstance(node, dict) else None
+            model = {"batch": BatchArchitecture, "online": OnlineArchitecture,
+                     "streaming": StreamingArchitecture, "hybrid": HybridArchitecture}.get(kind)
+            if model is None:
+                return []
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _model_of(annotation: Any) -> Any:
+    for candidate in getattr(annotation, "__args__", ()) or (annotation,):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML in the key order given, as the resolved scenario is printed."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None,
+                          width=100)
+
+
+__all__ = ["Scenario", "ScenarioError", "load_scenario", "scenario_from_dict", "dump_yaml",
+           "DAY_S", "math"]

@@ -1,0 +1,121 @@
+"""Parsing and formatting of the quantities a scenario is written in.
+
+Durations read as ``250ms``, ``30s``, ``15m``, ``6h``, ``7d`` (a bare number is seconds); rates as
+``50/s``, ``3000/min``, ``4.3M/day`` (a bare number is per second); counts as ``200000``, ``200k``,
+``31M``. Every parser returns SI floats (seconds, per second) and raises ``ValueError`` with a
+message written for the person who typed the value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+DURATION_UNITS_S = {
+    "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0,
+    "h": 3600.0, "hr": 3600.0, "d": 86400.0, "day": 86400.0, "days": 86400.0, "w": 604800.0,
+}
+RATE_UNITS_S = {
+    "s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "m": 60.0,
+    "h": 3600.0, "hour": 3600.0, "hr": 3600.0, "d": 86400.0, "day": 86400.0, "week": 604800.0,
+}
+COUNT_SUFFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9}
+
+_NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+_DURATION_RE = re.compile(rf"^\s*{_NUMBER}\s*([a-zµ]*)\s*$")
+_RATE_RE = re.compile(rf"^\s*{_NUMBER}\s*([kKMBG]?)\s*(?:/\s*([a-z]+))?\s*$")
+_COUNT_RE = re.compile(rf"^\s*{_NUMBER}\s*([kKMBG]?)\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """``'15m'`` -> 900.0 seconds. Bare numbers are seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 250ms, 30s, 15m, 6h or 7d (got {value!r})")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if not match or match.group(2) not in DURATION_UNITS_S and match.group(2) != "":
+            raise ValueError(
+                f"expected a duration such as 250ms, 30s, 15m, 6h or 7d (got {value!r})")
+        seconds = float(match.group(1)) * DURATION_UNITS_S.get(match.group(2), 1.0)
+    else:
+        raise ValueError(f"expected a duration such as 250ms, 30s, 15m, 6h or 7d (got {value!r})")
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration (got {value!r})")
+    return seconds
+
+
+def parse_rate(value: object) -> float:
+    """``'4.3M/day'`` -> 49.77 per second. Bare numbers are per second."""
+    message = f"expected a rate such as 50/s, 3000/min or 4.3M/day (got {value!r})"
+    if isinstance(value, bool):
+        raise ValueError(message)
+    if isinstance(value, (int, float)):
+        rate = float(value)
+    elif isinstance(value, str):
+        match = _RATE_RE.match(value)
+        if not match:
+            raise ValueError(message)
+        number, suffix, unit = match.groups()
+        unit = unit or "s"
+        if unit not in RATE_UNITS_S:
+            raise ValueError(message)
+        rate = float(number) * COUNT_SUFFIX[suffix] / RATE_UNITS_S[unit]
+    else:
+        raise ValueError(message)
+    if not math.isfinite(rate):
+        raise ValueError(message)
+    return rate
+
+
+def parse_count(value: object) -> float:
+    """``'31M'`` -> 31e6. Accepts plain numbers too."""
+    message = f"expected a count such as 200000, 200k or 31M (got {value!r})"
+    if isinstance(value, bool):
+        raise ValueError(message)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        match = _COUNT_RE.match(value)
+        if match:
+            return float(match.group(1)) * COUNT_SUFFIX[match.group(2)]
+    raise ValueError(message)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact-looking unit: 900 -> ``'15m'``, 0.015 -> ``'15ms'``."""
+    if seconds == 0:
+        return "0s"
+    if not math.isfinite(seconds):
+        return str(seconds)
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3)):
+        if abs(seconds) >= size:
+            return f"{_short(seconds / size)}{unit}"
+    return f"{_short(seconds / 1e-6)}us"
+
+
+def format_rate(per_s: float) -> str:
+    """A rate in the unit that reads best: 50 -> ``'50/s'``, 0.5 -> ``'30/min'``."""
+    if per_s >= 1 or per_s == 0:
+        return f"{_short(per_s)}/s"
+    if per_s * 60 >= 1:
+        return f"{_short(per_s * 60)}/min"
+    if per_s * 3600 >= 1:
+        return f"{_short(per_s * 3600)}/h"
+    return f"{_short(per_s * 86400)}/day"
+
+
+def _short(x: float) -> str:
+    text = f"{x:.6g}"
+    return text
+
+
+def human_duration(seconds: float) -> str:
+    """A duration rounded for reading in a table: 12600 -> ``'3.5h'``, 0.0153 -> ``'15.3ms'``."""
+    if not math.isfinite(seconds):
+        return "-"
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0), ("ms", 1e-3)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds / 1e-6:.3g}us" if seconds else "0s"
