@@ -48,7 +48,7 @@ def run(scenario: Scenario, *, replication: int = 0,
     n_buckets = max(1, int(-(-scenario.horizon // scenario.bucket_s)))
     slo = scenario.slo.latency_p99
     accumulators = [Accumulator(a.name, a.kind, n_buckets, scenario.bucket_s, scenario.warmup,
-                                slo, scenario.business.latency_penalty.per_100ms)
+                                end_s, slo, scenario.business.latency_penalty.per_100ms)
                     for a in architectures]
 
     span_s = REQUESTS_PER_CHUNK / source.profile.peak_per_s

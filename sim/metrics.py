@@ -72,7 +72,8 @@ class Outcomes:
     """What happened to each request of a chunk under one architecture (arrays of equal length).
 
     Ages are NaN for requests answered by the fallback. ``busy_s`` is the replica time each
-    request occupied (0 for precomputed predictions and for requests that gave up waiting).
+    request occupied from ``service_start_s`` on (0 for precomputed predictions and for requests
+    that gave up waiting).
     """
 
     t_s: np.ndarray
@@ -84,6 +85,7 @@ class Outcomes:
     model_age_s: np.ndarray
     quality: np.ndarray
     busy_s: np.ndarray
+    service_start_s: np.ndarray
     queued: np.ndarray  # went through the serving queue
 
     def select(self, mask: np.ndarray) -> "Outcomes":
@@ -103,6 +105,7 @@ class Accumulator:
     n_buckets: int
     bucket_s: float
     warmup_s: float
+    end_s: float
     slo_s: float | None
     penalty_per_100ms: float
     latency: Histogram = field(default_factory=Histogram)
@@ -128,7 +131,12 @@ class Accumulator:
         return 1.0 - np.minimum(1.0, self.penalty_per_100ms * latency_s / 0.1)
 
     def add(self, out: Outcomes) -> None:
-        """Add a chunk's outcomes; requests in the warm-up are left out."""
+        """Add a chunk's outcomes; requests in the warm-up are left out.
+
+        Replica busy time is counted where it happens: the part of each service that falls in
+        the measured window, whenever the request arrived.
+        """
+        self._add_busy(out)
         if out.t_s.size and out.t_s[0] < self.warmup_s:
             out = out.select(out.t_s >= self.warmup_s)
         n = out.t_s.size
@@ -152,7 +160,6 @@ class Accumulator:
         tot["model_age_n"] += int(ma_ok.sum())
         tot["quality"] += float(out.quality.sum())
         tot["value"] += float(value.sum())
-        tot["busy_s"] += float(out.busy_s.sum())
         tot["slo_violations"] += int(slo.sum())
         self.latency.add(out.latency_s)
         self.queue_wait.add(out.queue_wait_s[out.queued])
@@ -174,7 +181,18 @@ class Accumulator:
         s["feature_age_n"] += np.bincount(b, weights=~np.isnan(fa_all), minlength=m)
         s["model_age_s"] += np.bincount(b, weights=np.nan_to_num(ma_all), minlength=m)
         s["model_age_n"] += np.bincount(b, weights=~np.isnan(ma_all), minlength=m)
-        s["busy_s"] += np.bincount(b, weights=out.busy_s, minlength=m)
         s["slo_violations"] += np.bincount(b, weights=slo, minlength=m)
         flat = b * N_BINS + bin_index(out.latency_s)
         self.series_latency += np.bincount(flat, minlength=m * N_BINS).reshape(m, N_BINS)
+
+    def _add_busy(self, out: Outcomes) -> None:
+        busy = out.busy_s > 0
+        if not busy.any():
+            return
+        start = out.service_start_s[busy]
+        end = start + out.busy_s[busy]
+        inside = np.clip(np.minimum(end, self.end_s) - np.maximum(start, self.warmup_s), 0, None)
+        self.totals["busy_s"] += float(inside.sum())
+        b = np.clip(((start - self.warmup_s) / self.bucket_s).astype(np.int64), 0,
+                    self.n_buckets - 1)
+        self.series["busy_s"] += np.bincount(b, weights=inside, minlength=self.n_buckets)

@@ -53,4 +53,5 @@ def empty_outcomes(n: int, t_s: np.ndarray) -> dict:
     return dict(t_s=t_s, latency_s=np.zeros(n), queue_wait_s=np.zeros(n),
                 fallback=np.zeros(n, bool), timed_out=np.zeros(n, bool),
                 feature_age_s=np.full(n, np.nan), model_age_s=np.full(n, np.nan),
-                quality=np.zeros(n), busy_s=np.zeros(n), queued=np.zeros(n, bool))
+                quality=np.zeros(n), busy_s=np.zeros(n), service_start_s=t_s.copy(),
+                queued=np.zeros(n, bool))

@@ -113,7 +113,7 @@ class OnlineModel(_Common):
             self.stream.start(env, world)
 
     def _serve_online(self, t, slot, u_feature_lookup, u_service, u_stream_lag):
-        latency, wait, timed_out, busy = self.serving.serve(t, u_feature_lookup, u_service)
+        latency, wait, timed_out, busy, start = self.serving.serve(t, u_feature_lookup, u_service)
         if self.stream is not None:
             feature_age = self.stream.age_s(t, u_stream_lag)
         else:
@@ -121,7 +121,8 @@ class OnlineModel(_Common):
         model_cutoff = self._model_cutoff_now(t)
         q, model_age = self._quality(t, feature_age, model_cutoff, timed_out)
         return dict(latency_s=latency, queue_wait_s=wait, fallback=timed_out.copy(),
-                    timed_out=timed_out, quality=q, busy_s=busy, queued=np.ones(t.size, bool),
+                    timed_out=timed_out, quality=q, busy_s=busy, service_start_s=start,
+                    queued=np.ones(t.size, bool),
                     feature_age_s=np.where(timed_out, np.nan, feature_age),
                     model_age_s=np.where(timed_out, np.nan, model_age))
 

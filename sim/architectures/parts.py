@@ -83,7 +83,11 @@ class StoredPredictions:
         self._last_used_by_job[s[new]] = j[new].astype(np.int32)
 
     def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
-        """(scored, unused) over jobs whose predictions were replaced within the window."""
+        """(scored, unused) over jobs whose predictions were replaced within the window.
+
+        Only jobs that came into force after requests began are counted, so every use of their
+        predictions was simulated.
+        """
         rows = self.jobs.rows
         if not rows:
             return 0, 0
@@ -91,6 +95,8 @@ class StoredPredictions:
         visible = self.jobs.arrays()["visible_at_s"]
         scored = unused = 0
         for i, row in enumerate(rows):
+            if visible[i] < 0:
+                continue  # in force before requests begin (time 0): its use was not simulated
             if best[i] != i:
                 replaced_at = visible[i]  # overtaken by a newer cut-off before it was read
             else:
@@ -197,7 +203,7 @@ class OnlineServing:
         return self.feature_lookup.mean + self.spec.service_time.mean
 
     def serve(self, t_s: np.ndarray, u_feature_lookup: np.ndarray, u_service: np.ndarray):
-        """(latency, queue_wait, timed_out, busy) for requests served online."""
+        """(latency, queue_wait, timed_out, busy, service start) for requests served online."""
         occupancy = self.feature_lookup.ppf(u_feature_lookup) + self.spec.service_time.ppf(u_service)
         wait, started = self.pool.serve(t_s, occupancy)
         timeout = self.spec.timeout
@@ -208,7 +214,7 @@ class OnlineServing:
             timed_out = ~started | (latency > timeout)
             latency = np.where(timed_out, timeout, latency)
         busy = np.where(started, occupancy, 0.0)
-        return latency, wait, timed_out, busy
+        return latency, wait, timed_out, busy, t_s + wait
 
     def cost_usd_per_day(self, prices) -> float:
         return self.spec.replicas * 24 * prices.replica_hour
