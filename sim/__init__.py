@@ -6,8 +6,9 @@
     >>> results.summary[["architecture", "quality_mean", "net_value_usd_per_day"]]
 """
 
-from sim.engine import run
+from sim.engine import simulate
+from sim.replications import run
 from sim.results import Results
 from sim.scenario import Scenario, ScenarioError, load_scenario, scenario_from_dict
 
-__all__ = ["load_scenario", "scenario_from_dict", "run", "Results", "Scenario", "ScenarioError"]
+__all__ = ["load_scenario", "scenario_from_dict", "run", "simulate", "Results", "Scenario", "ScenarioError"]

@@ -50,14 +50,35 @@ def main():
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Also write summary.csv, timeseries.csv, results.json, the resolved scenario "
                    "and PNG plots to this folder.")
-def run(scenario, overrides, seed, as_json, out_dir):
+@click.option("--replications", "-r", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Independent replications; results are means with 95% confidence intervals.")
+@click.option("--baseline", help="Architecture the others are compared with (default: the "
+                                 "first batch architecture, else the first).")
+@click.option("--target-precision", type=click.FloatRange(min=0, min_open=True),
+              help="Add replications until every paired net-value difference is known to "
+                   "within this share of itself (e.g. 0.1 for ±10%).")
+@click.option("--max-replications", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Cap for --target-precision.")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="Replications run in parallel in this many processes (default: CPU cores). "
+                   "Results do not depend on it.")
+def run(scenario, overrides, seed, as_json, out_dir, replications, baseline, target_precision,
+        max_replications, workers):
     """Simulate every architecture in SCENARIO and compare them."""
     import sim
+    from sim.replications import default_workers
     from sim.report import print_results, to_json, write_outputs
 
     spec = _load(scenario, overrides, seed)
-    results = _with_progress(lambda progress: sim.run(spec, progress=progress),
-                             f"Simulating {spec.name}")
+    if baseline is not None and baseline not in spec.architectures:
+        raise BadInput(f"{scenario}: --baseline {baseline!r} is not an architecture of this "
+                       f"scenario (choose from {', '.join(spec.architectures)})")
+    results = _with_progress(
+        lambda progress: sim.run(spec, replications, baseline=baseline,
+                                 target_precision=target_precision,
+                                 max_replications=max(max_replications, replications),
+                                 workers=workers or default_workers(), progress=progress),
+        f"Simulating {spec.name}")
     if as_json:
         click.echo(to_json(results))
     else:

@@ -24,9 +24,9 @@ from sim.workload import Population, RequestSource
 REQUESTS_PER_CHUNK = 1 << 17
 
 
-def run(scenario: Scenario, *, replication: int = 0,
-        progress: Callable[[float], None] | None = None) -> Results:
-    """Simulate every architecture of ``scenario`` over warm-up + horizon and collect results.
+def simulate(scenario: Scenario, *, replication: int = 0,
+             progress: Callable[[float], None] | None = None) -> Results:
+    """One replication: every architecture of ``scenario`` over warm-up + horizon.
 
     ``replication`` selects independent random streams for the same seed. ``progress`` is called
     with the share of simulated time done after each chunk.

@@ -21,11 +21,18 @@ from sim.units import format_duration, human_duration
 
 
 def comparison_table(results: Results) -> Table:
-    """One row per architecture, the numbers a team compares, units in the headers."""
-    metric = results.scenario.quality.metric
-    slo = results.scenario.slo.latency_p99
-    table = Table(title=f"{results.scenario.name}: {format_duration(results.scenario.horizon)} "
-                        f"simulated, seed {results.seed}", title_justify="left")
+    """One row per architecture, the numbers a team compares, units in the headers.
+
+    With several replications each cell is the mean and its 95% confidence half-width.
+    """
+    scenario = results.scenario
+    metric = scenario.quality.metric
+    slo = scenario.slo.latency_p99
+    reps = results.replications
+    title = (f"{scenario.name}: {format_duration(scenario.horizon)} simulated, seed "
+             f"{results.seed}, {reps} replication{'s' if reps != 1 else ''}"
+             + (" (mean ± 95% CI)" if reps > 1 else ""))
+    table = Table(title=title, title_justify="left")
     columns = ["architecture", f"{metric}\nmean", "coverage\n%", "feature\nage",
                "p50\nms", "p99\nms", f">SLO\n{format_duration(slo)} %" if slo else ">SLO\n%",
                "wasted\npreds %", "replica\nutil %", "cost\n$/day", "value\n$/day",
@@ -34,29 +41,83 @@ def comparison_table(results: Results) -> Table:
         table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in results.summary.to_dict("records"):
         name = row["architecture"]
+
+        def cell(column, pattern, scale=1.0):
+            return _with_ci(row, column, pattern, scale)
+
+        age = row["feature_age_s_mean"]
         table.add_row(
             name if name == row["kind"] else f"{name} ({row['kind']})",
-            _fmt(row["quality_mean"], "{:.4g}"),
-            _fmt(row["coverage"] * 100, "{:.2f}"),
-            "-" if _nan(row["feature_age_s_mean"]) else human_duration(row["feature_age_s_mean"]),
-            _fmt(row["latency_ms_p50"], "{:.1f}"),
-            _fmt(row["latency_ms_p99"], "{:.1f}"),
-            _fmt(row["slo_violation_rate"] * 100, "{:.2f}"),
-            _fmt(row["wasted_prediction_rate"] * 100, "{:.1f}"),
-            _fmt(row["utilization"] * 100, "{:.0f}"),
-            _fmt(row["cost_usd_per_day"], "{:,.2f}"),
-            _fmt(row["value_usd_per_day"], "{:,.0f}"),
-            _fmt(row["net_value_usd_per_day"], "{:,.0f}"),
+            cell("quality_mean", "{:.4g}"),
+            cell("coverage", "{:.2f}", 100),
+            "-" if _nan(age) else human_duration(age),
+            cell("latency_ms_p50", "{:.1f}"),
+            cell("latency_ms_p99", "{:.1f}"),
+            cell("slo_violation_rate", "{:.2f}", 100),
+            cell("wasted_prediction_rate", "{:.1f}", 100),
+            cell("utilization", "{:.0f}", 100),
+            cell("cost_usd_per_day", "{:,.2f}"),
+            cell("value_usd_per_day", "{:,.0f}"),
+            cell("net_value_usd_per_day", "{:,.0f}"),
         )
     return table
+
+
+def differences_table(results: Results) -> Table | None:
+    """Each architecture minus the baseline, with paired 95% confidence intervals."""
+    d = results.differences
+    if d is None or d.empty or results.replications < 2:
+        return None
+    metric = results.scenario.quality.metric
+    shown = [("net_value_usd_per_day", "net value\n$/day", "{:+,.0f}", 1),
+             ("cost_usd_per_day", "cost\n$/day", "{:+,.2f}", 1),
+             ("quality_mean", f"{metric}", "{:+.4g}", 1),
+             ("coverage", "coverage\npoints", "{:+.2f}", 100),
+             ("latency_ms_p99", "p99\nms", "{:+.1f}", 1)]
+    table = Table(title=f"Difference from {results.baseline} (paired, 95% CI)",
+                  title_justify="left")
+    table.add_column("architecture", no_wrap=True)
+    for _, header, _, _ in shown:
+        table.add_column(header, justify="right")
+    for name in results.summary["architecture"]:
+        if name == results.baseline:
+            continue
+        rows = d[d["architecture"] == name].set_index("metric")
+        cells = []
+        for column, _, pattern, scale in shown:
+            if column not in rows.index:
+                cells.append("-")
+                continue
+            r = rows.loc[column]
+            cells.append(f"{pattern.format(r['difference'] * scale)} "
+                         f"[{pattern.format(r['low'] * scale)}, {pattern.format(r['high'] * scale)}]")
+        table.add_row(name, *cells)
+    return table
+
+
+def _with_ci(row: dict, column: str, pattern: str, scale: float = 1.0) -> str:
+    value = row.get(column)
+    if _nan(value):
+        return "-"
+    text = pattern.format(value * scale)
+    half = row.get(f"{column}_ci95")
+    if half is not None and not _nan(half):
+        half_pattern = "{:.2g}" if pattern.endswith("g}") else pattern
+        text += f" ±{half_pattern.format(half * scale).lstrip('+')}"
+    return text
 
 
 def print_results(results: Results, console: Console | None = None) -> None:
     if console is None:
         console = Console()
         if not console.is_terminal:  # a file or a pipe: no reason to squeeze the table
-            console = Console(width=160)
+            console = Console(width=180)
     console.print(comparison_table(results))
+    differences = differences_table(results)
+    if differences is not None:
+        console.print(differences)
+    if results.verdict:
+        console.print(results.verdict, highlight=False)
     for note in results.notes:
         console.print(f"[bold yellow]Note:[/] {note}")
 

@@ -39,6 +39,11 @@ class Results:
     distributions: dict[str, dict[str, Histogram]]
     replication: int = 0
     notes: list[str] = field(default_factory=list)
+    replications: int = 1
+    per_replication: pd.DataFrame | None = None
+    differences: pd.DataFrame | None = None
+    baseline: str | None = None
+    verdict: str | None = None
 
     @property
     def seed(self) -> int:
@@ -51,48 +56,79 @@ class Results:
         return Plotter(self)
 
     def to_dict(self) -> dict:
-        """The ``predsim run --json`` object (DESIGN.md), with the run's provenance."""
+        """The ``predsim run --json`` object (DESIGN.md), with the run's provenance.
+
+        With several replications every number is the mean over replications, each
+        architecture carries ``ci95`` (the same keys, holding 95% confidence half-widths), and
+        ``differences`` holds each architecture minus the baseline with paired and unpaired
+        95% confidence intervals.
+        """
         archs = []
         for row in self.summary.to_dict("records"):
-            archs.append({
-                "name": row["architecture"],
-                "kind": row["kind"],
-                "requests": int(row["requests"]),
-                "coverage": _num(row["coverage"]),
-                "latency_ms": {k: _num(row[f"latency_ms_{k}"]) for k in ("mean", "p50", "p95", "p99")},
-                "queue_wait_ms": {k: _num(row[f"queue_wait_ms_{k}"]) for k in ("mean", "p99")},
-                "feature_age_s": {k: _num(row[f"feature_age_s_{k}"]) for k in ("mean", "p50", "p95")},
-                "model_age_s": {"mean": _num(row["model_age_s_mean"])},
-                "quality": {"mean": _num(row["quality_mean"])},
-                "slo_violation_rate": _num(row["slo_violation_rate"]),
-                "timeout_rate": _num(row["timeout_rate"]),
-                "wasted_prediction_rate": _num(row["wasted_prediction_rate"]),
-                "utilization": _num(row["utilization"]),
-                "offered_load": _num(row["offered_load"]),
-                "queue_stable": None if pd.isna(row["queue_stable"]) else bool(row["queue_stable"]),
-                "cost_per_day": {**{c: _num(row[f"cost_usd_per_day_{c}"]) for c in COST_COMPONENTS},
-                                 "total": _num(row["cost_usd_per_day"])},
-                "value_per_day": _num(row["value_usd_per_day"]),
-                "net_value_per_day": _num(row["net_value_usd_per_day"]),
-            })
-        return {
+            entry = {"name": row["architecture"], "kind": row["kind"],
+                     "requests": int(round(row["requests"]))}
+            entry.update(_metrics(row, ""))
+            entry["queue_stable"] = (None if pd.isna(row["queue_stable"])
+                                     else bool(row["queue_stable"]))
+            if self.replications > 1:
+                entry["ci95"] = _metrics(row, "_ci95")
+            archs.append(entry)
+        out = {
             "scenario": self.scenario.name,
             "seed": self.scenario.seed,
-            "replication": self.replication,
+            "replications": self.replications,
+            "first_replication": self.replication,
             "predsim_version": version(),
             "horizon_s": self.scenario.horizon,
             "warmup_s": self.scenario.warmup,
             "metric": self.scenario.quality.metric,
+            "baseline": self.baseline,
             "architectures": archs,
-            "notes": self.notes,
         }
+        if self.differences is not None:
+            out["differences"] = [
+                {"architecture": d["architecture"], "baseline": d["baseline"],
+                 "metric": d["metric"], "difference": _num(d["difference"]),
+                 "ci95_paired": [_num(d["difference"] - d["ci95_paired"]),
+                                 _num(d["difference"] + d["ci95_paired"])],
+                 "ci95_unpaired": [_num(d["difference"] - d["ci95_unpaired"]),
+                                   _num(d["difference"] + d["ci95_unpaired"])]}
+                for d in self.differences.to_dict("records")]
+            out["verdict"] = self.verdict
+        out["notes"] = self.notes
+        return out
+
+
+def _metrics(row: dict, suffix: str) -> dict:
+    """The per-architecture metrics of the JSON contract from a summary row."""
+    def get(column):
+        return _num(row.get(column + suffix))
+
+    return {
+        "coverage": get("coverage"),
+        "latency_ms": {k: get(f"latency_ms_{k}") for k in ("mean", "p50", "p95", "p99")},
+        "queue_wait_ms": {k: get(f"queue_wait_ms_{k}") for k in ("mean", "p99")},
+        "feature_age_s": {k: get(f"feature_age_s_{k}") for k in ("mean", "p50", "p95")},
+        "model_age_s": {"mean": get("model_age_s_mean")},
+        "quality": {"mean": get("quality_mean")},
+        "slo_violation_rate": get("slo_violation_rate"),
+        "timeout_rate": get("timeout_rate"),
+        "wasted_prediction_rate": get("wasted_prediction_rate"),
+        "utilization": get("utilization"),
+        "offered_load": get("offered_load"),
+        "cost_per_day": {**{c: get(f"cost_usd_per_day_{c}") for c in COST_COMPONENTS},
+                         "total": get("cost_usd_per_day")},
+        "value_per_day": get("value_usd_per_day"),
+        "net_value_per_day": get("net_value_usd_per_day"),
+    }
 
 
 def _num(x) -> float | None:
     """JSON-safe number: NaN becomes null."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None:
         return None
-    return float(x)
+    x = float(x)
+    return None if math.isnan(x) else x
 
 
 def collect(scenario: Scenario, architectures: list, accumulators: list[Accumulator],

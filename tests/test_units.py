@@ -1,0 +1,190 @@
+"""Parsing and formatting of durations, rates and counts (sim/units.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from sim.units import format_duration, parse_count, parse_duration, parse_rate
+
+# --------------------------------------------------------------------------------------------
+# parse_duration
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("250ms", 0.25),
+    ("30s", 30.0),
+    ("15m", 900.0),
+    ("6h", 21600.0),
+    ("7d", 604800.0),
+    ("1.5h", 5400.0),
+    (".5s", 0.5),
+    ("1e3ms", 1.0),
+    ("100us", 1e-4),
+    ("  5 s ", 5.0),
+    ("2min", 120.0),
+    ("0", 0.0),
+    ("0s", 0.0),
+    ("10", 10.0),      # a bare number in a string is seconds
+    ("2.5", 2.5),
+])
+def test_parse_duration_strings(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds, rel=1e-12)
+
+
+@pytest.mark.parametrize("number", [0, 1, 30, 0.015, 86400, 1e-6])
+def test_parse_duration_bare_numbers_are_seconds(number):
+    value = parse_duration(number)
+    assert isinstance(value, float)
+    assert value == float(number)
+
+
+@pytest.mark.parametrize("bad", ["abc", "5 parsecs", "", "ms", "10 lightyears", "1h30m",
+                                 True, False, None, [], {"s": 1}, float("nan"), float("inf")])
+def test_parse_duration_rejects_bad_input_with_a_clear_message(bad):
+    with pytest.raises(ValueError) as info:
+        parse_duration(bad)
+    message = str(info.value)
+    assert "duration" in message
+    if not isinstance(bad, float):  # nan/inf get a 'finite' message; the rest quote the input
+        assert repr(bad) in message
+        assert "250ms" in message  # shows the person an example of what is expected
+
+
+# --------------------------------------------------------------------------------------------
+# parse_rate
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, per_s", [
+    ("50/s", 50.0),
+    ("3000/min", 50.0),
+    ("4.3M/day", 4.3e6 / 86400),
+    ("10k/h", 10_000 / 3600),
+    ("120/hour", 120 / 3600),
+    ("1e3/s", 1000.0),
+    ("50 / s", 50.0),
+    ("100", 100.0),     # a bare number is per second
+    ("0.5", 0.5),
+])
+def test_parse_rate_strings(text, per_s):
+    assert parse_rate(text) == pytest.approx(per_s, rel=1e-12)
+
+
+@pytest.mark.parametrize("number", [0, 1, 50, 0.25, 1e6])
+def test_parse_rate_bare_numbers_are_per_second(number):
+    value = parse_rate(number)
+    assert isinstance(value, float)
+    assert value == float(number)
+
+
+def test_parse_rate_units_agree():
+    assert parse_rate("3000/min") == pytest.approx(parse_rate("50/s"))
+    assert parse_rate("180k/h") == pytest.approx(parse_rate("50/s"))
+    assert parse_rate("4.32M/day") == pytest.approx(parse_rate("50/s"))
+
+
+@pytest.mark.parametrize("bad", ["abc", "5 parsecs", "", "5/fortnight", "/s", "fast",
+                                 True, False, None, [], float("nan")])
+def test_parse_rate_rejects_bad_input_with_a_clear_message(bad):
+    with pytest.raises(ValueError) as info:
+        parse_rate(bad)
+    message = str(info.value)
+    assert "rate" in message
+    assert repr(bad) in message
+    assert "50/s" in message
+
+
+# --------------------------------------------------------------------------------------------
+# parse_count
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, count", [
+    ("200000", 200_000.0),
+    ("200k", 200_000.0),
+    ("31M", 31e6),
+    ("1.5B", 1.5e9),
+    ("2.5k", 2500.0),
+    (200000, 200_000.0),
+    (7, 7.0),
+    (2.5, 2.5),
+])
+def test_parse_count(value, count):
+    parsed = parse_count(value)
+    assert isinstance(parsed, float)
+    assert parsed == pytest.approx(count, rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", ["abc", "5 parsecs", "", "12x", "k", True, None, []])
+def test_parse_count_rejects_bad_input_with_a_clear_message(bad):
+    with pytest.raises(ValueError) as info:
+        parse_count(bad)
+    message = str(info.value)
+    assert "count" in message
+    assert repr(bad) in message
+
+
+# --------------------------------------------------------------------------------------------
+# format_duration and round trips
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0s"),
+    (0.25, "250ms"),
+    (0.015, "15ms"),
+    (30, "30s"),
+    (900, "15m"),
+    (21600, "6h"),
+    (604800, "7d"),
+    (86400, "1d"),
+])
+def test_format_duration_picks_the_natural_unit(seconds, text):
+    assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize("text", ["250ms", "30s", "15m", "6h", "7d", "1d", "12h", "500ms",
+                                  "1.5h", "90s", "45m"])
+def test_duration_text_round_trips(text):
+    seconds = parse_duration(text)
+    again = parse_duration(format_duration(seconds))
+    assert again == pytest.approx(seconds, rel=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: format_duration rounds to 6 significant digits in the largest unit that fits, so "
+    "whole numbers of a smaller unit do not survive: 25h -> '1.04167d' -> 90000.288 s, "
+    "100m -> '1.66667h' -> 6000.012 s (`predsim validate scenarios/example.yaml "
+    "--set horizon=25h` prints 'horizon: 1.04167d')"))
+@given(n=st.integers(min_value=1, max_value=10_000),
+       unit=st.sampled_from(["ms", "s", "m", "h", "d"]))
+@example(n=25, unit="h")
+@settings(max_examples=200, database=None, deadline=None, derandomize=True)
+def test_whole_numbers_of_a_unit_round_trip(n, unit):
+    seconds = parse_duration(f"{n}{unit}")
+    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds, rel=1e-9)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: format_duration keeps only 6 significant digits ('{:.6g}'), so e.g. "
+    "format_duration(123456.789) == '1.4289d', which parses back to 123456.96 s "
+    "(relative error 1.4e-6); resolved scenarios therefore do not reproduce arbitrary durations"))
+@given(x=st.floats(min_value=1e-6, max_value=1e8, allow_nan=False, allow_infinity=False))
+@example(x=123456.789)
+@settings(max_examples=300, database=None, deadline=None, derandomize=True)
+def test_format_duration_parses_back_within_1e6_relative(x):
+    text = format_duration(x)
+    assert math.isclose(parse_duration(text), x, rel_tol=1e-6), (x, text)
+
+
+@given(x=st.floats(min_value=1e-6, max_value=1e8, allow_nan=False, allow_infinity=False))
+@settings(max_examples=200, database=None, deadline=None)
+def test_format_duration_output_is_always_parseable(x):
+    text = format_duration(x)
+    assert isinstance(text, str) and text
+    assert parse_duration(text) > 0
