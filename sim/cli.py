@@ -99,6 +99,30 @@ def validate(scenario, overrides):
     click.echo(resolved_yaml(spec), nl=False)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="The short set of cases (under a minute).")
+def verify(quick):
+    """Check the simulator against queueing theory and age-of-information closed forms.
+
+    Prints, per case, the simulated value with its confidence interval, the closed form, the
+    relative error and whether the closed form lies inside the interval. Exits 0 only when
+    every case passes.
+    """
+    from sim.report import verification_table
+    from sim.verify import verify as run_verification
+
+    table = _with_progress(lambda progress: run_verification(quick=quick),
+                           "Running verification cases")
+    console = Console() if Console().is_terminal else Console(width=180)
+    console.print(verification_table(table))
+    failed = int((~table["passed"]).sum())
+    if failed:
+        click.echo(f"{failed} of {len(table)} checks FAILED: the simulator disagrees with "
+                   f"theory. This is a bug; please report it.", err=True)
+        sys.exit(1)
+    click.echo(f"All {len(table)} checks passed.")
+
+
 def _with_progress(work, description: str):
     """Run ``work(progress_callback)`` under a progress bar when stderr is a terminal."""
     console = Console(stderr=True)

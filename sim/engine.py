@@ -14,7 +14,7 @@ from typing import Callable
 import simpy
 
 from sim.architectures import World, build
-from sim.metrics import Accumulator
+from sim.metrics import Accumulator, Outcomes
 from sim.results import Results, collect
 from sim.rng import Streams
 from sim.scenario import Scenario
@@ -25,11 +25,14 @@ REQUESTS_PER_CHUNK = 1 << 17
 
 
 def simulate(scenario: Scenario, *, replication: int = 0,
-             progress: Callable[[float], None] | None = None) -> Results:
+             progress: Callable[[float], None] | None = None,
+             observe: Callable[[str, Outcomes], None] | None = None) -> Results:
     """One replication: every architecture of ``scenario`` over warm-up + horizon.
 
     ``replication`` selects independent random streams for the same seed. ``progress`` is called
-    with the share of simulated time done after each chunk.
+    with the share of simulated time done after each chunk. ``observe(name, outcomes)``, when
+    given, receives every chunk's per-request outcomes (warm-up included), for checks that need
+    individual requests.
     """
     streams = Streams(scenario.seed, replication)
     end_s = scenario.end_s
@@ -58,7 +61,10 @@ def simulate(scenario: Scenario, *, replication: int = 0,
         env.run(until=next_s)
         chunk = source.chunk(t_s, next_s)
         for architecture, accumulator in zip(architectures, accumulators):
-            accumulator.add(architecture.serve(chunk))
+            outcomes = architecture.serve(chunk)
+            if observe is not None:
+                observe(architecture.name, outcomes)
+            accumulator.add(outcomes)
         t_s = next_s
         if progress is not None:
             progress(t_s / end_s)

@@ -107,6 +107,22 @@ def _with_ci(row: dict, column: str, pattern: str, scale: float = 1.0) -> str:
     return text
 
 
+def verification_table(frame) -> Table:
+    """The ``predsim verify`` table: simulated ± CI against the closed form, per check."""
+    table = Table(title="predsim against theory (CI: family-wise 99%, Bonferroni)",
+                  title_justify="left")
+    for header in ("case", "quantity", "simulated ± CI", "expected", "reference",
+                   "rel. error", "result"):
+        table.add_column(header, justify="right" if header in ("simulated ± CI", "expected",
+                                                               "rel. error") else "left")
+    for row in frame.to_dict("records"):
+        table.add_row(row["case"], row["quantity"],
+                      f"{row['simulated']:.5g} ± {row['ci']:.2g}", f"{row['expected']:.5g}",
+                      row["reference"], f"{row['relative_error'] * 100:+.2f}%",
+                      "[green]pass[/]" if row["passed"] else "[bold red]FAIL[/]")
+    return table
+
+
 def print_results(results: Results, console: Console | None = None) -> None:
     if console is None:
         console = Console()

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
-                      ValidationError, ValidationInfo, model_serializer,
+                      ValidationError, ValidationInfo, WithJsonSchema, model_serializer,
                       model_validator)
 
 from sim.distributions import ZERO, Distribution
-from sim.units import (format_duration, format_rate, parse_count, parse_duration, parse_rate)
+from sim.units import (COUNT_SUFFIX, DURATION_UNITS_S, RATE_UNITS_S, format_duration,
+                       format_rate, parse_count, parse_duration, parse_rate)
 
 DAY_S = 86400.0
 
@@ -39,6 +40,75 @@ class ScenarioError(Exception):
 # Field types: durations, rates, counts and distributions as they are written in YAML
 # --------------------------------------------------------------------------------------------
 
+# JSON-schema forms of these types (``predsim schema``): a number, or text in the same syntax the
+# parsers in sim.units accept. The loader stays the authority; the schema is for editors and tools.
+_NUMBER_RE = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def _alternatives(units) -> str:
+    return "|".join(sorted((u for u in units if u), key=lambda u: (-len(u), u)))
+
+
+def _text_schema(sign: str, units: str) -> dict:
+    """Text: an optional sign, a number, an optional unit or suffix."""
+    return {"type": "string", "pattern": f"^\\s*{sign}{_NUMBER_RE}\\s*(?:{units})?\\s*$"}
+
+
+_DURATION_UNITS_RE = _alternatives(DURATION_UNITS_S)
+
+
+def _duration_json_schema(bound: str | None) -> dict:
+    """A duration: seconds as a number, or text such as 250ms, 30s, 15m, 6h, 7d."""
+    number: dict = {"type": "number"}
+    if bound:
+        number[bound] = 0
+    sign = "[-+]?" if bound is None else "\\+?"
+    return {"anyOf": [number, _text_schema(sign, _DURATION_UNITS_RE)],
+            "examples": ["250ms", "30s", "15m", "6h", "7d"]}
+
+
+_RATE_JSON_SCHEMA = {
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0},
+              {"type": "string",
+               "pattern": (f"^\\s*\\+?{_NUMBER_RE}\\s*(?:{_alternatives(COUNT_SUFFIX)})?\\s*"
+                           f"(?:/\\s*(?:{_alternatives(RATE_UNITS_S)}))?\\s*$")}],
+    "examples": ["50/s", "3000/min", "4.3M/day"],
+}
+_COUNT_JSON_SCHEMA = {
+    "anyOf": [{"type": "number"}, _text_schema("[-+]?", _alternatives(COUNT_SUFFIX))],
+    "examples": [200000, "200k", "31M"],
+}
+
+
+def _dist_json_schema() -> dict:
+    """A distribution of durations, in every form ``_distribution`` accepts."""
+    nonneg, positive = _duration_json_schema("minimum"), _duration_json_schema("exclusiveMinimum")
+
+    def one(key: str, value: dict, description: str) -> dict:
+        return {"type": "object", "properties": {key: {**value, "description": description}},
+                "required": [key], "additionalProperties": False}
+
+    def params(**fields: tuple[dict, str]) -> dict:
+        return {"type": "object", "required": list(fields), "additionalProperties": False,
+                "properties": {k: {**schema, "description": text}
+                               for k, (schema, text) in fields.items()}}
+
+    return {"anyOf": [
+        *nonneg["anyOf"],
+        one("constant", nonneg, "Always this duration."),
+        one("exponential", params(mean=(positive, "Mean duration.")), "Exponential."),
+        one("lognormal", params(median=(positive, "Median (50th percentile)."),
+                                p99=(positive, "99th percentile, at least the median.")),
+            "Lognormal, given by two percentiles."),
+        one("gamma", params(mean=(positive, "Mean duration."),
+                            cv=({"type": "number", "exclusiveMinimum": 0},
+                                "Coefficient of variation: standard deviation / mean.")),
+            "Gamma, given by mean and coefficient of variation."),
+        one("empirical", {"type": "string"}, "CSV file of measured samples: one column whose "
+            "name carries its unit (service_time_s, latency_ms); relative to the scenario file."),
+    ], "examples": [0, "15ms", {"lognormal": {"median": "15ms", "p99": "60ms"}}]}
+
+
 def _duration(value: Any) -> float:
     return parse_duration(value)
 
@@ -52,7 +122,8 @@ def _count(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(_duration),
-                     PlainSerializer(format_duration, return_type=str)]
+                     PlainSerializer(format_duration, return_type=str),
+                     WithJsonSchema(_duration_json_schema(None))]
 
 
 def _must_be_positive(seconds: float) -> float:
@@ -73,12 +144,15 @@ def _rate_positive(per_s: float) -> float:
     return per_s
 
 
-PositiveDuration = Annotated[Duration, AfterValidator(_must_be_positive)]
-NonNegativeDuration = Annotated[Duration, AfterValidator(_must_be_non_negative)]
+PositiveDuration = Annotated[Duration, AfterValidator(_must_be_positive),
+                             WithJsonSchema(_duration_json_schema("exclusiveMinimum"))]
+NonNegativeDuration = Annotated[Duration, AfterValidator(_must_be_non_negative),
+                                WithJsonSchema(_duration_json_schema("minimum"))]
 Rate = Annotated[float, BeforeValidator(_rate), AfterValidator(_rate_positive),
-                 PlainSerializer(format_rate, return_type=str)]
+                 PlainSerializer(format_rate, return_type=str), WithJsonSchema(_RATE_JSON_SCHEMA)]
 Count = Annotated[float, BeforeValidator(_count),
-                  PlainSerializer(lambda x: int(x) if float(x).is_integer() else x)]
+                  PlainSerializer(lambda x: int(x) if float(x).is_integer() else x),
+                  WithJsonSchema(_COUNT_JSON_SCHEMA)]
 
 _DIST_HELP = ("expected a distribution: 0, a duration, {constant: X}, {exponential: {mean: X}}, "
               "{lognormal: {median: X, p99: Y}}, {gamma: {mean: X, cv: Y}} or {empirical: FILE}")
@@ -172,7 +246,8 @@ def _positive(seconds: float, name: str, raw: Any) -> None:
 
 
 Dist = Annotated[Distribution, BeforeValidator(_distribution),
-                 PlainSerializer(lambda d: d.to_yaml(), return_type=Any)]
+                 PlainSerializer(lambda d: d.to_yaml(), return_type=Any),
+                 WithJsonSchema(_dist_json_schema())]
 
 
 class Model(BaseModel):
@@ -188,7 +263,7 @@ class Model(BaseModel):
 class Popularity(Model):
     """How requests spread over entities: Zipf over popularity ranks, or uniform."""
 
-    kind: Literal["zipf", "uniform"] = "uniform"
+    kind: Literal["zipf", "uniform"] = Field("uniform", description="zipf or uniform.")
     exponent: float = Field(0.0, ge=0, description="Zipf exponent s: P(rank k) ~ k^-s.")
 
     @model_validator(mode="before")
@@ -208,12 +283,24 @@ class Popularity(Model):
     def _to_yaml(self) -> Any:
         return "uniform" if self.kind == "uniform" else {"zipf": self.exponent}
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler) -> dict:
+        """The YAML form: 'uniform' or {zipf: EXPONENT}."""
+        return {"title": "Popularity", "description": cls.__doc__,
+                "anyOf": [{"const": "uniform"},
+                          {"type": "object", "additionalProperties": False, "required": ["zipf"],
+                           "properties": {"zipf": {"type": "number", "minimum": 0,
+                                                   "description": "Zipf exponent s: P(rank k) "
+                                                                  "~ k^-s."}}}]}
+
 
 class Arrivals(Model):
     """Request arrivals: a non-homogeneous Poisson process around a mean rate."""
 
     rate: Rate = Field(description="Mean request rate, e.g. 50/s or 4.3M/day.")
-    pattern: Literal["constant", "diurnal", "weekly"] = "constant"
+    pattern: Literal["constant", "diurnal", "weekly"] = Field(
+        "constant", description="constant; diurnal (a daily cycle); weekly (diurnal, quieter at "
+        "weekends).")
     peak_to_trough: float = Field(1.0, ge=1.0, description="Daily peak rate / daily trough rate.")
     peak_hour: float = Field(19.0, ge=0, lt=24, description="Hour of day of the daily peak.")
     weekend_factor: float = Field(0.7, gt=0, description="Weekly pattern: weekend traffic "
@@ -226,8 +313,9 @@ class Workload(Model):
 
     entities: Count = Field(description="Entities at the start of the simulation.")
     new_entities_per_day: Count = Field(0.0, description="New entities created per day.")
-    popularity: Popularity = Popularity()
-    arrivals: Arrivals
+    popularity: Popularity = Field(Popularity(), description="How requests spread over "
+                                   "entities: uniform or {zipf: EXPONENT}.")
+    arrivals: Arrivals = Field(description="When requests arrive.")
 
     @model_validator(mode="after")
     def _check(self) -> "Workload":
@@ -246,22 +334,23 @@ class Workload(Model):
 class ExponentialCurve(Model):
     """Quality decays halfway to ``floor`` every ``half_life``."""
 
-    half_life: PositiveDuration
-    floor: float
+    half_life: PositiveDuration = Field(description="Age at which half the gap between fresh "
+                                        "and floor is lost.")
+    floor: float = Field(description="Metric at a very old age.")
 
 
 class LinearCurve(Model):
     """Quality changes by ``per_day`` (negative) per day of age, never below ``floor``."""
 
     per_day: float = Field(le=0, description="Change of the metric per day of age (<= 0).")
-    floor: float
+    floor: float = Field(description="The metric never falls below this.")
 
 
 class Curve(Model):
     """A staleness curve: metric as a function of age. Exactly one of the three forms."""
 
-    exponential: ExponentialCurve | None = None
-    linear: LinearCurve | None = None
+    exponential: ExponentialCurve | None = Field(None, description="{half_life, floor}.")
+    linear: LinearCurve | None = Field(None, description="{per_day, floor}.")
     table: list[tuple[Duration, float]] | None = Field(
         None, description="[[age, metric], ...] interpolated linearly, flat beyond the ends.")
 
@@ -286,8 +375,10 @@ class Quality(Model):
     metric: str = Field("quality", description="Name of the metric (ctr, accuracy, ...).")
     fresh: float = Field(gt=0, description="Metric with fresh features and a just-trained model.")
     fallback: float = Field(0.0, ge=0, description="Metric of the fallback (no prediction).")
-    feature_staleness: Curve | None = None
-    model_staleness: Curve | None = None
+    feature_staleness: Curve | None = Field(None, description="Metric as a function of feature "
+                                            "age (model age zero); none: no loss.")
+    model_staleness: Curve | None = Field(None, description="Metric as a function of model age "
+                                          "(feature age zero); none: no loss.")
 
     @model_validator(mode="after")
     def _check(self) -> "Quality":
@@ -309,9 +400,10 @@ class Quality(Model):
 class Training(Model):
     """Scheduled retraining: a run every ``every``, deployed ``duration + deploy_delay`` later."""
 
-    every: PositiveDuration
-    duration: NonNegativeDuration = 0.0
-    deploy_delay: NonNegativeDuration = 0.0
+    every: PositiveDuration = Field(description="Time between training runs.")
+    duration: NonNegativeDuration = Field(0.0, description="Run time of one training run.")
+    deploy_delay: NonNegativeDuration = Field(0.0, description="From the end of a run to the "
+                                              "new model serving.")
     start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
                                           "for 02:00.")
 
@@ -319,29 +411,39 @@ class Training(Model):
 class Drift(Model):
     """A sudden shift at ``at`` (time since the start of the simulation, warm-up included)."""
 
-    at: NonNegativeDuration
+    at: NonNegativeDuration = Field(description="When it happens, from the start of the "
+                                    "simulation (warm-up included).")
     quality_drop: float = Field(gt=0, description="Metric lost by models trained before it.")
 
 
 class Costs(Model):
     """Unit prices in US dollars."""
 
-    replica_hour: float = Field(0.0, ge=0)
-    batch_node_hour: float = Field(0.0, ge=0)
-    stream_node_hour: float = Field(0.0, ge=0)
-    training_run: float = Field(0.0, ge=0)
+    replica_hour: float = Field(0.0, ge=0, description="One serving replica for an hour.")
+    batch_node_hour: float = Field(0.0, ge=0, description="One node of a batch scoring or "
+                                   "feature job for an hour.")
+    stream_node_hour: float = Field(0.0, ge=0, description="One stream-processing node for an "
+                                    "hour.")
+    training_run: float = Field(0.0, ge=0, description="One training run.")
 
 
 class LatencyPenalty(Model):
+    """Value lost to waiting, in proportion to latency."""
+
     per_100ms: float = Field(0.0, ge=0, description="Share of value lost per 100 ms of latency.")
 
 
 class Business(Model):
+    """What an outcome is worth."""
+
     value_per_outcome: float = Field(0.0, ge=0, description="US dollars per outcome (a click...).")
-    latency_penalty: LatencyPenalty = LatencyPenalty()
+    latency_penalty: LatencyPenalty = Field(LatencyPenalty(), description="Value lost per "
+                                            "100 ms of latency, capped at all of it.")
 
 
 class Slo(Model):
+    """The service-level objective for latency."""
+
     latency_p99: Duration | None = Field(None, description="Target for the 99th percentile.")
 
 
@@ -352,13 +454,14 @@ class Slo(Model):
 class BatchFeatures(Model):
     """Scheduled feature materialisation: data cut-off at the start of each run."""
 
-    every: PositiveDuration
+    every: PositiveDuration = Field(description="Time between materialisation runs.")
     duration: NonNegativeDuration | None = Field(None, description="Run time; or give "
                                                  "throughput.")
     throughput: Rate | None = Field(None, description="Entities materialised per second.")
-    overhead: NonNegativeDuration = 0.0
-    nodes: int = Field(1, ge=1)
-    start_at: NonNegativeDuration = 0.0
+    overhead: NonNegativeDuration = Field(0.0, description="Fixed time added to each run.")
+    nodes: int = Field(1, ge=1, description="Nodes per run (cost only).")
+    start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
+                                          "for 02:00.")
 
     @model_validator(mode="after")
     def _check(self) -> "BatchFeatures":
@@ -370,47 +473,56 @@ class BatchFeatures(Model):
 class StreamFeatures(Model):
     """Features from a stream processor: tumbling windows, each visible ``lag`` after it closes."""
 
-    lag: Dist = ZERO
-    window: NonNegativeDuration = 0.0
-    nodes: int = Field(1, ge=1)
+    lag: Dist = Field(ZERO, description="From a window closing to its features being visible.")
+    window: NonNegativeDuration = Field(0.0, description="Tumbling window length; 0: every event "
+                                        "is its own update.")
+    nodes: int = Field(1, ge=1, description="Stream-processing nodes, running all day (cost).")
 
 
 class Features(Model):
-    batch: BatchFeatures | None = None
-    stream: StreamFeatures | None = None
+    """Where the features used at request time come from."""
+
+    batch: BatchFeatures | None = Field(None, description="Scheduled feature materialisation.")
+    stream: StreamFeatures | None = Field(None, description="Features from a stream processor.")
 
 
 class Serving(Model):
     """Serving replicas: FIFO, each runs feature lookup then inference for one request."""
 
-    replicas: int = Field(ge=1)
-    service_time: Dist
-    timeout: PositiveDuration | None = None
+    replicas: int = Field(ge=1, description="Serving replicas, each serving one request at a "
+                          "time.")
+    service_time: Dist = Field(description="Inference time per request on a replica.")
+    timeout: PositiveDuration | None = Field(None, description="Requests slower than this get "
+                                             "the fallback.")
 
 
 class _Scheduled(Model):
-    every: PositiveDuration
-    throughput: Rate
-    overhead: NonNegativeDuration = 0.0
-    nodes: int = Field(1, ge=1)
-    start_at: NonNegativeDuration = 0.0
-    lookup: Dist = ZERO
-    timeout: PositiveDuration | None = None
+    """Scheduled scoring jobs writing predictions to a store."""
+
+    every: PositiveDuration = Field(description="Time between scoring jobs.")
+    throughput: Rate = Field(description="Entities scored per second by a job.")
+    overhead: NonNegativeDuration = Field(0.0, description="Fixed time added to each job.")
+    nodes: int = Field(1, ge=1, description="Nodes per job (cost only).")
+    start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
+                                          "for 02:00.")
+    lookup: Dist = Field(ZERO, description="Time to read a stored prediction.")
+    timeout: PositiveDuration | None = Field(None, description="Lookups slower than this get "
+                                             "the fallback.")
 
 
 class BatchArchitecture(_Scheduled):
     """Scheduled scoring jobs; requests read the stored prediction."""
 
-    kind: Literal["batch"]
+    kind: Literal["batch"] = Field(description="batch")
 
 
 class OnlineArchitecture(Model):
     """Prediction at request time with features from a batch pipeline."""
 
-    kind: Literal["online"]
-    features: Features
-    feature_lookup: Dist = ZERO
-    serving: Serving
+    kind: Literal["online"] = Field(description="online")
+    features: Features = Field(description="features.batch: how often features are materialised.")
+    feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
+    serving: Serving = Field(description="Serving replicas.")
 
     @model_validator(mode="after")
     def _check(self):
@@ -424,10 +536,10 @@ class OnlineArchitecture(Model):
 class StreamingArchitecture(Model):
     """Prediction at request time with batch features plus features from a stream processor."""
 
-    kind: Literal["streaming"]
-    features: Features
-    feature_lookup: Dist = ZERO
-    serving: Serving
+    kind: Literal["streaming"] = Field(description="streaming")
+    features: Features = Field(description="features.stream (lag, window) and optionally features.batch.")
+    feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
+    serving: Serving = Field(description="Serving replicas.")
 
     @model_validator(mode="after")
     def _check(self):
@@ -439,12 +551,12 @@ class StreamingArchitecture(Model):
 class HybridArchitecture(_Scheduled):
     """Batch predictions for the most popular entities, online prediction for the rest."""
 
-    kind: Literal["hybrid"]
+    kind: Literal["hybrid"] = Field(description="hybrid")
     head_share: float = Field(gt=0, le=1, description="Share of entities, most popular first, "
                               "that get precomputed predictions.")
-    features: Features
-    feature_lookup: Dist = ZERO
-    serving: Serving
+    features: Features = Field(description="Features for the online part (features.batch required).")
+    feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
+    serving: Serving = Field(description="Serving replicas.")
 
     @model_validator(mode="after")
     def _check(self):
@@ -467,21 +579,27 @@ KINDS = ("batch", "online", "streaming", "hybrid")
 class Scenario(Model):
     """A whole scenario: workload, quality, prices and the architectures to compare."""
 
-    name: str = "scenario"
-    description: str | None = None
+    model_config = ConfigDict(json_schema_extra={
+        "$schema": "https://json-schema.org/draft/2020-12/schema"})
+
+    name: str = Field("scenario", description="Shown in tables and reports.")
+    description: str | None = Field(None, description="Free text about the scenario.")
     horizon: PositiveDuration = Field(description="Measured simulated time.")
     warmup: NonNegativeDuration = Field(0.0, description="Simulated first, not measured.")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Random seed: the same seed gives the same numbers.")
     timeseries_bucket: PositiveDuration | None = Field(None, description="Width of a time-series bucket "
                                                "(default: 1h, or horizon/48 when shorter).")
-    slo: Slo = Slo()
-    workload: Workload
-    quality: Quality
-    training: Training | None = None
-    drift: list[Drift] = []
-    costs: Costs = Costs()
-    business: Business = Business()
-    architectures: dict[str, Architecture]
+    slo: Slo = Field(Slo(), description="Latency target.")
+    workload: Workload = Field(description="Traffic and entities.")
+    quality: Quality = Field(description="The quality metric and how it decays with age.")
+    training: Training | None = Field(None, description="Retraining schedule; none: the model is "
+                                      "never retrained.")
+    drift: list[Drift] = Field([], description="Sudden shifts that hurt models trained before "
+                               "them.")
+    costs: Costs = Field(Costs(), description="Unit prices, for cost per day.")
+    business: Business = Field(Business(), description="Value of outcomes.")
+    architectures: dict[str, Architecture] = Field(description="The architectures to compare, "
+                                                   "by name.")
 
     @model_validator(mode="after")
     def _check(self) -> "Scenario":

@@ -1,99 +1,75 @@
 """The engine against queueing theory and age-of-information closed forms.
 
-Each check runs independent replications of the *whole engine* and requires the closed form to
-lie within the 99% Student-t confidence interval of the simulated mean. The seeds are fixed, so
-the outcome is deterministic; a failure is a bug to find, not a tolerance to widen.
+``predsim verify --quick`` (sim/verify.py) runs the whole engine on textbook cases, over
+independent replications, and requires each closed form to lie inside the simulated mean's
+confidence interval. Here it runs as part of the suite, and we check that the checks can fail.
 """
 
-import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ci_half_width, make_scenario, online, replicate
+from sim import theory, verify
+
+PREDSIM = Path(sys.executable).parent / "predsim"
 
 
-def erlang_c(arrival_rate: float, service_rate: float, servers: int) -> tuple[float, float]:
-    """(probability of waiting, mean wait) of an M/M/c queue."""
-    a = arrival_rate / service_rate
-    rho = a / servers
-    top = a ** servers / math.factorial(servers) / (1 - rho)
-    p_wait = top / (sum(a ** k / math.factorial(k) for k in range(servers)) + top)
-    return p_wait, p_wait / (servers * service_rate - arrival_rate)
+def test_closed_forms_reproduce_the_published_erlang_c_example():
+    p_wait, mean_wait = theory.erlang_c(100 / 1800, 1 / 180, 14)
+    assert p_wait == pytest.approx(0.17413, abs=5e-6)
+    assert mean_wait == pytest.approx(7.84, abs=0.005)
+    assert theory.pollaczek_khinchine_wait(0.5, 1.0, 1.0) == pytest.approx(0.5)  # M/D/1
+    assert theory.periodic_age(3600, 600) == (2400, 4200)
 
 
-def assert_within_ci(values: np.ndarray, expected: float):
-    half = ci_half_width(values)
-    mean = float(values.mean())
-    assert abs(mean - expected) <= half, (
-        f"simulated {mean:.5g} ± {half:.3g} (99% CI) does not contain the theory {expected:.5g}")
+def test_verify_quick_passes_every_case():
+    done = subprocess.run([str(PREDSIM), "verify", "--quick"], capture_output=True, text=True,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for case in ("M/M/1", "M/M/4", "Erlang C worked example", "M/D/1", "Little's law",
+                 "feature age", "coverage"):
+        assert case in done.stdout
+    assert "FAIL" not in done.stdout
 
 
-def test_mm1_mean_wait():
-    # lambda = 800/s, mu = 1000/s (rho = 0.8): Wq = lambda / (mu (mu - lambda)) = 4 ms
-    scenario = make_scenario({"online": online(1, {"exponential": {"mean": "1ms"}})},
-                             horizon="5m", warmup="10s",
-                             **{"workload.arrivals.rate": "800/s"})
-    waits = replicate(scenario, "queue_wait_ms_mean", "online", n=8)
-    assert_within_ci(waits, 4.0)
+def test_verify_catches_a_broken_queue(monkeypatch):
+    # A kernel that forgets that requests wait for a free replica must fail the M/M/1 checks.
+    from sim import serving
+
+    def no_waiting(arrival_s, occupancy_s, patience_s, free_at_s, wait_s, started):
+        wait_s[:] = 0.0
+        started[:] = True
+        return float(occupancy_s.sum())
+
+    monkeypatch.setattr(serving, "fifo_queue", no_waiting)
+    checks = verify._mm1(0.8, "60s", 4)
+    rows = [c.row(0.99) for c in checks]
+    assert not rows[0]["passed"]  # mean wait is now 0, theory says 4 ms
 
 
-def test_mmc_mean_wait_and_probability_of_waiting():
-    # lambda = 3000/s, mu = 1000/s, c = 4 (rho = 0.75)
-    p_wait, mean_wait_s = erlang_c(3000, 1000, 4)
-    scenario = make_scenario({"online": online(4, {"exponential": {"mean": "1ms"}})},
-                             horizon="2m", warmup="5s",
-                             **{"workload.arrivals.rate": "3000/s"})
+def test_verify_catches_stale_feature_timestamps(monkeypatch):
+    # Features stamped with the finish time instead of the data cut-off look 10 min fresher.
+    from sim.architectures import parts
 
-    def waited(results):
-        counts = results.distributions["online"]["queue_wait_s"].counts
-        return 1 - counts[0] / counts.sum()  # bin 0 holds waits under 1 microsecond: no wait
+    original = parts.BatchFeaturePipeline._materialise
 
-    assert_within_ci(replicate(scenario, "queue_wait_ms_mean", "online", n=8), mean_wait_s * 1e3)
-    assert_within_ci(replicate(scenario, None, "online", n=8, extract=waited), p_wait)
+    def stamped_at_finish(self, env, scheduled_s):
+        yield from original(self, env, scheduled_s)
+        row = self.refreshes.rows[-1]
+        row["cutoff_s"] = row["visible_at_s"]
+        self.refreshes._arrays = None
 
-
-def test_erlang_c_worked_example():
-    # 100 calls per 30 minutes, 3-minute mean handling time, 14 agents:
-    # P(wait) = 0.17413 and mean wait 7.84 s, as printed by two independent calculators.
-    p_wait, mean_wait_s = erlang_c(100 / 1800, 1 / 180, 14)
-    assert p_wait == pytest.approx(0.17413, abs=5e-5)
-    assert mean_wait_s == pytest.approx(7.84, abs=0.005)
-    scenario = make_scenario({"online": online(14, {"exponential": {"mean": "3m"}})},
-                             horizon="60d", warmup="1d", **{"workload.arrivals.rate": "200/h"})
-    assert_within_ci(replicate(scenario, "queue_wait_ms_mean", "online", n=10),
-                     mean_wait_s * 1e3)
+    monkeypatch.setattr(parts.BatchFeaturePipeline, "_materialise", stamped_at_finish)
+    rows = [c.row(0.99) for c in verify._periodic_features(3)]
+    assert not rows[0]["passed"]
 
 
-def test_md1_pollaczek_khinchine():
-    # M/D/1 with rho = 0.7: Wq = lambda E[S^2] / (2 (1 - rho)) = rho S / (2 (1 - rho))
-    service_s, rho = 0.001, 0.7
-    expected_ms = rho * service_s / (2 * (1 - rho)) * 1e3
-    scenario = make_scenario({"online": online(1, {"constant": "1ms"})},
-                             horizon="3m", warmup="5s",
-                             **{"workload.arrivals.rate": "700/s"})
-    assert_within_ci(replicate(scenario, "queue_wait_ms_mean", "online", n=8), expected_ms)
-
-
-def test_periodic_batch_features_age():
-    # Materialisation every T = 1h, visible D = 10 min after its cut-off: age = D + U(0, T)
-    scenario = make_scenario({"online": online(8, {"constant": "1ms"}, features_every="1h",
-                                               duration="10m")},
-                             horizon="1d", warmup="2h", **{"workload.arrivals.rate": "5/s"})
-    ages = replicate(scenario, "feature_age_s_mean", "online", n=6)
-    assert_within_ci(ages, 600 + 3600 / 2)
-    results = __import__("sim").run(scenario)
-    oldest = results.distributions["online"]["feature_age_s"].quantile(1.0)
-    assert oldest <= (600 + 3600) * 1.005  # never older than D + T (histogram resolution 0.5%)
-    assert oldest >= (600 + 3600) * 0.99
-
-
-def test_stream_window_age():
-    # Tumbling windows of W = 1 min, each visible L = 5 s after it closes: age = L + U(0, W)
-    arch = online(8, {"constant": "1ms"})
-    arch["kind"] = "streaming"
-    arch["features"]["stream"] = {"lag": "5s", "window": "1m"}
-    scenario = make_scenario({"streaming": arch}, horizon="6h", warmup="10m",
-                             **{"workload.arrivals.rate": "5/s"})
-    ages = replicate(scenario, "feature_age_s_mean", "streaming", n=6)
-    assert_within_ci(ages, 5 + 60 / 2)
+def test_mgc_lognormal_agrees_with_ciw():
+    pytest.importorskip("ciw")
+    check = verify.mgc_against_ciw(servers=3, rho=0.8, ciw_runs=5, ciw_horizon_s=300.0, n=10)
+    row = check.row(0.99)
+    assert row["passed"], row
+    assert abs(row["relative_error"]) < 0.1
