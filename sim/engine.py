@@ -24,48 +24,77 @@ from sim.workload import Population, RequestSource
 REQUESTS_PER_CHUNK = 1 << 17
 
 
+class Run:
+    """Everything one replication needs, set up identically for the fast and reference engines:
+    streams, entities, the model history, the architectures with their control-plane processes
+    started on a SimPy environment, the request source and the accumulators."""
+
+    def __init__(self, scenario: Scenario, replication: int = 0):
+        self.scenario = scenario
+        self.replication = replication
+        self.streams = Streams(scenario.seed, replication)
+        self.end_s = scenario.end_s
+        self.population = Population(scenario.workload, self.end_s, self.streams)
+        self.model = ModelLifecycle(scenario.training)
+        self.architectures = [build(name, spec, scenario)
+                              for name, spec in scenario.architectures.items()]
+        lead_s = max([self.model.lead_s] +
+                     [a.lead_s(self.population.n_slots) for a in self.architectures])
+        self.env = simpy.Environment(initial_time=-lead_s)
+        world = World(scenario, self.streams, self.population, self.model,
+                      history_start_s=-lead_s)
+        self.model.start(self.env, since_s=-lead_s)
+        for architecture in self.architectures:
+            architecture.start(self.env, world)
+        self.source = RequestSource(scenario.workload, self.population, self.streams)
+        n_buckets = max(1, int(-(-scenario.horizon // scenario.bucket_s)))
+        self.accumulators = [
+            Accumulator(a.name, a.kind, n_buckets, scenario.bucket_s, scenario.warmup,
+                        self.end_s, scenario.slo.latency_p99,
+                        scenario.business.latency_penalty.per_100ms)
+            for a in self.architectures]
+
+    def chunk_bounds(self):
+        """The (start, end) of every request chunk, in order; the same for both engines."""
+        span_s = REQUESTS_PER_CHUNK / self.source.profile.peak_per_s
+        t_s = 0.0
+        while t_s < self.end_s:
+            next_s = min(t_s + span_s, self.end_s)
+            yield t_s, next_s
+            t_s = next_s
+
+    def results(self) -> Results:
+        return collect(self.scenario, self.architectures, self.accumulators,
+                       replication=self.replication)
+
+
 def simulate(scenario: Scenario, *, replication: int = 0,
              progress: Callable[[float], None] | None = None,
-             observe: Callable[[str, Outcomes], None] | None = None) -> Results:
+             observe: Callable[[str, Outcomes], None] | None = None,
+             engine: str = "fast") -> Results:
     """One replication: every architecture of ``scenario`` over warm-up + horizon.
 
     ``replication`` selects independent random streams for the same seed. ``progress`` is called
     with the share of simulated time done after each chunk. ``observe(name, outcomes)``, when
     given, receives every chunk's per-request outcomes (warm-up included), for checks that need
-    individual requests.
+    individual requests. ``engine="reference"`` runs every request as its own SimPy process
+    (see ``sim/reference.py``): slower, and the same numbers.
     """
-    streams = Streams(scenario.seed, replication)
-    end_s = scenario.end_s
-    population = Population(scenario.workload, end_s, streams)
-    model = ModelLifecycle(scenario.training)
-    architectures = [build(name, spec, scenario) for name, spec in scenario.architectures.items()]
-    lead_s = max([model.lead_s] + [a.lead_s(population.n_slots) for a in architectures])
-
-    env = simpy.Environment(initial_time=-lead_s)
-    world = World(scenario, streams, population, model, history_start_s=-lead_s)
-    model.start(env, since_s=-lead_s)
-    for architecture in architectures:
-        architecture.start(env, world)
-
-    source = RequestSource(scenario.workload, population, streams)
-    n_buckets = max(1, int(-(-scenario.horizon // scenario.bucket_s)))
-    slo = scenario.slo.latency_p99
-    accumulators = [Accumulator(a.name, a.kind, n_buckets, scenario.bucket_s, scenario.warmup,
-                                end_s, slo, scenario.business.latency_penalty.per_100ms)
-                    for a in architectures]
-
-    span_s = REQUESTS_PER_CHUNK / source.profile.peak_per_s
-    t_s = 0.0
-    while t_s < end_s:
-        next_s = min(t_s + span_s, end_s)
-        env.run(until=next_s)
-        chunk = source.chunk(t_s, next_s)
-        for architecture, accumulator in zip(architectures, accumulators):
+    if engine == "reference":
+        from sim.reference import simulate_reference
+        return simulate_reference(scenario, replication=replication, progress=progress,
+                                  observe=observe)
+    if engine != "fast":
+        raise ValueError(f"engine must be 'fast' or 'reference' (got {engine!r})")
+    run = Run(scenario, replication)
+    for start_s, end_s in run.chunk_bounds():
+        run.env.run(until=end_s)
+        chunk = run.source.chunk(start_s, end_s)
+        for architecture, accumulator in zip(run.architectures, run.accumulators):
             outcomes = architecture.serve(chunk)
             if observe is not None:
                 observe(architecture.name, outcomes)
             accumulator.add(outcomes)
-        t_s = next_s
         if progress is not None:
-            progress(t_s / end_s)
-    return collect(scenario, architectures, accumulators, replication=replication)
+            progress(end_s / run.end_s)
+    return run.results()

@@ -29,13 +29,17 @@ class Timeline:
         self.name = name
         self._rows: list[dict] = []
         self._arrays: dict[str, np.ndarray] | None = None
+        self.current: int = -1  # the refresh in force now (newest cut-off so far), for SimPy
 
     def append(self, visible_at_s: float, cutoff_s: float, **values: float) -> int:
         if self._rows and visible_at_s < self._rows[-1]["visible_at_s"]:
             raise ValueError("refreshes must be appended in time order")
         self._rows.append({"visible_at_s": visible_at_s, "cutoff_s": cutoff_s, **values})
         self._arrays = None
-        return len(self._rows) - 1
+        index = len(self._rows) - 1
+        if self.current < 0 or cutoff_s > self._rows[self.current]["cutoff_s"]:
+            self.current = index
+        return index
 
     def __len__(self) -> int:
         return len(self._rows)

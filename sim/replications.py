@@ -54,7 +54,7 @@ def welch_half_width(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> floa
 
 def run(scenario: Scenario, replications: int = 1, *, replication: int = 0,
         baseline: str | None = None, target_precision: float | None = None,
-        max_replications: int = 50, workers: int = 1,
+        max_replications: int = 50, workers: int = 1, engine: str = "fast",
         progress: Callable[[float], None] | None = None) -> Results:
     """Simulate ``replications`` independent replications and combine them.
 
@@ -75,7 +75,7 @@ def run(scenario: Scenario, replications: int = 1, *, replication: int = 0,
     while len(runs) < target:
         start = replication + len(runs)
         batch = list(range(start, replication + target))
-        runs.extend(_simulate_many(scenario, batch, workers, progress, len(runs), target))
+        runs.extend(_simulate_many(scenario, batch, workers, engine, progress, len(runs), target))
         if target_precision is not None and len(runs) >= target:
             combined = combine(runs, baseline)
             needed = replications_needed(combined, target_precision)
@@ -90,12 +90,13 @@ def default_baseline(scenario: Scenario) -> str:
     return next(iter(scenario.architectures))
 
 
-def _simulate_many(scenario, indices, workers, progress, done_before, total):
+def _simulate_many(scenario, indices, workers, engine, progress, done_before, total):
     if progress is not None:
         progress(done_before / total)
     if workers > 1 and len(indices) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(indices))) as pool:
-            futures = [pool.submit(simulate, scenario, replication=r) for r in indices]
+            futures = [pool.submit(simulate, scenario, replication=r, engine=engine)
+                       for r in indices]
             out = []
             for i, future in enumerate(futures):
                 out.append(future.result())
@@ -105,7 +106,7 @@ def _simulate_many(scenario, indices, workers, progress, done_before, total):
     out = []
     for i, r in enumerate(indices):
         step = (lambda f, i=i: progress((done_before + i + f) / total)) if progress else None
-        out.append(simulate(scenario, replication=r, progress=step))
+        out.append(simulate(scenario, replication=r, progress=step, engine=engine))
     return out
 
 

@@ -153,10 +153,9 @@ def to_json(results: Results) -> str:
 def resolved_yaml(results_or_scenario) -> str:
     """The resolved scenario with the seed and the predsim version that produced the outputs."""
     scenario = getattr(results_or_scenario, "scenario", results_or_scenario)
-    header = (f"# Resolved scenario: every default filled in. Produced by predsim {version()} "
-              f"with seed {scenario.seed}.\n")
-    data = {"predsim_version": version(), **scenario.to_yaml_dict()}
-    return header + dump_yaml(data)
+    header = (f"# Resolved scenario: every default filled in.\n"
+              f"# predsim_version: {version()}\n# seed: {scenario.seed}\n")
+    return header + dump_yaml(scenario.to_yaml_dict())
 
 
 def write_outputs(results: Results, out_dir: str | Path) -> list[Path]:
@@ -180,11 +179,18 @@ def write_outputs(results: Results, out_dir: str | Path) -> list[Path]:
     return written
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; files should look ordinary
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -197,6 +203,7 @@ def _atomic_write_figure(path: Path, fig) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -215,9 +215,11 @@ def _read_empirical(path_value: Any, base: Path) -> Distribution:
     if not path.is_file():
         raise ValueError(f"file not found: {path}")
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, skip_blank_lines=False)
     except Exception as exc:  # pandas raises many kinds; the user needs only the message
         raise ValueError(f"cannot read {path} as CSV: {exc}") from None
+    frame.index = frame.index + 2  # the file line of each row (the header is line 1)
+    frame = frame[~frame.isna().all(axis=1)]  # blank lines
     numeric = [c for c in frame.columns if any(str(c).endswith(u) for u in _SAMPLE_UNITS_S)]
     if len(numeric) != 1:
         raise ValueError(f"{path}: expected one column whose name carries its unit, such as "
@@ -227,12 +229,13 @@ def _read_empirical(path_value: Any, base: Path) -> Distribution:
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() | (values < 0)
     if bad.any():
-        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
+        line = int(values.index[bad.to_numpy()][0])
         raise ValueError(f"{path}: line {line}: {column} must be a number >= 0 "
-                         f"(got {frame[column].iloc[line - 2]!r})")
+                         f"(got {str(frame[column].loc[line])!r})")
     if len(values) == 0:
         raise ValueError(f"{path}: no samples in column {column}")
-    return Distribution.empirical(values.to_numpy(float) * unit, source=str(path_value))
+    # The resolved scenario names the file absolutely, so it loads from anywhere.
+    return Distribution.empirical(values.to_numpy(float) * unit, source=str(path.resolve()))
 
 
 def _non_negative(seconds: float, raw: Any) -> None:
@@ -663,17 +666,18 @@ def scenario_from_dict(raw: Any, label: str = "<scenario>", base_dir: str | Path
         raise ScenarioError([f"{label}: expected a mapping of keys (name, horizon, workload, "
                              f"...) at the top level (got {type(raw).__name__})"])
     data = copy.deepcopy(raw)
-    problems = []
+    problems: list[str] = []
     for key, value in _parse_overrides(overrides, label, problems):
         _set_path(data, key, value, label, problems)
     if seed is not None:
         data["seed"] = seed
+    try:
+        scenario = Scenario.model_validate(data, context={"base_dir": str(base_dir)})
+    except ValidationError as exc:
+        problems.extend(_explain(exc, data, label))
     if problems:
         raise ScenarioError(problems)
-    try:
-        return Scenario.model_validate(data, context={"base_dir": str(base_dir)})
-    except ValidationError as exc:
-        raise ScenarioError(_explain(exc, data, label)) from None
+    return scenario
 
 
 def _parse_overrides(overrides, label, problems):
@@ -685,7 +689,7 @@ def _parse_overrides(overrides, label, problems):
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. "
+            problems.append(f"{label}: --set {item!r}: expected KEY=VALUE, e.g. "
                             f"architectures.online.serving.replicas=8")
             continue
         try:
@@ -705,7 +709,8 @@ def _set_path(data: dict, dotted: str, value: Any, label: str, problems: list[st
             child = node[part] = {}
         if not isinstance(child, dict):
             where = ".".join(parts[: i + 1])
-            problems.append(f"--set {dotted}: {where} is not a section (it is {child!r})")
+            problems.append(f"{label}: --set {dotted}: {where} is not a section "
+                            f"(it is {child!r})")
             return
         node = child
     node[parts[-1]] = value

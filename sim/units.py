@@ -84,15 +84,20 @@ def parse_count(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact-looking unit: 900 -> ``'15m'``, 0.015 -> ``'15ms'``."""
+    """A duration that reads well and parses back to the same value: 900 -> ``'15m'``,
+    0.015 -> ``'15ms'``, 90000 -> ``'25h'``; seconds with full precision when no unit is exact."""
+    seconds = float(seconds)
     if seconds == 0:
         return "0s"
     if not math.isfinite(seconds):
         return str(seconds)
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3)):
-        if abs(seconds) >= size:
-            return f"{_short(seconds / size)}{unit}"
-    return f"{_short(seconds / 1e-6)}us"
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3),
+                       ("us", 1e-6)):
+        value = seconds / size
+        short = round(value, 3)
+        if abs(value) >= 1 and short * size == seconds:
+            return f"{_short(short)}{unit}"
+    return f"{seconds!r}s"
 
 
 def format_rate(per_s: float) -> str:
@@ -107,8 +112,8 @@ def format_rate(per_s: float) -> str:
 
 
 def _short(x: float) -> str:
-    text = f"{x:.6g}"
-    return text
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def human_duration(seconds: float) -> str:

@@ -245,17 +245,19 @@ def test_override_through_a_value_that_is_not_a_section(raw):
     assert "horizon" in line and "not a section" in line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: problems from --set overrides are not prefixed with the scenario file "
-    "(they read \"--set 'noequals': expected KEY=VALUE ...\") and scenario_from_dict raises "
-    "on them before validating the file, so the file's own problems are not reported "
-    "at the same time"))
-def test_override_problems_are_reported_with_the_file_and_with_the_files_problems(raw):
+@pytest.mark.parametrize("item", ["noequals", "horizon.days=3"])
+def test_override_problems_name_the_file(raw, item):
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict(raw, label="s.yaml", overrides=[item])
+    (line,) = problems_of(info)
+    assert line.startswith("s.yaml: "), line
+
+
+def test_override_problems_are_reported_together_with_the_files_problems(raw):
     raw["horizon"] = -1
     with pytest.raises(ScenarioError) as info:
         scenario_from_dict(raw, label="s.yaml", overrides=["noequals", "slo.latency_p99=50ms"])
     problems = problems_of(info)
-    assert all(p.startswith("s.yaml: ") for p in problems), problems
     assert any("noequals" in p for p in problems), problems
     assert any("horizon" in p and "> 0" in p for p in problems), problems
 
@@ -566,7 +568,7 @@ def test_empirical_needs_exactly_one_unit_column(raw, scenario_dir, header):
     (["10", "12", "abc", "5"], 4),     # header is line 1
     (["abc"], 2),
     (["10", "-3"], 3),
-    (["10", "", "11"], 3),
+    (["10", "", "12", "abc"], 5),
 ])
 def test_empirical_bad_row_names_its_line(raw, scenario_dir, rows, bad_line):
     (scenario_dir / "data" / "bad.csv").write_text("service_time_ms\n" + "\n".join(rows) + "\n")
@@ -587,3 +589,27 @@ def test_empirical_file_without_samples(raw, scenario_dir):
     (line,) = problems_of(info)
     assert line.startswith(f"{path}: architectures.online.serving.service_time")
     assert "no samples" in line
+
+
+# --------------------------------------------------------------------------------------------
+# The resolved scenario (defaults filled in) is itself a valid scenario
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [EXAMPLE, QUICKSTART])
+def test_resolved_scenario_validates_to_the_same_scenario(path):
+    s = load_scenario(path)
+    again = scenario_from_dict(yaml.safe_load(yaml.safe_dump(s.to_yaml_dict())))
+    assert again == s
+
+
+def test_resolved_scenario_with_an_empirical_file_loads_from_another_folder(raw, scenario_dir,
+                                                                            tmp_path):
+    (scenario_dir / "data" / "service.csv").write_text("service_time_ms\n10\n20\n30\n")
+    s = load_scenario(with_empirical(raw, scenario_dir, "data/service.csv"))
+    out = tmp_path / "out"
+    out.mkdir()
+    resolved = write_yaml(out / "scenario.resolved.yaml", s.to_yaml_dict())
+    again = load_scenario(resolved)
+    assert sorted(again.architectures["online"].serving.service_time.samples) == pytest.approx(
+        [0.01, 0.02, 0.03])

@@ -156,11 +156,6 @@ def test_duration_text_round_trips(text):
     assert again == pytest.approx(seconds, rel=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: format_duration rounds to 6 significant digits in the largest unit that fits, so "
-    "whole numbers of a smaller unit do not survive: 25h -> '1.04167d' -> 90000.288 s, "
-    "100m -> '1.66667h' -> 6000.012 s (`predsim validate scenarios/example.yaml "
-    "--set horizon=25h` prints 'horizon: 1.04167d')"))
 @given(n=st.integers(min_value=1, max_value=10_000),
        unit=st.sampled_from(["ms", "s", "m", "h", "d"]))
 @example(n=25, unit="h")
@@ -170,10 +165,6 @@ def test_whole_numbers_of_a_unit_round_trip(n, unit):
     assert parse_duration(format_duration(seconds)) == pytest.approx(seconds, rel=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: format_duration keeps only 6 significant digits ('{:.6g}'), so e.g. "
-    "format_duration(123456.789) == '1.4289d', which parses back to 123456.96 s "
-    "(relative error 1.4e-6); resolved scenarios therefore do not reproduce arbitrary durations"))
 @given(x=st.floats(min_value=1e-6, max_value=1e8, allow_nan=False, allow_infinity=False))
 @example(x=123456.789)
 @settings(max_examples=300, database=None, deadline=None, derandomize=True)

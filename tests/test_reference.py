@@ -1,0 +1,97 @@
+"""The fast path against the reference engine (one SimPy process per request), request by request.
+
+Same scenario and seed must give the same latency, queue wait, feature age, model age, quality
+and fallback for every request, to 1e-9, and the same summary.
+"""
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import sim
+from sim import engine
+from tests.conftest import SCENARIOS, make_scenario, online
+
+FIELDS = ("t_s", "latency_s", "queue_wait_s", "feature_age_s", "model_age_s", "quality",
+          "fallback", "timed_out")
+
+
+def per_request(scenario, which):
+    seen = defaultdict(list)
+    results = sim.simulate(scenario, engine=which,
+                           observe=lambda name, out: seen[name].append(out))
+    arrays = {name: {f: np.concatenate([getattr(o, f) for o in outs]).astype(float)
+                     for f in FIELDS} for name, outs in seen.items()}
+    return results, arrays
+
+
+def assert_same(scenario):
+    fast, fast_requests = per_request(scenario, "fast")
+    ref, ref_requests = per_request(scenario, "reference")
+    assert fast_requests.keys() == ref_requests.keys()
+    for name in fast_requests:
+        for field in FIELDS:
+            a, b = fast_requests[name][field], ref_requests[name][field]
+            assert a.shape == b.shape, (name, field)
+            assert np.array_equal(np.isnan(a), np.isnan(b)), (name, field)
+            ok = ~np.isnan(a)
+            np.testing.assert_allclose(a[ok], b[ok], rtol=0, atol=1e-9, err_msg=f"{name} {field}")
+    numeric = fast.summary.select_dtypes("number").columns
+    np.testing.assert_allclose(fast.summary[numeric].to_numpy(float),
+                               ref.summary[numeric].to_numpy(float), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_bundled_scenarios_match_request_by_request(path, monkeypatch):
+    monkeypatch.setattr(engine, "REQUESTS_PER_CHUNK", 2048)  # several chunks even when short
+    scenario = sim.load_scenario(path, {"horizon": "4m", "warmup": "1m"})
+    if scenario.workload.arrivals.rate * 300 > 40000:  # keep the reference run short
+        scenario = sim.load_scenario(path, {"horizon": "4m", "warmup": "1m",
+                                            "workload.arrivals.rate": "100/s"})
+    assert_same(scenario)
+
+
+@st.composite
+def scenarios(draw):
+    replicas = draw(st.integers(1, 4))
+    rate = draw(st.floats(1, 80))
+    service = draw(st.sampled_from([{"exponential": {"mean": "20ms"}}, {"constant": "30ms"},
+                                    {"lognormal": {"median": "10ms", "p99": "90ms"}},
+                                    {"gamma": {"mean": "25ms", "cv": 0.5}}]))
+    timeout = draw(st.one_of(st.none(), st.sampled_from(["40ms", "100ms", "1s"])))
+    streaming = online(replicas, service, timeout=timeout, features_every="10m",
+                       duration="1m", feature_lookup={"exponential": {"mean": "2ms"}})
+    streaming["kind"] = "streaming"
+    streaming["features"]["stream"] = {"lag": {"exponential": {"mean": "3s"}},
+                                       "window": draw(st.sampled_from(["0s", "10s", "1m"]))}
+    hybrid = online(replicas, service, timeout=timeout)
+    hybrid.update(kind="hybrid", head_share=draw(st.floats(0.01, 0.9)), every="15m",
+                  throughput="50/s", lookup={"lognormal": {"median": "1ms", "p99": "5ms"}})
+    archs = {"online": online(replicas, service, timeout=timeout, features_every="5m",
+                              duration="30s"),
+             "streaming": streaming, "hybrid": hybrid,
+             "batch": {"kind": "batch", "every": "20m", "throughput": "100/s",
+                       "lookup": {"exponential": {"mean": "3ms"}},
+                       "timeout": draw(st.sampled_from([None, "5ms"]))}}
+    if archs["batch"]["timeout"] is None:
+        del archs["batch"]["timeout"]
+    return make_scenario(
+        archs, horizon="10m", warmup="2m", seed=draw(st.integers(0, 2**20)),
+        training={"every": "7m", "duration": "1m", "deploy_delay": "30s"},
+        drift=[{"at": "5m", "quality_drop": 0.005}],
+        **{"workload.arrivals.rate": f"{rate}/s",
+           "workload.arrivals.pattern": draw(st.sampled_from(["constant", "diurnal"])),
+           "workload.new_entities_per_day": draw(st.sampled_from([0, 100000])),
+           "workload.popularity": draw(st.sampled_from(["uniform", {"zipf": 1.1}])),
+           "quality.feature_staleness": {"exponential": {"half_life": "5m", "floor": 0.03}},
+           "quality.model_staleness": {"table": [["0s", 0.05], ["5m", 0.045], ["1h", 0.04]]}})
+
+
+@given(scenario=scenarios())
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+def test_generated_scenarios_match_request_by_request(scenario, monkeypatch):
+    monkeypatch.setattr(engine, "REQUESTS_PER_CHUNK", 1024)
+    assert_same(scenario)
