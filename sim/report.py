@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sim.results import Results, version
@@ -116,9 +117,9 @@ def verification_table(frame) -> Table:
         table.add_column(header, justify="right" if header in ("simulated ± CI", "expected",
                                                                "rel. error") else "left")
     for row in frame.to_dict("records"):
-        table.add_row(row["case"], row["quantity"],
+        table.add_row(escape(row["case"]), escape(row["quantity"]),
                       f"{row['simulated']:.5g} ± {row['ci']:.2g}", f"{row['expected']:.5g}",
-                      row["reference"], f"{row['relative_error'] * 100:+.2f}%",
+                      escape(row["reference"]), f"{row['relative_error'] * 100:+.2f}%",
                       "[green]pass[/]" if row["passed"] else "[bold red]FAIL[/]")
     return table
 
