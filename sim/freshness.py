@@ -10,6 +10,7 @@ and of drift add up, and the result is clamped to [0, fresh].
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from sim.scenario import Curve, Drift, Quality
 
@@ -62,12 +63,13 @@ class Timeline:
         return self._arrays
 
     def lookup(self, t_s: np.ndarray) -> np.ndarray:
-        """Index of the refresh in force at each time, or -1 where none is visible yet."""
+        """Index of the refresh in force at each of the (time-ordered) ``t_s``, -1 before any."""
         arrays = self.arrays()
-        pos = np.searchsorted(arrays["visible_at_s"], t_s, side="right") - 1
-        if arrays["best"].size == 0:
-            return np.full(np.shape(t_s), -1, dtype=np.int64)
-        return np.where(pos >= 0, arrays["best"][np.maximum(pos, 0)], -1)
+        t_s = np.asarray(t_s, dtype=float)
+        out = np.empty(t_s.shape, dtype=np.int64)
+        if t_s.size:
+            _in_force(arrays["visible_at_s"], arrays["best"], t_s, out)
+        return out
 
     def value(self, index: np.ndarray, key: str, missing: float = np.nan) -> np.ndarray:
         """Values of ``key`` for refresh indices from :meth:`lookup` (``missing`` where -1)."""
@@ -84,6 +86,25 @@ class Timeline:
                 break
             cutoff = max(cutoff, row["cutoff_s"])
         return cutoff
+
+
+@njit(cache=True, nogil=True)
+def _in_force(visible_at_s, best, t_s, out):
+    """For sorted request times, the freshest refresh visible at each: a merge, O(n + m)."""
+    m = visible_at_s.shape[0]
+    # start from a binary search for the first request, then walk forward with the requests
+    lo, hi = 0, m
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if visible_at_s[mid] <= t_s[0]:
+            lo = mid + 1
+        else:
+            hi = mid
+    j = lo - 1
+    for i in range(t_s.shape[0]):
+        while j + 1 < m and visible_at_s[j + 1] <= t_s[i]:
+            j += 1
+        out[i] = best[j] if j >= 0 else -1
 
 
 def curve_value(curve: Curve, fresh: float, age_s: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
+from numba import njit
 
 GAMMA = 1.01
 LOW_S = 1e-6
@@ -92,13 +92,97 @@ class Outcomes:
         return Outcomes(**{k: v[mask] for k, v in self.__dict__.items()})
 
 
-_SERIES = ("requests", "fallbacks", "latency_s", "quality", "value", "feature_age_s",
-           "feature_age_n", "model_age_s", "model_age_n", "busy_s", "slo_violations")
+TOTALS = ("requests", "fallbacks", "timeouts", "latency_s", "queue_wait_s", "queued",
+          "feature_age_s", "feature_age_n", "model_age_s", "model_age_n", "quality", "value",
+          "busy_s", "slo_violations")
+SERIES = ("requests", "fallbacks", "latency_s", "quality", "value", "feature_age_s",
+          "feature_age_n", "model_age_s", "model_age_n", "busy_s", "slo_violations")
+# Row indices, compile-time constants for the kernel below.
+(T_REQUESTS, T_FALLBACKS, T_TIMEOUTS, T_LATENCY_S, T_QUEUE_WAIT_S, T_QUEUED, T_FEATURE_AGE_S,
+ T_FEATURE_AGE_N, T_MODEL_AGE_S, T_MODEL_AGE_N, T_QUALITY, T_VALUE, T_BUSY_S,
+ T_SLO_VIOLATIONS) = range(len(TOTALS))
+(S_REQUESTS, S_FALLBACKS, S_LATENCY_S, S_QUALITY, S_VALUE, S_FEATURE_AGE_S, S_FEATURE_AGE_N,
+ S_MODEL_AGE_S, S_MODEL_AGE_N, S_BUSY_S, S_SLO_VIOLATIONS) = range(len(SERIES))
+
+
+@njit(cache=True, nogil=True)
+def _bin(x):
+    if not x >= LOW_S:  # also NaN
+        return 0
+    k = int(math.floor(math.log(x / LOW_S) / _LOG_GAMMA)) + 1
+    return N_BINS - 1 if k > N_BINS - 1 else k
+
+
+@njit(cache=True, nogil=True)
+def _accumulate(t, latency, wait, fallback, timed_out, feature_age, model_age, quality, queued,
+                busy, start, warmup, end, bucket, slo, penalty, totals, series, h_latency,
+                h_wait, h_feature, h_model, series_latency):
+    """One pass over a chunk's requests: sums, histograms and per-bucket series.
+
+    Requests in the warm-up are skipped, but the part of any replica's busy time that falls in
+    the measured window counts wherever the request arrived.
+    """
+    nb = series.shape[1]
+    for i in range(t.shape[0]):
+        if busy[i] > 0:
+            s = start[i]
+            inside = min(s + busy[i], end) - max(s, warmup)
+            if inside > 0:
+                totals[T_BUSY_S] += inside
+                b = int((s - warmup) / bucket) if s > warmup else 0
+                series[S_BUSY_S, min(b, nb - 1)] += inside
+        ti = t[i]
+        if ti < warmup:
+            continue
+        b = min(int((ti - warmup) / bucket), nb - 1)
+        lat = latency[i]
+        q = quality[i]
+        value = q
+        if penalty > 0:
+            value = q * (1.0 - min(1.0, penalty * lat / 0.1))
+        k = _bin(lat)
+        h_latency[k] += 1
+        series_latency[b, k] += 1
+        totals[T_REQUESTS] += 1
+        totals[T_LATENCY_S] += lat
+        totals[T_QUALITY] += q
+        totals[T_VALUE] += value
+        series[S_REQUESTS, b] += 1
+        series[S_LATENCY_S, b] += lat
+        series[S_QUALITY, b] += q
+        series[S_VALUE, b] += value
+        if fallback[i]:
+            totals[T_FALLBACKS] += 1
+            series[S_FALLBACKS, b] += 1
+        if timed_out[i]:
+            totals[T_TIMEOUTS] += 1
+        if lat > slo:
+            totals[T_SLO_VIOLATIONS] += 1
+            series[S_SLO_VIOLATIONS, b] += 1
+        if queued[i]:
+            totals[T_QUEUED] += 1
+            totals[T_QUEUE_WAIT_S] += wait[i]
+            h_wait[_bin(wait[i])] += 1
+        if not fallback[i]:
+            fa = feature_age[i]
+            if fa == fa:
+                totals[T_FEATURE_AGE_S] += fa
+                totals[T_FEATURE_AGE_N] += 1
+                series[S_FEATURE_AGE_S, b] += fa
+                series[S_FEATURE_AGE_N, b] += 1
+                h_feature[_bin(fa)] += 1
+            ma = model_age[i]
+            if ma == ma:
+                totals[T_MODEL_AGE_S] += ma
+                totals[T_MODEL_AGE_N] += 1
+                series[S_MODEL_AGE_S, b] += ma
+                series[S_MODEL_AGE_N, b] += 1
+                h_model[_bin(ma)] += 1
 
 
 @dataclass
 class Accumulator:
-    """Everything measured about one architecture, accumulated chunk by chunk."""
+    """Everything measured about one architecture, accumulated chunk by chunk in fixed memory."""
 
     name: str
     kind: str
@@ -112,87 +196,27 @@ class Accumulator:
     queue_wait: Histogram = field(default_factory=Histogram)
     feature_age: Histogram = field(default_factory=Histogram)
     model_age: Histogram = field(default_factory=Histogram)
-    totals: dict = field(default_factory=dict)
-    series: dict = field(default_factory=dict)
-    series_latency: np.ndarray | None = None
 
     def __post_init__(self):
-        self.totals = {k: 0.0 for k in ("requests", "fallbacks", "timeouts", "latency_s",
-                                        "queue_wait_s", "queued", "feature_age_s",
-                                        "feature_age_n", "model_age_s", "model_age_n",
-                                        "quality", "value", "busy_s", "slo_violations")}
-        self.series = {k: np.zeros(self.n_buckets) for k in _SERIES}
+        self._totals = np.zeros(len(TOTALS))
+        self._series = np.zeros((len(SERIES), self.n_buckets))
         self.series_latency = np.zeros((self.n_buckets, N_BINS), dtype=np.int64)
 
-    def value_weight(self, latency_s: np.ndarray) -> np.ndarray:
-        """1 - latency penalty, capped so that a request never has negative value."""
-        if self.penalty_per_100ms == 0:
-            return np.ones_like(latency_s)
-        return 1.0 - np.minimum(1.0, self.penalty_per_100ms * latency_s / 0.1)
+    @property
+    def totals(self) -> dict[str, float]:
+        return dict(zip(TOTALS, self._totals.tolist()))
+
+    @property
+    def series(self) -> dict[str, np.ndarray]:
+        return {name: self._series[i] for i, name in enumerate(SERIES)}
 
     def add(self, out: Outcomes) -> None:
-        """Add a chunk's outcomes; requests in the warm-up are left out.
-
-        Replica busy time is counted where it happens: the part of each service that falls in
-        the measured window, whenever the request arrived.
-        """
-        self._add_busy(out)
-        if out.t_s.size and out.t_s[0] < self.warmup_s:
-            out = out.select(out.t_s >= self.warmup_s)
-        n = out.t_s.size
-        if n == 0:
+        """Add a chunk's outcomes; requests in the warm-up are left out."""
+        if out.t_s.size == 0:
             return
-        tot = self.totals
-        real = ~out.fallback
-        value = out.quality * self.value_weight(out.latency_s)
-        slo = (out.latency_s > self.slo_s) if self.slo_s is not None else np.zeros(n, bool)
-        tot["requests"] += n
-        tot["fallbacks"] += int(out.fallback.sum())
-        tot["timeouts"] += int(out.timed_out.sum())
-        tot["latency_s"] += float(out.latency_s.sum())
-        tot["queued"] += int(out.queued.sum())
-        tot["queue_wait_s"] += float(out.queue_wait_s[out.queued].sum())
-        fa, ma = out.feature_age_s[real], out.model_age_s[real]
-        fa_ok, ma_ok = ~np.isnan(fa), ~np.isnan(ma)
-        tot["feature_age_s"] += float(fa[fa_ok].sum())
-        tot["feature_age_n"] += int(fa_ok.sum())
-        tot["model_age_s"] += float(ma[ma_ok].sum())
-        tot["model_age_n"] += int(ma_ok.sum())
-        tot["quality"] += float(out.quality.sum())
-        tot["value"] += float(value.sum())
-        tot["slo_violations"] += int(slo.sum())
-        self.latency.add(out.latency_s)
-        self.queue_wait.add(out.queue_wait_s[out.queued])
-        self.feature_age.add(fa[fa_ok])
-        self.model_age.add(ma[ma_ok])
-
-        b = np.minimum(((out.t_s - self.warmup_s) / self.bucket_s).astype(np.int64),
-                       self.n_buckets - 1)
-        m = self.n_buckets
-        s = self.series
-        s["requests"] += np.bincount(b, minlength=m)
-        s["fallbacks"] += np.bincount(b, weights=out.fallback, minlength=m)
-        s["latency_s"] += np.bincount(b, weights=out.latency_s, minlength=m)
-        s["quality"] += np.bincount(b, weights=out.quality, minlength=m)
-        s["value"] += np.bincount(b, weights=value, minlength=m)
-        fa_all = np.where(real, out.feature_age_s, np.nan)
-        ma_all = np.where(real, out.model_age_s, np.nan)
-        s["feature_age_s"] += np.bincount(b, weights=np.nan_to_num(fa_all), minlength=m)
-        s["feature_age_n"] += np.bincount(b, weights=~np.isnan(fa_all), minlength=m)
-        s["model_age_s"] += np.bincount(b, weights=np.nan_to_num(ma_all), minlength=m)
-        s["model_age_n"] += np.bincount(b, weights=~np.isnan(ma_all), minlength=m)
-        s["slo_violations"] += np.bincount(b, weights=slo, minlength=m)
-        flat = b * N_BINS + bin_index(out.latency_s)
-        self.series_latency += np.bincount(flat, minlength=m * N_BINS).reshape(m, N_BINS)
-
-    def _add_busy(self, out: Outcomes) -> None:
-        busy = out.busy_s > 0
-        if not busy.any():
-            return
-        start = out.service_start_s[busy]
-        end = start + out.busy_s[busy]
-        inside = np.clip(np.minimum(end, self.end_s) - np.maximum(start, self.warmup_s), 0, None)
-        self.totals["busy_s"] += float(inside.sum())
-        b = np.clip(((start - self.warmup_s) / self.bucket_s).astype(np.int64), 0,
-                    self.n_buckets - 1)
-        self.series["busy_s"] += np.bincount(b, weights=inside, minlength=self.n_buckets)
+        _accumulate(out.t_s, out.latency_s, out.queue_wait_s, out.fallback, out.timed_out,
+                    out.feature_age_s, out.model_age_s, out.quality, out.queued, out.busy_s,
+                    out.service_start_s, self.warmup_s, self.end_s, self.bucket_s,
+                    np.inf if self.slo_s is None else self.slo_s, self.penalty_per_100ms,
+                    self._totals, self._series, self.latency.counts, self.queue_wait.counts,
+                    self.feature_age.counts, self.model_age.counts, self.series_latency)

@@ -47,6 +47,7 @@ def simulate_reference(scenario: Scenario, *, replication: int = 0,
             if env.now < start_s:
                 yield env.timeout(start_s - env.now)
             chunk = run.source.chunk(start_s, end_s)
+            chunk.draw_all()
             buffers = [_ChunkOutcomes(chunk) for _ in models]
             counter = {"left": chunk.size * len(models)}
             if chunk.size == 0:

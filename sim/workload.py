@@ -10,9 +10,10 @@ popularity law among the entities that exist at its time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from sim.rng import Streams
 from sim.scenario import Arrivals, Popularity, Workload
@@ -56,52 +57,67 @@ def zipf_slots(rng: np.random.Generator, n_slots: int, exponent: float, size: in
     """Draw ``size`` ranks in [0, n_slots) with P(k) proportional to (k + 1) ** -exponent.
 
     Exact for any exponent >= 0, in O(1) memory: rejection-inversion sampling (Hormann and
-    Derflinger, 1996), the method of Apache Commons' RejectionInversionZipfSampler, vectorised.
+    Derflinger, 1996), the method of Apache Commons' RejectionInversionZipfSampler, compiled.
     """
     s = float(exponent)
     if s == 0.0:
         return rng.integers(0, n_slots, size=size)
-
-    def h(x):
-        return np.exp(-s * np.log(x))
-
-    def h_integral(x):
-        log_x = np.log(x)
-        return _helper2((1.0 - s) * log_x) * log_x
-
-    def h_integral_inverse(x):
-        t = np.maximum(x * (1.0 - s), -1.0)
-        return np.exp(_helper1(t) * x)
-
-    h_x1 = h_integral(np.array(1.5)) - 1.0
-    h_n = h_integral(np.array(n_slots + 0.5))
-    sv = 2.0 - h_integral_inverse(h_integral(np.array(2.5)) - h(np.array(2.0)))
+    h_x1 = _h_integral(1.5, s) - 1.0
+    h_n = _h_integral(n_slots + 0.5, s)
+    sv = 2.0 - _h_integral_inverse(_h_integral(2.5, s) - _h(2.0, s), s)
     out = np.empty(size, dtype=np.int64)
     todo = np.arange(size)
     while todo.size:
-        u = h_n + rng.random(todo.size) * (h_x1 - h_n)
-        x = h_integral_inverse(u)
-        k = np.clip(np.floor(x + 0.5), 1, n_slots)
-        accept = (k - x <= sv) | (u >= h_integral(k + 0.5) - h(k))
-        out[todo[accept]] = k[accept].astype(np.int64) - 1
-        todo = todo[~accept]
+        ranks = np.empty(todo.size, dtype=np.int64)
+        accepted = np.empty(todo.size, dtype=np.bool_)
+        _zipf_invert(rng.random(todo.size), s, n_slots, h_x1, h_n, sv, ranks, accepted)
+        out[todo[accepted]] = ranks[accepted]
+        todo = todo[~accepted]
     return out
 
 
+@njit(cache=True, nogil=True)
+def _zipf_invert(u, s, n_slots, h_x1, h_n, sv, ranks, accepted):
+    for i in range(u.shape[0]):
+        v = h_n + u[i] * (h_x1 - h_n)
+        x = _h_integral_inverse(v, s)
+        k = math.floor(x + 0.5)
+        k = min(max(k, 1.0), float(n_slots))
+        accepted[i] = (k - x <= sv) or (v >= _h_integral(k + 0.5, s) - _h(k, s))
+        ranks[i] = int(k) - 1
+
+
+@njit(cache=True, nogil=True)
+def _h(x, s):
+    return math.exp(-s * math.log(x))
+
+
+@njit(cache=True, nogil=True)
+def _h_integral(x, s):
+    log_x = math.log(x)
+    return _helper2((1.0 - s) * log_x) * log_x
+
+
+@njit(cache=True, nogil=True)
+def _h_integral_inverse(x, s):
+    t = max(x * (1.0 - s), -1.0)
+    return math.exp(_helper1(t) * x)
+
+
+@njit(cache=True, nogil=True)
 def _helper1(x):
     """log1p(x) / x, continuous at 0."""
-    x = np.asarray(x, dtype=float)
-    small = np.abs(x) < 1e-8
-    safe = np.where(small, 1.0, x)
-    return np.where(small, 1.0 - x / 2.0 + x * x / 3.0, np.log1p(safe) / safe)
+    if abs(x) < 1e-8:
+        return 1.0 - x / 2.0 + x * x / 3.0
+    return math.log1p(x) / x
 
 
+@njit(cache=True, nogil=True)
 def _helper2(x):
     """expm1(x) / x, continuous at 0."""
-    x = np.asarray(x, dtype=float)
-    small = np.abs(x) < 1e-8
-    safe = np.where(small, 1.0, x)
-    return np.where(small, 1.0 + x / 2.0 + x * x / 6.0, np.expm1(safe) / safe)
+    if abs(x) < 1e-8:
+        return 1.0 + x / 2.0 + x * x / 6.0
+    return math.expm1(x) / x
 
 
 class Population:
@@ -126,15 +142,17 @@ class Population:
         self._new_slots = slots  # sorted, for lookups
         self._new_created_at_s = created[order]
         self._created_sorted_s = created  # for "how many exist at time t"
+        self._is_new = np.zeros(self.n_slots, dtype=np.bool_)  # a byte per slot
+        self._is_new[slots] = True
 
     def created_at_s(self, slots: np.ndarray) -> np.ndarray:
         """Creation time of each slot's entity (-inf for entities present from the start)."""
+        created = np.full(slots.shape, -np.inf)
         if self._new_slots.size == 0:
-            return np.full(slots.shape, -np.inf)
-        pos = np.searchsorted(self._new_slots, slots)
-        pos_c = np.minimum(pos, self._new_slots.size - 1)
-        is_new = self._new_slots[pos_c] == slots
-        return np.where(is_new, self._new_created_at_s[pos_c], -np.inf)
+            return created
+        new = np.flatnonzero(self._is_new[slots])
+        created[new] = self._new_created_at_s[np.searchsorted(self._new_slots, slots[new])]
+        return created
 
     def count_at(self, t_s: float, head_slots: int | None = None) -> int:
         """Entities that exist at time ``t_s`` (among slots < ``head_slots`` when given)."""
@@ -160,26 +178,58 @@ class Population:
         return zipf_slots(rng, self.n_slots, self.popularity.exponent, size)
 
 
+UNIFORM_STREAMS = ("lookup", "feature_lookup", "service", "stream_lag")
+
+
 @dataclass
 class Chunk:
     """Requests arriving in [start_s, end_s), in time order, with their per-request draws.
 
     The uniforms ``u_*`` are shared by every architecture (common random numbers); each maps
-    them through its own distributions.
+    them through its own distributions. Each comes from its own named stream and is drawn on
+    first use, so a run whose architectures never look at, say, stream lags does not pay for
+    them, and what the other streams produce does not change.
     """
 
     start_s: float
     end_s: float
     t_s: np.ndarray
     slot: np.ndarray
-    u_lookup: np.ndarray
-    u_feature_lookup: np.ndarray
-    u_service: np.ndarray
-    u_stream_lag: np.ndarray
+    streams: Streams = field(repr=False)
+    _uniforms: dict = field(default_factory=dict, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)
 
     @property
     def size(self) -> int:
         return self.t_s.size
+
+    def uniforms(self, stream: str) -> np.ndarray:
+        values = self._uniforms.get(stream)
+        if values is None:
+            values = self._uniforms[stream] = self.streams[stream].random(self.size)
+        return values
+
+    def draw_all(self) -> None:
+        """Draw every per-request stream now (the reference engine, whose requests outlive
+        their chunk, needs them drawn in chunk order)."""
+        for stream in UNIFORM_STREAMS:
+            self.uniforms(stream)
+
+    u_lookup = property(lambda self: self.uniforms("lookup"))
+    u_feature_lookup = property(lambda self: self.uniforms("feature_lookup"))
+    u_service = property(lambda self: self.uniforms("service"))
+    u_stream_lag = property(lambda self: self.uniforms("stream_lag"))
+
+    def sample(self, distribution, stream: str) -> np.ndarray:
+        """``distribution`` applied to the named per-request uniforms (``lookup``,
+        ``feature_lookup``, ``service``, ``stream_lag``), computed once per chunk for
+        architectures that share a distribution."""
+        key = (stream, distribution.kind, tuple(sorted(distribution.params.items())),
+               distribution.source)
+        values = self._memo.get(key)
+        if values is None:
+            values = self._memo[key] = distribution.ppf(getattr(self, f"u_{stream}"))
+        return values
 
 
 class RequestSource:
@@ -194,15 +244,11 @@ class RequestSource:
         arrivals = self.streams["arrivals"]
         peak = self.profile.peak_per_s
         n = int(arrivals.poisson(peak * (end_s - start_s)))
-        t = start_s + np.sort(arrivals.random(n)) * (end_s - start_s)
+        # n sorted uniform points on the chunk: normalised partial sums of n + 1 exponentials
+        spacings = np.cumsum(arrivals.standard_exponential(n + 1))
+        t = start_s + spacings[:-1] * ((end_s - start_s) / spacings[-1])
         if self.profile.pattern != "constant":
             keep = self.streams["thinning"].random(n) * peak < self.profile(t)
             t = t[keep]
-        m = t.size
         slot = self.population.sample(self.streams["popularity"], t)
-        draws = self.streams
-        return Chunk(start_s, end_s, t, slot,
-                     u_lookup=draws["lookup"].random(m),
-                     u_feature_lookup=draws["feature_lookup"].random(m),
-                     u_service=draws["service"].random(m),
-                     u_stream_lag=draws["stream_lag"].random(m))
+        return Chunk(start_s, end_s, t, slot, self.streams)

@@ -76,7 +76,7 @@ class BatchModel(_Common):
     def serve(self, chunk: Chunk) -> Outcomes:
         t = chunk.t_s
         latency, fallback, timed_out, feature_age, model_cutoff = self.store.serve(
-            t, chunk.slot, chunk.u_lookup)
+            t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"))
         q, model_age = self._quality(t, feature_age, model_cutoff, fallback)
         out = empty_outcomes(t.size, t)
         out.update(latency_s=latency, fallback=fallback, timed_out=timed_out, quality=q,
@@ -112,10 +112,20 @@ class OnlineModel(_Common):
         if self.stream:
             self.stream.start(env, world)
 
-    def _serve_online(self, t, slot, u_feature_lookup, u_service, u_stream_lag):
-        latency, wait, timed_out, busy, start = self.serving.serve(t, u_feature_lookup, u_service)
+    def _draws(self, chunk: Chunk):
+        """This architecture's replica time and stream lag per request of the chunk."""
+        spec = self.spec
+        occupancy = chunk.sample(spec.feature_lookup, "feature_lookup") + \
+            chunk.sample(spec.serving.service_time, "service")
+        lag = None
+        if self.stream is not None and self.stream.spec.window == 0:
+            lag = chunk.sample(self.stream.spec.lag, "stream_lag")
+        return occupancy, lag
+
+    def _serve_online(self, t, occupancy, lag):
+        latency, wait, timed_out, busy, start = self.serving.serve(t, occupancy)
         if self.stream is not None:
-            feature_age = self.stream.age_s(t, u_stream_lag)
+            feature_age = self.stream.age_s(t, lag)
         else:
             feature_age = t - self.features.feature_cutoff_s(t)
         model_cutoff = self._model_cutoff_now(t)
@@ -128,8 +138,7 @@ class OnlineModel(_Common):
 
     def serve(self, chunk: Chunk) -> Outcomes:
         out = empty_outcomes(chunk.size, chunk.t_s)
-        out.update(self._serve_online(chunk.t_s, chunk.slot, chunk.u_feature_lookup,
-                                      chunk.u_service, chunk.u_stream_lag))
+        out.update(self._serve_online(chunk.t_s, *self._draws(chunk)))
         return Outcomes(**out)
 
     def _add_costs(self, costs, prices, start_s, end_s):
@@ -169,15 +178,15 @@ class HybridModel(OnlineModel):
         out = empty_outcomes(t.size, t)
         head = chunk.slot < self.head_slots
         latency, fallback, timed_out, feature_age, model_cutoff = self.store.serve(
-            t[head], chunk.slot[head], chunk.u_lookup[head])
+            t[head], chunk.slot[head], chunk.sample(self.spec.lookup, "lookup")[head])
         q, model_age = self._quality(t[head], feature_age, model_cutoff, fallback)
         for key, value in dict(latency_s=latency, fallback=fallback, timed_out=timed_out,
                                quality=q, feature_age_s=np.where(fallback, np.nan, feature_age),
                                model_age_s=np.where(fallback, np.nan, model_age)).items():
             out[key][head] = value
         tail = ~head
-        online = self._serve_online(t[tail], chunk.slot[tail], chunk.u_feature_lookup[tail],
-                                    chunk.u_service[tail], chunk.u_stream_lag[tail])
+        occupancy, lag = self._draws(chunk)
+        online = self._serve_online(t[tail], occupancy[tail], None if lag is None else lag[tail])
         for key, value in online.items():
             out[key][tail] = value
         return Outcomes(**out)

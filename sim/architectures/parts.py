@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import simpy
+from numba import njit
 
 from sim.architectures.base import World
 from sim.control import Run, apportioned_usd, periodic
@@ -55,13 +56,13 @@ class StoredPredictions:
         self.jobs.append(env.now, scheduled_s, model_cutoff_s=model_cutoff, scored=scored)
         self._used.append(0)
 
-    def serve(self, t_s: np.ndarray, slot: np.ndarray, u_lookup: np.ndarray):
-        """(latency, fallback, timed_out, feature_age, model_cutoff) for requests read from store."""
+    def serve(self, t_s: np.ndarray, slot: np.ndarray, lookup: np.ndarray):
+        """(latency, fallback, timed_out, feature_age, model_cutoff) for requests read from store,
+        given each request's store-lookup time."""
         job = self.jobs.lookup(t_s)
         cutoff = self.jobs.value(job, "cutoff_s")
         model_cutoff = self.jobs.value(job, "model_cutoff_s")
         has = (job >= 0) & (self.population.created_at_s(slot) <= cutoff)
-        lookup = self.spec.lookup.ppf(u_lookup)
         timeout = self.spec.timeout
         timed_out = lookup > timeout if timeout is not None else np.zeros(t_s.size, bool)
         latency = np.minimum(lookup, timeout) if timeout is not None else lookup
@@ -70,17 +71,12 @@ class StoredPredictions:
         return latency, fallback, timed_out, t_s - cutoff, model_cutoff
 
     def _track_use(self, job: np.ndarray, slot: np.ndarray) -> None:
-        # Job indices never decrease with time, so within a chunk each (job, slot) pair is new
-        # to that job exactly when the slot's last-used job differs.
         if job.size == 0:
             return
-        keys = np.unique(job.astype(np.int64) * self._last_used_by_job.size + slot)
-        j, s = np.divmod(keys, self._last_used_by_job.size)
-        new = self._last_used_by_job[s] != j
-        counts = np.bincount(j[new], minlength=len(self._used))
+        counts = np.zeros(len(self._used), dtype=np.int64)
+        _count_first_uses(job, slot, self._last_used_by_job, counts)
         for k in np.flatnonzero(counts):
             self._used[k] += int(counts[k])
-        self._last_used_by_job[s[new]] = j[new].astype(np.int32)
 
     def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
         """(scored, unused) over jobs whose predictions were replaced within the window.
@@ -112,6 +108,21 @@ class StoredPredictions:
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
         return apportioned_usd(self.runs, lambda r: r.duration_s / 3600 * r.nodes *
                                prices.batch_node_hour, start_s, end_s)
+
+
+@njit(cache=True, nogil=True)
+def _count_first_uses(job, slot, last_used_by_job, counts):
+    """Count, per job, the entities reading its predictions for the first time.
+
+    The job in force never goes back in time, so a (job, entity) pair is new exactly when the
+    entity's last-read job differs.
+    """
+    for i in range(job.shape[0]):
+        j = job[i]
+        s = slot[i]
+        if last_used_by_job[s] != j:
+            last_used_by_job[s] = j
+            counts[j] += 1
 
 
 class BatchFeaturePipeline:
@@ -180,9 +191,10 @@ class StreamPipeline:
         yield env.timeout(lag)
         self.windows.append(env.now, closed_s)
 
-    def age_s(self, t_s: np.ndarray, u_lag: np.ndarray) -> np.ndarray:
+    def age_s(self, t_s: np.ndarray, lag_s: np.ndarray | None) -> np.ndarray:
+        """Stream-feature age; ``lag_s`` (each request's own lag) is used when window is 0."""
         if self.spec.window == 0:
-            return self.spec.lag.ppf(u_lag)
+            return lag_s
         return t_s - self.windows.value(self.windows.lookup(t_s), "cutoff_s")
 
     def cost_usd_per_day(self, prices) -> float:
@@ -202,9 +214,9 @@ class OnlineServing:
     def mean_occupancy_s(self) -> float:
         return self.feature_lookup.mean + self.spec.service_time.mean
 
-    def serve(self, t_s: np.ndarray, u_feature_lookup: np.ndarray, u_service: np.ndarray):
-        """(latency, queue_wait, timed_out, busy, service start) for requests served online."""
-        occupancy = self.feature_lookup.ppf(u_feature_lookup) + self.spec.service_time.ppf(u_service)
+    def serve(self, t_s: np.ndarray, occupancy: np.ndarray):
+        """(latency, queue_wait, timed_out, busy, service start) for requests served online,
+        given the replica time each needs (feature lookup + inference)."""
         wait, started = self.pool.serve(t_s, occupancy)
         timeout = self.spec.timeout
         latency = wait + occupancy
