@@ -62,8 +62,12 @@ def main():
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Replications run in parallel in this many processes (default: CPU cores). "
                    "Results do not depend on it.")
+@click.option("--engine", type=click.Choice(["fast", "reference"]), default="fast",
+              show_default=True,
+              help="reference runs every request as its own SimPy process: much slower, the "
+                   "same numbers; for checking the fast path.")
 def run(scenario, overrides, seed, as_json, out_dir, replications, baseline, target_precision,
-        max_replications, workers):
+        max_replications, workers, engine):
     """Simulate every architecture in SCENARIO and compare them."""
     import sim
     from sim.replications import default_workers
@@ -77,7 +81,8 @@ def run(scenario, overrides, seed, as_json, out_dir, replications, baseline, tar
         lambda progress: sim.run(spec, replications, baseline=baseline,
                                  target_precision=target_precision,
                                  max_replications=max(max_replications, replications),
-                                 workers=workers or default_workers(), progress=progress),
+                                 workers=workers or default_workers(), engine=engine,
+                                 progress=progress),
         f"Simulating {spec.name}")
     if as_json:
         click.echo(to_json(results))
@@ -146,3 +151,345 @@ def entry() -> None:
         click.echo(f"predsim: unexpected error: {exc}. Set PREDSIM_DEBUG=1 for details.",
                    err=True)
         sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------
+# The first hour: init, explain, schema (and completion of scenario file names)
+# --------------------------------------------------------------------------------------------
+
+def _complete_scenario(ctx, param, incomplete: str):
+    """Shell completion of scenario arguments: *.yaml and *.yml files, and folders.
+
+    When the only candidate is a folder, its contents are offered instead, so that completing
+    ``scen`` goes straight on to ``scenarios/quickstart.yaml`` (bash would otherwise add a space
+    after ``scenarios/``).
+    """
+    from click.shell_completion import CompletionItem
+
+    for _ in range(8):  # folders nested this deep at most
+        names = _scenario_candidates(incomplete)
+        if len(names) != 1 or not names[0].endswith("/"):
+            break
+        inside = _scenario_candidates(names[0])
+        if not inside:
+            break
+        incomplete = names[0]
+    return [CompletionItem(name) for name in names]
+
+
+def _scenario_candidates(incomplete: str) -> list[str]:
+    """Folders (ending in /) and *.yaml / *.yml files whose path starts with ``incomplete``."""
+    from pathlib import Path
+
+    head = incomplete[: incomplete.rfind("/") + 1]
+    prefix = incomplete[len(head):]
+    try:
+        entries = sorted(Path(os.path.expanduser(head) if head else ".").iterdir())
+    except OSError:
+        return []
+    names = []
+    for entry in entries:
+        if not entry.name.startswith(prefix) or (entry.name.startswith(".") and
+                                                 not prefix.startswith(".")):
+            continue
+        if entry.is_dir():
+            names.append(head + entry.name + "/")
+        elif entry.suffix in (".yaml", ".yml"):
+            names.append(head + entry.name)
+    return names
+
+
+def _answer_options(command):
+    """One --option per question of ``predsim init`` (sim/starter.py: QUESTIONS)."""
+    from sim.starter import QUESTIONS
+    for q in reversed(QUESTIONS):
+        default = q.default if isinstance(q.default, str) else "from your other answers"
+        command = click.option(q.flag, q.key, metavar="VALUE",
+                               help=f"{q.text} [default: {default}]")(command)
+    return command
+
+
+def _ask(given: dict[str, str]) -> dict[str, str]:
+    """Prompt for every answer not given as an option, each with its default shown."""
+    from sim.starter import QUESTIONS
+
+    answers, parsed, section = dict(given), {}, None
+    for q in QUESTIONS:
+        if q.key in given:
+            try:
+                parsed[q.key] = q.parse(given[q.key])
+            except ValueError:
+                pass  # reported with the option's name when all answers are checked
+            continue
+        if q.section != section:
+            section = q.section
+            click.secho(f"\n{section}", bold=True, err=True)
+
+        def parse(text, q=q):
+            try:
+                return text, q.parse(text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
+
+        text, parsed[q.key] = click.prompt(f"  {q.text}", default=q.default_for(parsed),
+                                           value_proc=parse, err=True)
+        answers[q.key] = text
+    return answers
+
+
+@main.command()
+@click.argument("path", default="scenario.yaml", type=click.Path(dir_okay=False, path_type=str),
+                shell_complete=_complete_scenario)
+@click.option("--defaults", is_flag=True,
+              help="Ask nothing: use the default of every answer not given as an option.")
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@click.option("--name", help="Scenario name [default: the file name without .yaml].")
+@_answer_options
+def init(path, defaults, force, name, **given):
+    """Write a first scenario to PATH (default scenario.yaml) from a few plain answers.
+
+    It compares your current batch predictions with online and streaming prediction. Each
+    question shows its default; press Enter to take it. With --defaults, or with an option for
+    every answer, nothing is asked.
+    """
+    from pathlib import Path
+
+    from sim.report import _atomic_write
+    from sim.starter import StarterError, parse_answers, starter_yaml
+
+    target = Path(path)
+    if target.exists() and not force:
+        raise BadInput(f"{path}: already exists; choose another name or add --force to "
+                       f"overwrite it")
+    if not target.parent.is_dir():
+        raise BadInput(f"{path}: folder {target.parent} does not exist")
+    given = {k: v for k, v in given.items() if v is not None}
+    if not defaults:
+        given = _ask(given)
+    try:
+        text = starter_yaml(parse_answers(given, name=name or target.stem), filename=path)
+    except (StarterError, ScenarioError) as exc:
+        raise BadInput("\n".join(exc.problems)) from None
+    _atomic_write(target, text)
+    click.echo(f"Wrote {path}. Read it back with `predsim explain {path}`, then compare the "
+               f"architectures with `predsim run {path}`.")
+
+
+@main.command()
+@click.argument("scenario", type=SCENARIO, shell_complete=_complete_scenario)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+def explain(scenario, overrides):
+    """Describe SCENARIO in plain sentences: traffic, entities, quality, and how each
+    architecture predicts, how fresh its data is and roughly what it costs."""
+    from sim.explain import explain as describe
+    click.echo(describe(_load(scenario, overrides)), nl=False)
+
+
+@main.command()
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=str),
+              help="Write the schema to this file instead of printing it; the copy in the "
+                   "repository is regenerated with --out schema/scenario.schema.json.")
+def schema(out_file):
+    """Print the JSON Schema of scenario files (for editors: see docs/tutorial.md).
+
+    It is generated from the same models that validate scenarios; `predsim validate` stays the
+    authority on what a scenario may hold.
+    """
+    import json
+    from pathlib import Path
+
+    from sim.report import _atomic_write
+    from sim.scenario import Scenario
+
+    text = json.dumps(Scenario.model_json_schema(), indent=2) + "\n"
+    if out_file is None:
+        click.echo(text, nl=False)
+        return
+    target = Path(out_file)
+    if not target.parent.is_dir():
+        raise BadInput(f"{out_file}: folder {target.parent} does not exist")
+    _atomic_write(target, text)
+
+
+# --------------------------------------------------------------------------------------------
+# The manager's report and the A/B test planner (sim/manager_report.py, sim/abtest.py)
+# --------------------------------------------------------------------------------------------
+
+def _check_baseline(scenario: str, spec, baseline: str | None, option: str = "--baseline"):
+    if baseline is not None and baseline not in spec.architectures:
+        raise BadInput(f"{scenario}: {option} {baseline!r} is not an architecture of this "
+                       f"scenario (choose from {', '.join(spec.architectures)})")
+
+
+@main.command()
+@click.argument("scenario", type=SCENARIO, shell_complete=_complete_scenario)
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=str),
+              help="Folder for report.html (one self-contained page), report.md and the PNGs.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
+@click.option("--replications", "-r", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Replications of the comparison; confidence intervals need 2 or more.")
+@click.option("--baseline", help="Architecture to compare with, what the team runs today "
+                                 "(default: the first batch architecture, else the first).")
+@click.option("--analysis-horizon", default="1d", show_default=True, metavar="DURATION",
+              help="Longest measured time of each breakeven and sensitivity run (shorter runs "
+                   "keep the report quick; the report says so).")
+@click.option("--analysis-replications", type=click.IntRange(min=1), default=1,
+              show_default=True, help="Replications of each breakeven and sensitivity run.")
+@click.option("--no-analysis", is_flag=True,
+              help="Leave out the breakeven and the sensitivity (no extra runs).")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="Simulations run in parallel in this many processes (default: CPU cores). "
+                   "Results do not depend on it.")
+def report(scenario, out_dir, overrides, seed, replications, baseline, analysis_horizon,
+           analysis_replications, no_analysis, workers):
+    """Write the report for a manager on SCENARIO to --out: a recommendation in one sentence,
+    the comparison with confidence intervals, plots, the traffic at which the decision flips,
+    the inputs that matter most, the A/B test that would confirm it, and the assumptions."""
+    from pathlib import Path
+
+    import sim
+    from sim.manager_report import Analysis, build_report
+    from sim.replications import default_workers
+    from sim.units import parse_duration
+
+    spec = _load(scenario, overrides, seed)
+    _check_baseline(scenario, spec, baseline)
+    try:
+        horizon_s = parse_duration(analysis_horizon)
+    except ValueError:
+        horizon_s = float("nan")
+    if not horizon_s > 0:
+        raise BadInput(f"--analysis-horizon: expected a duration > 0 such as 6h or 1d "
+                       f"(got {analysis_horizon!r})")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise BadInput(f"--out {out_dir}: exists and is not a folder")
+    workers = workers or default_workers()
+    results = _with_progress(
+        lambda progress: sim.run(spec, replications, baseline=baseline, workers=workers,
+                                 progress=progress),
+        f"Simulating {spec.name}")
+    analysis = Analysis(horizon_s=horizon_s, replications=analysis_replications,
+                        breakeven=not no_analysis, sensitivity=not no_analysis)
+    built = _with_progress(
+        lambda progress: build_report(results, analysis=analysis,
+                                      source_text=Path(scenario).read_text(),
+                                      overrides=overrides, workers=workers, progress=progress),
+        "Breakeven and sensitivity")
+    try:
+        written = built.write(out_dir)
+    except OSError as exc:
+        raise BadInput(f"--out {out_dir}: cannot write the report ({exc.strerror or exc})") \
+            from None
+    click.echo(built.recommendation.sentence)
+    click.echo(f"Wrote {len(written)} files to {out_dir}/: open {Path(out_dir) / 'report.html'}")
+
+
+@main.command()
+@click.argument("scenario", required=False, type=SCENARIO, shell_complete=_complete_scenario)
+@click.option("--baseline-rate", type=float, metavar="P",
+              help="Without SCENARIO: today's rate of the metric, e.g. 0.05 for a 5% CTR.")
+@click.option("--uplift", type=float, metavar="D",
+              help="Without SCENARIO: the change to detect, absolute (0.003 = 5.0% -> 5.3%), "
+                   "or relative with --relative (0.03 = +3%).")
+@click.option("--relative", is_flag=True, help="--uplift is a share of the baseline rate.")
+@click.option("--daily-traffic", metavar="N",
+              help="Requests a day (e.g. 1e6 or 1M); with SCENARIO, the scenario's rate by "
+                   "default.")
+@click.option("--power", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.8, show_default=True, help="Chance of detecting the uplift if real.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.05, show_default=True, help="Significance level (false-positive rate).")
+@click.option("--one-sided", is_flag=True, help="A one-sided test (default: two-sided).")
+@click.option("--traffic-share", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+              show_default=True, help="Share of daily traffic in the test, split evenly "
+                                      "between the two arms.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--seed", type=click.IntRange(min=0), help="With SCENARIO: random seed.")
+@click.option("--replications", "-r", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With SCENARIO: replications of the simulation.")
+@click.option("--baseline", help="With SCENARIO: the control arm (default: the first batch "
+                                 "architecture, else the first).")
+@click.option("--arch", help="With SCENARIO: the treatment arm (default: the recommended, or "
+                             "best, architecture).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alpha, one_sided,
+           traffic_share, overrides, seed, replications, baseline, arch, as_json):
+    """Sample size per arm and days of traffic an A/B test needs to confirm an uplift.
+
+    Two modes: `predsim abtest --baseline-rate 0.05 --uplift 0.03 --relative --daily-traffic 1e6`,
+    or `predsim abtest SCENARIO`, which simulates SCENARIO and takes the two rates and the
+    traffic from it. Two-proportion z-test: n = (z_{1-a/2} sqrt(2 pbar (1-pbar)) +
+    z_{1-b} sqrt(p1 (1-p1) + p2 (1-p2)))^2 / (p2 - p1)^2 per arm.
+    """
+    import json
+
+    from sim.abtest import PlanError, plan
+    from sim.units import parse_count
+
+    traffic = None
+    if daily_traffic is not None:
+        try:
+            traffic = parse_count(daily_traffic)
+        except ValueError:
+            traffic = float("nan")
+        if not traffic > 0:
+            raise BadInput(f"--daily-traffic: expected a number of requests > 0 such as 1e6 or "
+                           f"1M (got {daily_traffic!r})")
+    rate_options = [name for name, given in (("--baseline-rate", baseline_rate is not None),
+                                             ("--uplift", uplift is not None),
+                                             ("--relative", relative)) if given]
+    try:
+        if scenario is None:
+            scenario_options = [name for name, given in (
+                ("--set", overrides), ("--seed", seed is not None),
+                ("--baseline", baseline is not None), ("--arch", arch is not None)) if given]
+            if scenario_options:
+                raise BadInput(f"{', '.join(scenario_options)}: only with a SCENARIO")
+            if baseline_rate is None or uplift is None:
+                raise BadInput("give --baseline-rate and --uplift (e.g. --baseline-rate 0.05 "
+                               "--uplift 0.03 --relative --daily-traffic 1e6), or a SCENARIO "
+                               "to simulate")
+            result = plan(baseline_rate, uplift, relative=relative, daily_traffic=traffic,
+                          alpha=alpha, power=power, two_sided=not one_sided,
+                          traffic_share=traffic_share)
+        else:
+            if rate_options:
+                raise BadInput(f"{', '.join(rate_options)}: not with a SCENARIO, whose "
+                               f"simulation gives the rates (use --arch and --baseline to "
+                               f"choose the arms)")
+            result = _abtest_from_scenario(scenario, overrides, seed, replications, baseline,
+                                           arch, alpha, power, not one_sided, traffic_share,
+                                           traffic)
+    except PlanError as exc:
+        where = (f"{scenario}: " if scenario else
+                 f"--{exc.field.replace('_', '-')}: " if exc.field else "")
+        raise BadInput(f"{where}{exc}") from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in result.lines():
+            click.echo(line)
+
+
+def _abtest_from_scenario(scenario, overrides, seed, replications, baseline, arch, alpha,
+                          power, two_sided, traffic_share, traffic):
+    import sim
+    from sim.abtest import plan_from_results
+    from sim.manager_report import recommend
+    from sim.replications import default_workers
+
+    spec = _load(scenario, overrides, seed)
+    _check_baseline(scenario, spec, baseline)
+    _check_baseline(scenario, spec, arch, "--arch")
+    if len(spec.architectures) < 2:
+        raise BadInput(f"{scenario}: an A/B test needs two architectures; this scenario has "
+                       f"one ({', '.join(spec.architectures)})")
+    results = _with_progress(
+        lambda progress: sim.run(spec, replications, baseline=baseline,
+                                 workers=default_workers(), progress=progress),
+        f"Simulating {spec.name}")
+    treatment = arch or recommend(results).compared
+    return plan_from_results(results, treatment, results.baseline, alpha=alpha, power=power,
+                             two_sided=two_sided, traffic_share=traffic_share,
+                             daily_traffic=traffic)

@@ -1,0 +1,393 @@
+"""A scenario in plain sentences (``predsim explain``): what it simulates, before simulating it.
+
+:func:`explain` reads only the validated :class:`~sim.scenario.Scenario`; the numbers in it are
+back-of-the-envelope figures from the scenario's own inputs (rates, prices, schedules), not
+simulation results: costs per day at today's entity count, replica load from the mean service
+time (the offered load ``arrival rate x mean occupancy / replicas``), and feature ages from the
+schedules (a refresh every ``every`` that takes ``d`` gives ages from ``d`` to ``every + d``,
+``every / 2 + d`` on average).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+from sim.distributions import Distribution
+from sim.scenario import (BatchArchitecture, BatchFeatures, Curve, HybridArchitecture,
+                          OnlineArchitecture, Scenario, StreamingArchitecture, StreamFeatures)
+from sim.starter import expected_active, head_request_share
+from sim.units import format_duration, human_duration
+
+DAY_S = 86400.0
+HOUR_S = 3600.0
+WIDTH = 100
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+def _count(x: float) -> str:
+    """50000 -> '50,000', 1.73e6 -> '1.73M'."""
+    if abs(x) >= 1e9:
+        return f"{x / 1e9:.3g}B"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    return f"{x:,.0f}" if abs(x) >= 10 or float(x).is_integer() else f"{x:.2g}"
+
+
+def _rate(per_s: float) -> str:
+    if per_s >= 1000:
+        return f"{per_s:,.0f}/s"
+    if per_s >= 1:
+        return f"{per_s:.3g}/s"
+    if per_s * 60 >= 1:
+        return f"{per_s * 60:.3g}/min"
+    return f"{per_s * 3600:.3g}/h"
+
+
+def _usd(x: float) -> str:
+    if 0 < abs(x) < 0.005:
+        return "under $0.01"
+    return f"${x:,.2f}" if abs(x) < 100 else f"${x:,.0f}"
+
+
+def _share(x: float) -> str:
+    if x >= 0.995 or x == 0:
+        return f"{x:.0%}"
+    return f"{x:.1%}" if x >= 0.001 else f"{x:.2g}%".replace("%", "") + "%"
+
+
+def _dur(seconds: float) -> str:
+    return human_duration(seconds)
+
+
+def _every(seconds: float) -> str:
+    return {DAY_S: "every day", HOUR_S: "every hour", 7 * DAY_S: "every week"}.get(
+        seconds, f"every {format_duration(seconds)}")
+
+
+def _clock(every_s: float, start_at_s: float) -> str:
+    """' at 02:00' for a daily schedule with an offset; '' without one."""
+    if not start_at_s:
+        return ""
+    if every_s % DAY_S == 0 and start_at_s < DAY_S:
+        hours, rest = divmod(start_at_s, HOUR_S)
+        return f" at {int(hours):02d}:{int(rest // 60):02d}"
+    return f", offset by {format_duration(start_at_s)}"
+
+
+def _nodes(n: int) -> str:
+    return f"{n} node" + ("s" if n != 1 else "")
+
+
+def _paragraph(text: str, indent: str = "  ") -> str:
+    return textwrap.fill(text, width=WIDTH, initial_indent=indent, subsequent_indent=indent)
+
+
+def _dist(d: Distribution) -> str:
+    return d.describe() if not d.is_zero else "no time"
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+def explain(scenario: Scenario) -> str:
+    """The scenario described in plain sentences, section by section."""
+    s = scenario
+    parts = [f"{s.name}" + (f": {s.description}" if s.description else ""),
+             _paragraph(f"Simulates {_dur(s.horizon)} of traffic, measured after a warm-up of "
+                        f"{_dur(s.warmup)} that is simulated but not measured; seed {s.seed}. "
+                        f"The numbers below are rough figures from the inputs, not results: "
+                        f"`predsim run` measures.", indent="")]
+    for title, body in (("Traffic", _traffic(s)), ("Entities", _entities(s)),
+                        ("Quality", _quality(s)), ("Retraining", _training(s)),
+                        ("Drift", _drift(s)), ("Latency target and value", _slo_value(s)),
+                        (f"Architectures ({len(s.architectures)}: "
+                         f"{', '.join(s.architectures)})", _architectures(s))):
+        parts.append("")
+        parts.append(title)
+        parts.extend(_paragraph(p) for p in body)
+    return "\n".join(parts) + "\n"
+
+
+def _peak_trough(s: Scenario) -> tuple[float, float]:
+    a = s.workload.arrivals
+    if a.pattern == "constant":
+        return a.rate, a.rate
+    amplitude = (a.peak_to_trough - 1) / (a.peak_to_trough + 1)
+    day = 1.0
+    if a.pattern == "weekly":
+        day = 7 / (5 + 2 * a.weekend_factor) * max(1.0, a.weekend_factor)
+    return a.rate * (1 + amplitude) * day, a.rate * (1 - amplitude)
+
+
+def _traffic(s: Scenario) -> list[str]:
+    a = s.workload.arrivals
+    lines = [f"Requests arrive as a Poisson process at {_rate(a.rate)} on average, about "
+             f"{_count(a.rate * DAY_S)} a day."]
+    if a.pattern == "constant":
+        lines.append("The rate is the same all day (pattern: constant).")
+        return lines
+    amplitude = (a.peak_to_trough - 1) / (a.peak_to_trough + 1)
+    hour = math.sin(math.pi / 24) / (math.pi / 24)
+    peak, _ = _peak_trough(s)
+    text = (f"The rate follows a daily cycle (pattern: {a.pattern}) that peaks at "
+            f"{int(a.peak_hour):02d}:{int(a.peak_hour % 1 * 60):02d} and is lowest twelve hours "
+            f"later; the peak is {a.peak_to_trough:g} times the trough "
+            f"({_rate(a.rate * (1 + amplitude))} against {_rate(a.rate * (1 - amplitude))} on "
+            f"an average day), and the busiest hour carries about "
+            f"{_share((1 + amplitude * hour) / 24)} of a day's requests.")
+    if a.pattern == "weekly":
+        text += (f" Weekend days (days 5 and 6; day 0 is a Monday) carry {a.weekend_factor:g} "
+                 f"times the traffic of weekdays; the busiest moment of the week is about "
+                 f"{_rate(peak)}.")
+    lines.append(text)
+    return lines
+
+
+def _entities(s: Scenario) -> list[str]:
+    w = s.workload
+    requests_per_day = w.arrivals.rate * DAY_S
+    text = (f"The requests are about {_count(w.entities)} entities (users or items) at the "
+            f"start")
+    if w.new_entities_per_day:
+        text += (f", and {_count(w.new_entities_per_day)} new ones appear a day (about "
+                 f"{_count(w.entities + w.new_entities_per_day * s.end_s / DAY_S)} by the end)")
+    text += "."
+    lines = [text]
+    exponent = w.popularity.exponent if w.popularity.kind == "zipf" else 0.0
+    if w.popularity.kind == "uniform":
+        pop = "Popularity is uniform: every entity is equally likely to be asked about."
+    else:
+        top = head_request_share(w.entities, max(1.0, 0.01 * w.entities), exponent)
+        pop = (f"Popularity is Zipf with exponent {exponent:g} (the k-th most popular entity is "
+               f"asked about in proportion to k^-{exponent:g}): the top 1% of entities get "
+               f"about {_share(top)} of the requests.")
+    active = expected_active(w.entities, requests_per_day, exponent)
+    pop += (f" About {_count(active)} entities ({_share(active / w.entities)}) make at least "
+            f"one request on a given day.")
+    lines.append(pop)
+    return lines
+
+
+def _curve(curve: Curve | None, metric: str, fresh: float, what: str) -> str:
+    if curve is None:
+        return (f"{what.capitalize()} age costs nothing: there is no {what}_staleness curve.")
+    if curve.exponential is not None:
+        c = curve.exponential
+        at_day = c.floor + (fresh - c.floor) * 2 ** (-DAY_S / c.half_life)
+        return (f"As {what}s age, {metric} loses half of the way from {fresh:g} to {c.floor:g} "
+                f"every {format_duration(c.half_life)} (exponential): {at_day:.4g} at one day "
+                f"of {what} age.")
+    if curve.linear is not None:
+        c = curve.linear
+        return (f"As the {what} ages, {metric} changes by {c.per_day:g} per day of {what} "
+                f"age (linear), never below {c.floor:g}.")
+    points = ", ".join(f"{format_duration(age)}: {value:g}" for age, value in curve.table)
+    return (f"{metric} against {what} age is read from a measured table, interpolated "
+            f"linearly and flat beyond its ends ({points}).")
+
+
+def _quality(s: Scenario) -> list[str]:
+    q = s.quality
+    return [
+        f"The quality metric is {q.metric}: {q.fresh:g} for a prediction with fresh features "
+        f"from a just-trained model; a request that gets the fallback (no prediction, or a "
+        f"timeout) gets {q.fallback:g}.",
+        _curve(q.feature_staleness, q.metric, q.fresh, "feature"),
+        _curve(q.model_staleness, q.metric, q.fresh, "model"),
+        "The losses against fresh from feature age, model age and drift add up, and the "
+        "result stays between 0 and fresh.",
+    ]
+
+
+def _training(s: Scenario) -> list[str]:
+    t = s.training
+    if t is None:
+        return ["The model is never retrained: it was trained on data up to the start of the "
+                "simulation, so it grows older through the run (model age = time since the "
+                "start)."]
+    lag = t.duration + t.deploy_delay
+    runs_per_day = DAY_S / t.every
+    text = (f"A training run starts {_every(t.every)}{_clock(t.every, t.start_at)} on data up "
+            f"to its start, takes {_dur(t.duration)}, and its model serves "
+            f"{_dur(t.deploy_delay)} after it ends; models in service are {_dur(lag)} to "
+            f"{_dur(t.every + lag)} old, {_dur(t.every / 2 + lag)} on average.")
+    if s.costs.training_run:
+        text += (f" Each run costs {_usd(s.costs.training_run)}, about "
+                 f"{_usd(s.costs.training_run * runs_per_day)} a day, charged to every "
+                 f"architecture.")
+    return [text]
+
+
+def _drift(s: Scenario) -> list[str]:
+    if not s.drift:
+        return ["None: no sudden shifts (drift:) are simulated."]
+    lines = []
+    for d in s.drift:
+        when = ("during the warm-up" if d.at < s.warmup else
+                f"{_dur(d.at - s.warmup)} into the measured period" if d.at < s.end_s else
+                "after the end of the run (it has no effect)")
+        lines.append(f"At {format_duration(d.at)} from the start ({when}) the world shifts: "
+                     f"models trained on data from before then lose {d.quality_drop:g} "
+                     f"{s.quality.metric} until a model trained after it is deployed.")
+    return lines
+
+
+def _slo_value(s: Scenario) -> list[str]:
+    lines = []
+    if s.slo.latency_p99 is not None:
+        lines.append(f"The latency target (SLO) is a 99th percentile of "
+                     f"{format_duration(s.slo.latency_p99)}: the share of requests slower "
+                     f"than that is reported as the SLO violation rate.")
+    else:
+        lines.append("No latency target is set (slo.latency_p99), so SLO violations are not "
+                     "counted.")
+    b = s.business
+    if b.value_per_outcome:
+        text = (f"Each outcome ({s.quality.metric} counts outcomes per request) is worth "
+                f"{_usd(b.value_per_outcome)}, so value per day is the {s.quality.metric} of "
+                f"each request times {_usd(b.value_per_outcome)}, summed over a day")
+        if b.latency_penalty.per_100ms:
+            text += (f", less {_share(b.latency_penalty.per_100ms)} per 100 ms of that "
+                     f"request's latency")
+        lines.append(text + "; net value is value minus cost.")
+    else:
+        lines.append("No value per outcome is set (business.value_per_outcome), so value per "
+                     "day is 0 and net value is minus the cost.")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Architectures
+# --------------------------------------------------------------------------------------------
+
+def _job_s(entities: float, throughput: float | None, duration: float | None,
+           overhead: float) -> float:
+    if throughput is not None:
+        return entities / throughput + overhead
+    return (duration or 0.0) + overhead
+
+
+def _ages(every: float, job: float) -> str:
+    return (f"{_dur(job)} to {_dur(every + job)} old when read, about "
+            f"{_dur(every / 2 + job)} on average")
+
+
+def _architectures(s: Scenario) -> list[str]:
+    lines = []
+    training = (s.costs.training_run * DAY_S / s.training.every) if s.training else 0.0
+    for name, spec in s.architectures.items():
+        if isinstance(spec, BatchArchitecture):
+            text, costs = _batch(s, spec)
+        elif isinstance(spec, HybridArchitecture):
+            text, costs = _hybrid(s, spec)
+        else:
+            text, costs = _online(s, spec, s.workload.arrivals.rate)
+        if training:
+            costs["training"] = training
+        total = sum(costs.values())
+        parts = " + ".join(f"{_usd(v)} {k}" for k, v in costs.items() if v)
+        cost = f"Cost: about {_usd(total)} a day" + (f" ({parts})." if parts and
+                                                       len(costs) > 1 else ".")
+        lines.append(f"{name} ({spec.kind}): {text} {cost}")
+    return lines
+
+
+def _batch_part(s: Scenario, spec: BatchArchitecture | HybridArchitecture,
+                scored: float, who: str) -> tuple[str, float]:
+    job = _job_s(scored, spec.throughput, None, spec.overhead)
+    per_day = DAY_S / spec.every
+    cost = per_day * job / HOUR_S * spec.nodes * s.costs.batch_node_hour
+    text = (f"A scoring job runs {_every(spec.every)}{_clock(spec.every, spec.start_at)} and "
+            f"scores {who} when it starts (about {_count(scored)} now) at "
+            f"{_rate(spec.throughput)}: about {_dur(job)} a run on {_nodes(spec.nodes)}. "
+            f"Requests read the stored prediction (lookup: {_dist(spec.lookup)}"
+            + (f"; lookups over {format_duration(spec.timeout)} get the fallback"
+               if spec.timeout else "")
+            + f"), which is {_ages(spec.every, job)}; entities created after a job started "
+              f"get the fallback until the next job.")
+    return text, cost
+
+
+def _batch(s: Scenario, spec: BatchArchitecture) -> tuple[str, dict[str, float]]:
+    w = s.workload
+    text, cost = _batch_part(s, spec, w.entities, "every entity that exists")
+    exponent = w.popularity.exponent if w.popularity.kind == "zipf" else 0.0
+    seen = expected_active(w.entities, w.arrivals.rate * spec.every, exponent)
+    text += (f" Predictions for entities that make no request before the next job are wasted: "
+             f"roughly {_share(1 - seen / w.entities)} of each job's here.")
+    return "Predicts ahead of time. " + text, {"batch scoring": cost}
+
+
+def _load(rate: float, peak_factor: float, occupancy_s: float, replicas: int) -> str:
+    mean = rate * occupancy_s / replicas
+    peak = mean * peak_factor
+    text = (f"At the peak of {_rate(rate * peak_factor)} the replicas are about "
+            f"{peak:.0%} busy ({mean:.0%} at the mean rate)")
+    if peak >= 1:
+        text += ": at 100% or more the queue grows without bound at the peak; add replicas"
+    return text + "."
+
+
+def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
+              entities: float, prices, costs: dict[str, float]) -> str:
+    texts = []
+    if spec_batch is not None:
+        b = spec_batch
+        job = _job_s(entities, b.throughput, b.duration, b.overhead)
+        costs["feature pipeline"] = (DAY_S / b.every * job / HOUR_S * b.nodes
+                                     * prices.batch_node_hour)
+        texts.append(f"Batch features are materialised {_every(b.every)}"
+                     f"{_clock(b.every, b.start_at)} (about {_dur(job)} a run on "
+                     f"{_nodes(b.nodes)}), so they are {_ages(b.every, job)}.")
+    if stream is not None:
+        mean_age = stream.lag.mean + stream.window / 2
+        window = (f"over {format_duration(stream.window)} tumbling windows, each visible "
+                  f"after a lag ({_dist(stream.lag)})" if stream.window else
+                  f"updated with every event, visible after a lag ({_dist(stream.lag)})")
+        costs["stream processing"] = stream.nodes * 24 * prices.stream_node_hour
+        texts.append(f"Stream features are computed by a stream processor on "
+                     f"{_nodes(stream.nodes)} {window}: they are about {_dur(mean_age)} old on "
+                     f"average, and theirs is the feature age that sets quality.")
+    return " ".join(texts)
+
+
+def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | HybridArchitecture,
+            rate: float) -> tuple[str, dict[str, float]]:
+    sv = spec.serving
+    occupancy = spec.feature_lookup.mean + sv.service_time.mean
+    costs = {"serving": sv.replicas * 24 * s.costs.replica_hour}
+    peak, _ = _peak_trough(s)
+    text = (f"Predicts at request time on {sv.replicas} serving replica"
+            f"{'s' if sv.replicas != 1 else ''}: a request waits for a free replica (first "
+            f"come, first served), which looks up its features ({_dist(spec.feature_lookup)}) "
+            f"and runs the model ({_dist(sv.service_time)}), busy about "
+            f"{_dur(occupancy)} per request. "
+            + _load(rate, peak / s.workload.arrivals.rate, occupancy, sv.replicas))
+    if sv.timeout:
+        text += (f" Requests not answered within {format_duration(sv.timeout)} get the "
+                 f"fallback.")
+    text += " " + _features(spec.features.batch, spec.features.stream, s.workload.entities,
+                            s.costs, costs)
+    return text, costs
+
+
+def _hybrid(s: Scenario, spec: HybridArchitecture) -> tuple[str, dict[str, float]]:
+    w = s.workload
+    exponent = w.popularity.exponent if w.popularity.kind == "zipf" else 0.0
+    head = max(1.0, math.ceil(spec.head_share * w.entities))
+    head_share = head_request_share(w.entities, head, exponent)
+    batch_text, batch_cost = _batch_part(s, spec, head, f"the {_share(spec.head_share)} most "
+                                                        f"popular entities that exist")
+    online_text, costs = _online(s, spec, w.arrivals.rate * (1 - head_share))
+    text = (f"Precomputed predictions for the most popular entities, which get about "
+            f"{_share(head_share)} of the requests; the rest are predicted online. "
+            f"{batch_text} The tail: {online_text[0].lower()}{online_text[1:]}")
+    return text, {"batch scoring": batch_cost, **costs}
+
+
+__all__ = ["explain"]
