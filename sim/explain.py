@@ -345,10 +345,15 @@ def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
                      f"{_clock(b.every, b.start_at)} (about {_dur(job)} a run on "
                      f"{_nodes(b.nodes)}), so they are {_ages(b.every, job)}.")
     if stream is not None:
-        mean_age = stream.lag.mean + stream.window / 2
-        window = (f"over {format_duration(stream.window)} tumbling windows, each visible "
-                  f"after a lag ({_dist(stream.lag)})" if stream.window else
-                  f"updated with every event, visible after a lag ({_dist(stream.lag)})")
+        w = stream.window
+        if w.is_zero:
+            mean_age = stream.lag.mean
+            window = f"updated with every event, visible after a lag ({_dist(stream.lag)})"
+        else:
+            mean_age = stream.lag.mean + w.second_moment / (2 * w.mean)
+            shape = (f"{format_duration(w.mean)} tumbling windows" if w.kind == "constant" else
+                     f"windows of varying length ({_dist(w)})")
+            window = f"over {shape}, each visible after a lag ({_dist(stream.lag)})"
         costs["stream processing"] = stream.nodes * 24 * prices.stream_node_hour
         texts.append(f"Stream features are computed by a stream processor on "
                      f"{_nodes(stream.nodes)} {window}: they are about {_dur(mean_age)} old on "

@@ -193,7 +193,7 @@ class _RequestModel:
         t = chunk.t_s[i]
         if arch.stream is not None:
             stream = arch.stream
-            if stream.spec.window == 0:
+            if stream.spec.window.is_zero:
                 feature_age = float(stream.spec.lag.ppf(_one(chunk.u_stream_lag[i]))[0])
             else:
                 windows = stream.windows

@@ -474,11 +474,12 @@ class BatchFeatures(Model):
 
 
 class StreamFeatures(Model):
-    """Features from a stream processor: tumbling windows, each visible ``lag`` after it closes."""
+    """Features from a stream processor: windows, each visible ``lag`` after it closes."""
 
     lag: Dist = Field(ZERO, description="From a window closing to its features being visible.")
-    window: NonNegativeDuration = Field(0.0, description="Tumbling window length; 0: every event "
-                                        "is its own update.")
+    window: Dist = Field(ZERO, description="Window length: a duration (1m) for tumbling windows, "
+                         "or a distribution for windows that close irregularly (micro-batches); "
+                         "0: every event is its own update.")
     nodes: int = Field(1, ge=1, description="Stream-processing nodes, running all day (cost).")
 
 

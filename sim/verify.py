@@ -191,6 +191,19 @@ def _stream_windows(n: int) -> list[Check]:
                   reference="L + W")]
 
 
+def _renewal_windows(n: int) -> list[Check]:
+    # Windows closing at exponential intervals X (mean 1 min), each visible 5 s later:
+    # mean age E[L] + E[X^2] / (2 E[X]) = 5 + 2 * 60^2 / (2 * 60) = 65 s.
+    arch = _queue(8, {"constant": "1ms"})
+    arch["online"]["kind"] = "streaming"
+    arch["online"]["features"]["stream"] = {"lag": "5s", "window": {"exponential": {"mean": "1m"}}}
+    s = _scenario("5/s", arch, "1d", "10m")
+    mean = _replicate(s, n, lambda res, row, req: row["feature_age_s_mean"])
+    return [Check("stream windows closing at exponential intervals (mean 1m), lag 5s",
+                  "mean feature age (s)", mean, theory.renewal_age_mean(5.0, 60.0, 2 * 60.0 ** 2),
+                  reference="E[L] + E[X^2]/(2E[X])")]
+
+
 def _batch_coverage(n: int) -> list[Check]:
     # Uniform popularity over N(t) = N0 + r t entities, a job at each midnight scoring those that
     # exist then: a request at t misses with probability r (t - midnight) / N(t).
@@ -265,6 +278,7 @@ def cases(quick: bool) -> list[Check]:
             checks.append(ciw_check)
     checks += _periodic_features(n)
     checks += _stream_windows(n)
+    checks += _renewal_windows(n)
     checks += _batch_coverage(n)
     return checks
 

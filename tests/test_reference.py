@@ -65,7 +65,8 @@ def scenarios(draw):
                        duration="1m", feature_lookup={"exponential": {"mean": "2ms"}})
     streaming["kind"] = "streaming"
     streaming["features"]["stream"] = {"lag": {"exponential": {"mean": "3s"}},
-                                       "window": draw(st.sampled_from(["0s", "10s", "1m"]))}
+                                       "window": draw(st.sampled_from(
+                                           ["0s", "10s", "1m", {"exponential": {"mean": "20s"}}]))}
     hybrid = online(replicas, service, timeout=timeout)
     hybrid.update(kind="hybrid", head_share=draw(st.floats(0.01, 0.9)), every="15m",
                   throughput="50/s", lookup={"lognormal": {"median": "1ms", "p99": "5ms"}})

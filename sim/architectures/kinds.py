@@ -118,7 +118,7 @@ class OnlineModel(_Common):
         occupancy = chunk.sample(spec.feature_lookup, "feature_lookup") + \
             chunk.sample(spec.serving.service_time, "service")
         lag = None
-        if self.stream is not None and self.stream.spec.window == 0:
+        if self.stream is not None and self.stream.spec.window.is_zero:
             lag = chunk.sample(self.stream.spec.lag, "stream_lag")
         return occupancy, lag
 

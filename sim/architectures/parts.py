@@ -162,13 +162,16 @@ class BatchFeaturePipeline:
 
 
 class StreamPipeline:
-    """Stream features over tumbling windows of length ``window``.
+    """Stream features computed over windows.
 
-    Window ``k`` closes at ``k * window`` and its features become visible ``lag_k`` later (one
-    lag draw per window); a request's stream-feature age is its time minus the close of the
-    newest visible window, so it is ``lag + U(0, window)`` for evenly spread requests: mean
-    ``E[lag] + window / 2``, at most ``lag + window``. With ``window: 0`` every event is its own
-    update and the age is the request's own lag draw.
+    Windows close one after another, each ``window`` long (a fixed length: tumbling windows
+    closing at multiples of it; a distribution: a renewal process of window lengths), and a
+    window's features become visible ``lag`` after it closes (one lag draw per window). A
+    request's stream-feature age is its time minus the close of the newest visible window: for
+    evenly spread requests, ``lag + U(0, window)`` with tumbling windows (mean
+    ``E[lag] + window / 2``, at most ``lag + window``), and ``E[lag] + E[W^2] / (2 E[W])`` for
+    renewal windows with a constant lag (age of information). With ``window: 0`` every event is
+    its own update and the age is the request's own lag draw.
     """
 
     def __init__(self, spec: StreamFeatures):
@@ -176,15 +179,28 @@ class StreamPipeline:
         self.windows = Timeline("stream windows")
 
     def lead_s(self) -> float:
-        if self.spec.window == 0:
+        window = self.spec.window
+        if window.is_zero:
             return 0.0
-        return 2 * self.spec.window + float(self.spec.lag.ppf(np.array(0.9999)))
+        return 2 * float(window.ppf(np.array(0.9999))) + float(self.spec.lag.ppf(np.array(0.9999)))
 
     def start(self, env: simpy.Environment, world: World) -> None:
-        if self.spec.window > 0:
-            self._rng = world.streams["stream_windows"]
-            since = max(world.history_start_s, -self.lead_s())
-            env.process(periodic(env, self.spec.window, 0.0, since, self._close))
+        window = self.spec.window
+        if window.is_zero:
+            return
+        self._rng = world.streams["stream_windows"]
+        since = max(world.history_start_s, -self.lead_s())
+        if window.kind == "constant":
+            env.process(periodic(env, window.mean, 0.0, since, self._close))
+        else:
+            env.process(self._renewals(env, since))
+
+    def _renewals(self, env: simpy.Environment, since_s: float):
+        if since_s > env.now:
+            yield env.timeout(since_s - env.now)
+        while True:
+            yield env.timeout(float(self.spec.window.ppf(self._rng.random())))
+            env.process(self._close(env, env.now))
 
     def _close(self, env: simpy.Environment, closed_s: float):
         lag = float(self.spec.lag.ppf(self._rng.random()))
@@ -193,7 +209,7 @@ class StreamPipeline:
 
     def age_s(self, t_s: np.ndarray, lag_s: np.ndarray | None) -> np.ndarray:
         """Stream-feature age; ``lag_s`` (each request's own lag) is used when window is 0."""
-        if self.spec.window == 0:
+        if self.spec.window.is_zero:
             return lag_s
         return t_s - self.windows.value(self.windows.lookup(t_s), "cutoff_s")
 
