@@ -96,6 +96,7 @@ class Results:
                 for d in self.differences.to_dict("records")]
             out["verdict"] = self.verdict
         out["notes"] = self.notes
+        out["resolved_scenario"] = self.scenario.to_yaml_dict()
         return out
 
 
