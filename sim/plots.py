@@ -27,7 +27,7 @@ def _age_unit(max_age_s: float) -> tuple[float, str]:
 
 class Plotter:
     """``results.plot.latency_cdf()``, ``.feature_age()``, ``.quality_over_time()``,
-    ``.cost_breakdown()``."""
+    ``.cost_breakdown()``, ``.net_value()``."""
 
     def __init__(self, results):
         self.results = results
@@ -98,3 +98,97 @@ class Plotter:
         ax.set_title("Cost per day by component")
         ax.legend()
         return fig
+
+    def net_value(self):
+        """Net value per day (value minus cost) per architecture, with 95% CI bars.
+
+        The baseline's bar is hatched. The bars are confidence intervals of each mean; whether
+        two architectures differ is the *paired* interval of their difference (see
+        ``results.differences``), which is usually much narrower.
+        """
+        fig, ax = _subplots()
+        summary = self.results.summary
+        names = list(summary["architecture"])
+        values = summary["net_value_usd_per_day"].to_numpy(float)
+        column = "net_value_usd_per_day_ci95"
+        errors = (summary[column].to_numpy(float) if column in summary
+                  else np.full(len(names), np.nan))
+        has_ci = bool(np.isfinite(errors).any())
+        bars = ax.bar(names, values, yerr=np.nan_to_num(errors) if has_ci else None,
+                      capsize=6, color=[f"C{i}" for i in range(len(names))])
+        for bar, name in zip(bars, names):
+            if name == self.results.baseline:
+                bar.set_hatch("//")
+                bar.set_edgecolor("white")
+        ax.set_xticks(range(len(names)), [f"{n}\n(baseline)" if n == self.results.baseline
+                                          else n for n in names])
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylabel("US$ per day")
+        reps = self.results.replications
+        ax.set_title("Net value per day (value − cost)" +
+                     (f", mean ± 95% CI over {reps} replications" if has_ci else ""))
+        ax.yaxis.set_major_formatter(_money_formatter())
+        return fig
+
+
+def _money_formatter():
+    from matplotlib.ticker import FuncFormatter
+    return FuncFormatter(lambda x, _: f"-${-x:,.0f}" if x < 0 else f"${x:,.0f}")
+
+
+def tornado(frame, base_usd: float, title: str):
+    """One-at-a-time sensitivity as a tornado chart.
+
+    ``frame`` has one row per input, most influential first, with columns ``label``,
+    ``low_label`` / ``high_label`` (the perturbed values) and ``low_usd`` / ``high_usd`` (the
+    output at those values, NaN where that side could not be run); ``base_usd`` is the output at
+    the scenario's values.
+    """
+    import matplotlib.pyplot as plt
+    rows = len(frame)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.55 * max(rows, 1)), layout="constrained")
+    for i, row in enumerate(frame.to_dict("records")):
+        y = rows - 1 - i
+        for side, colour in (("low", "C0"), ("high", "C1")):
+            value = row[f"{side}_usd"]
+            if value != value:  # NaN: not run
+                continue
+            ax.barh(y, value - base_usd, left=base_usd, color=colour, height=0.6,
+                    label=f"input {'lowered' if side == 'low' else 'raised'}" if i == 0 else None)
+            ax.text(value, y, f" {row[f'{side}_label']} ", va="center",
+                    ha="left" if value >= base_usd else "right", fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+    ax.axvline(base_usd, color="black", linewidth=1)
+    ax.set_yticks(range(rows), [r for r in reversed(list(frame["label"]))])
+    ax.set_xlabel("net value difference, US$ per day (black line: the scenario's values)")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.xaxis.set_major_formatter(_money_formatter())
+    ax.set_title(title)
+    ax.margins(x=0.25)
+    if rows:
+        ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def breakeven(points, flip_per_s: float | None, current_per_s: float, title: str):
+    """Net value difference against arrival rate (log scale), the flip and today's rate marked.
+
+    ``points`` is a sequence of ``(rate_per_s, difference_usd_per_day)``.
+    """
+    fig, ax = _subplots()
+    pts = sorted(points)
+    xs = [p[0] for p in pts]
+    ys = [p[1] for p in pts]
+    ax.plot(xs, ys, marker="o", color="C0")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axvline(current_per_s, color="grey", linestyle="--", linewidth=1)
+    ax.text(current_per_s, ax.get_ylim()[1], " today", color="grey", va="top")
+    if flip_per_s is not None:
+        ax.axvline(flip_per_s, color="C3", linewidth=1.5)
+        ax.text(flip_per_s, ax.get_ylim()[0], " decision flips", color="C3", va="bottom")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean arrival rate (requests per second, log scale)")
+    ax.set_ylabel("net value difference, US$ per day")
+    ax.yaxis.set_major_formatter(_money_formatter())
+    ax.set_title(title)
+    return fig

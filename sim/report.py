@@ -72,7 +72,7 @@ def differences_table(results: Results) -> Table | None:
     metric = results.scenario.quality.metric
     shown = [("net_value_usd_per_day", "net value\n$/day", "{:+,.0f}", 1),
              ("cost_usd_per_day", "cost\n$/day", "{:+,.2f}", 1),
-             ("quality_mean", f"{metric}", "{:+.4g}", 1),
+             ("quality_mean", f"{metric}", "{:+.3g}", 1),
              ("coverage", "coverage\npoints", "{:+.2f}", 100),
              ("latency_ms_p99", "p99\nms", "{:+.1f}", 1)]
     table = Table(title=f"Difference from {results.baseline} (paired, 95% CI)",
