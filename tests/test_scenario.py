@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sim.distributions import Distribution
 from sim.scenario import Scenario, ScenarioError, load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def test_example_loads_with_the_documented_values():
     assert online.serving.replicas == 2 and online.serving.timeout == pytest.approx(0.3)
     assert online.features.batch.duration == 1800
     streaming = s.architectures["streaming"]
-    assert streaming.features.stream.window == 60
+    assert streaming.features.stream.window == Distribution.constant(60.0)
     assert streaming.features.stream.lag.mean == pytest.approx(10.0)
 
 
