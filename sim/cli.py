@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from sim.scenario import ScenarioError, dump_yaml, load_scenario
+from sim.scenario import ScenarioError, load_scenario
 
 SCENARIO = click.Path(dir_okay=False, path_type=str)
 _SET_HELP = ("Override any scenario key, e.g. --set architectures.online.serving.replicas=8 "
@@ -493,3 +493,299 @@ def _abtest_from_scenario(scenario, overrides, seed, replications, baseline, arc
     return plan_from_results(results, treatment, results.baseline, alpha=alpha, power=power,
                              two_sided=two_sided, traffic_share=traffic_share,
                              daily_traffic=traffic)
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps, search and capacity (sim/sweep.py, sim/search.py)
+# --------------------------------------------------------------------------------------------
+
+def _scale_out_options(command):
+    """--workers / --dask, shared by sweep, optimize and capacity."""
+    command = click.option(
+        "--dask", metavar="ADDRESS",
+        help="Run on an existing Dask distributed cluster (tcp://host:8786), or 'local' to "
+             "start a LocalCluster here. Results do not depend on it.")(command)
+    return click.option(
+        "--workers", "-j", type=click.IntRange(min=1), default=None,
+        help="Local processes (default: CPU cores); with --dask local, the LocalCluster's "
+             "workers. Results do not depend on it.")(command)
+
+
+def _executor(workers, dask):
+    from sim.sweep import make_executor
+    if dask is not None and not dask.strip():
+        raise BadInput("--dask: expected a scheduler address such as tcp://host:8786, or "
+                       "'local'")
+    if dask and dask != "local" and workers is not None:
+        raise BadInput("--workers: not with --dask ADDRESS (the cluster has its own workers); "
+                       "it sizes the cluster only with --dask local")
+    return make_executor(workers or os.cpu_count() or 1, dask)
+
+
+def _search_errors(work):
+    """Run ``work()``, turning bad sweep/search input into BadInput (exit 2)."""
+    from sim.sweep import SweepError
+    try:
+        return work()
+    except SweepError as exc:
+        raise BadInput(str(exc)) from None
+    except ScenarioError as exc:
+        raise BadInput("\n".join(exc.problems)) from None
+
+
+def _evaluation_printer():
+    """Prints each simulated configuration to stderr when it is a terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal or os.environ.get("PREDSIM_NO_PROGRESS"):
+        return None
+
+    def show(evaluation):
+        values = ", ".join(f"{k.rsplit('.', 1)[-1]}={v:g}" if isinstance(v, float) else
+                           f"{k.rsplit('.', 1)[-1]}={v}" for k, v in evaluation.values.items())
+        verdict = "meets" if evaluation.feasible else "misses"
+        console.print(f"  {evaluation.order + 1}. {values}: {verdict} the constraints",
+                      highlight=False, markup=False)
+    return show
+
+
+@main.command()
+@click.argument("scenario", type=SCENARIO, shell_complete=_complete_scenario)
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2,...",
+              help="Values of one scenario key, read as YAML (6h stays text for the scenario "
+                   "parser). Every combination of the --grid keys is a point. Repeatable.")
+@click.option("--random", "random_points", type=click.IntRange(min=1), metavar="N",
+              help="N random points drawn in the --range boxes (each combined with every grid "
+                   "point), seeded from the scenario seed.")
+@click.option("--range", "ranges", multiple=True, metavar="KEY=LO:HI",
+              help="Range of one key for --random: numbers (whole numbers stay whole), "
+                   "durations (1h:6h), rates (10/s:50/s). Repeatable.")
+@click.option("--design", type=click.Choice(["lhs", "uniform"]), default="lhs",
+              show_default=True, help="Random points: Latin hypercube or plain uniform.")
+@click.option("--replications", "-r", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Replications of every point (means with 95% confidence intervals).")
+@_scale_out_options
+@click.option("--resume", is_flag=True,
+              help="Continue the sweep in --out, skipping the points already written.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=str),
+              help="Folder for sweep.parquet, sweep.csv, the plots, manifest.json and one file "
+                   "per finished point.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
+@click.option("--common-random-numbers", is_flag=True,
+              help="Every point uses the scenario's seed (the same requests), instead of a seed "
+                   "derived from the point.")
+@click.option("--no-plots", is_flag=True, help="Write the tables only.")
+def sweep(scenario, grid, random_points, ranges, design, replications, workers, dask, resume,
+          out_dir, overrides, seed, common_random_numbers, no_plots):
+    """Simulate SCENARIO at every point of a grid (and/or random points in ranges), each over
+    replications, and write one tidy table: a row per point and architecture, the swept keys as
+    columns, means and 95% CIs. Each point's seed derives from the scenario seed and the point,
+    so the table is the same, byte for byte, however many workers run it; finished points are
+    saved as they complete, and --resume continues a sweep that was stopped.
+
+    \b
+    predsim sweep scenarios/quickstart.yaml --out sweep/ \\
+        --grid architectures.online.serving.replicas=1,2,4 --grid workload.arrivals.rate=10/s,20/s
+    """
+    from pathlib import Path
+
+    from sim.sweep import Sweep, parse_grid, write_outputs
+
+    spec = _load(scenario, overrides, seed)
+    executor = _executor(workers, dask)
+    plan = _search_errors(lambda: Sweep(
+        scenario, parse_grid(grid), random=random_points or 0, ranges=ranges, method=design,
+        replications=replications, out=out_dir, resume=resume,
+        common_random_numbers=common_random_numbers, overrides=overrides, seed=seed))
+    todo = len(plan.remaining)
+    if todo:
+        _search_errors(executor.__enter__)
+    try:
+        table = _with_progress(lambda progress: plan.run(executor, progress=progress),
+                               f"Sweeping {spec.name}: {len(plan.points)} points x "
+                               f"{replications} replications")
+    finally:
+        executor.close()
+    try:
+        written = write_outputs(table, out_dir, plots=not no_plots)
+    except OSError as exc:
+        raise BadInput(f"--out {out_dir}: cannot write ({exc.strerror or exc})") from None
+    resumed = f", {plan.resumed} of them resumed from {out_dir}/" if plan.resumed else ""
+    where = executor.describe() if todo else "nothing left to run"
+    click.echo(f"{len(plan.points)} points x {replications} replications = "
+               f"{plan.simulations} simulations{resumed} ({where}).")
+    plots = f" and {len(written) - 2} plots" if len(written) > 2 else ""
+    click.echo(f"Wrote {Path(out_dir) / 'sweep.parquet'}, sweep.csv{plots} "
+               f"({len(table)} rows).")
+
+
+def _run_search(executor, work):
+    """``work(executor)`` on a started executor, bad input exiting 2."""
+    _search_errors(executor.__enter__)
+    try:
+        return _search_errors(lambda: work(executor))
+    finally:
+        executor.close()
+
+
+@main.command()
+@click.argument("scenario", type=SCENARIO, shell_complete=_complete_scenario)
+@click.option("--vary", multiple=True, required=True, metavar="KEY=LO:HI",
+              help="A knob and its range: whole numbers (replicas=1:32), numbers, durations "
+                   "(1h:24h) or rates. Repeatable.")
+@click.option("--objective", default="min:cost_per_day", show_default=True,
+              metavar="min|max:METRIC", help="What to minimise or maximise (metric names: see "
+                                             "the README, e.g. cost_per_day, net_value_per_day).")
+@click.option("--constraint", "constraints", multiple=True, metavar="EXPR",
+              help="METRIC<=BOUND or METRIC>=BOUND with units: latency_p99<=100ms, "
+                   "quality>=0.047, coverage>=99%. Repeatable.")
+@click.option("--arch", help="Architecture whose metrics are judged (default: the one the "
+                             "--vary keys name, or the only one).")
+@click.option("--method", type=click.Choice(["auto", "bisect", "pattern"]), default="auto",
+              show_default=True, help="bisect (one knob, constraints met on one side of a "
+                                      "boundary) or pattern (compass search); auto: bisect for "
+                                      "one knob, else pattern.")
+@click.option("--replications", "-r", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Replications of every configuration.")
+@click.option("--tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.01, show_default=True,
+              help="Stop refining continuous knobs at this share of their range.")
+@click.option("--max-evaluations", type=click.IntRange(min=2), default=60, show_default=True,
+              help="At most this many configurations.")
+@_scale_out_options
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
+def optimize(scenario, vary, objective, constraints, arch, method, replications, tolerance,
+             max_evaluations, workers, dask, overrides, seed):
+    """Find the configuration that minimises (or maximises) a metric subject to constraints,
+    with far fewer simulations than a grid; prints how many it used.
+
+    \b
+    predsim optimize scenarios/quickstart.yaml --vary architectures.online.serving.replicas=1:32 \\
+        --objective min:cost_per_day --constraint latency_p99<=100ms
+    """
+    from sim.search import optimize as search
+
+    _load(scenario, overrides, seed)
+    result = _run_search(_executor(workers, dask), lambda executor: search(
+        scenario, list(vary), objective, list(constraints), arch=arch,
+        replications=replications, method=method, tolerance=tolerance,
+        max_evaluations=max_evaluations, executor=executor, overrides=overrides, seed=seed,
+        on_evaluation=_evaluation_printer()))
+    for line in result.lines():
+        click.echo(line)
+
+
+@main.command()
+@click.argument("scenario", type=SCENARIO, shell_complete=_complete_scenario)
+@click.option("--arch", help="The architecture (default: the only one).")
+@click.option("--constraint", "constraints", multiple=True, metavar="EXPR",
+              help="What 'sustains' means (default: latency_p99<= the scenario's "
+                   "slo.latency_p99), e.g. queue_wait_mean<=5ms. Repeatable.")
+@click.option("--replications", "-r", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Replications at every rate tried.")
+@click.option("--tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.01, show_default=True,
+              help="Stop when the bracket is within this share of the rate.")
+@click.option("--max-evaluations", type=click.IntRange(min=2), default=40, show_default=True,
+              help="At most this many rates.")
+@_scale_out_options
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
+def capacity(scenario, arch, constraints, replications, tolerance, max_evaluations, workers,
+             dask, overrides, seed):
+    """The highest arrival rate (workload.arrivals.rate) at which an architecture stays within
+    its SLO, by bisection on the rate; prints the answer with its bracket."""
+    from sim.search import capacity as search
+
+    _load(scenario, overrides, seed)
+    result = _run_search(_executor(workers, dask), lambda executor: search(
+        scenario, arch, list(constraints), replications=replications, tolerance=tolerance,
+        max_evaluations=max_evaluations, executor=executor, overrides=overrides, seed=seed,
+        on_evaluation=_evaluation_printer()))
+    for line in result.lines():
+        click.echo(line)
+
+
+# --------------------------------------------------------------------------------------------
+# Measured inputs: a workload fitted to a request log, latency calibrated to samples (sim/fit.py)
+# --------------------------------------------------------------------------------------------
+
+@main.group()
+def workload():
+    """Your own traffic: fit a workload: section to a request log."""
+
+
+@workload.command("fit")
+@click.argument("log", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--timestamp-column", default="timestamp", show_default=True,
+              help="Column of request times: epoch seconds or ISO-8601.")
+@click.option("--entity-column", default="entity_id", show_default=True,
+              help="Column of the ids of the users or items the requests are about.")
+@click.option("--profile", type=click.Choice(["auto", "weekly", "daily", "none"]),
+              default="auto", show_default=True,
+              help="Hour-of-week (168) or hour-of-day (24) rate multipliers, or none; auto: "
+                   "weekly when the log covers a week, else daily when it covers a day.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=str),
+              help="Also write the section to this file.")
+def workload_fit(log, timestamp_column, entity_column, profile, out_file):
+    """Fit a workload: section to LOG (CSV or Parquet, one row per request) and print it.
+
+    It gives the mean rate, the daily and weekly profile, the Zipf exponent of entity
+    popularity (maximum likelihood), new entities per day, and as comments the burstiness
+    (index of dispersion; whether a Poisson model fits) and the share of entities active per
+    day. The output pastes into a scenario; to replay the log itself instead, write
+    `workload: {arrivals: {trace: LOG}}`.
+    """
+    from pathlib import Path
+
+    from sim.fit import InputError, fit_workload, read_log
+    from sim.report import _atomic_write
+
+    if out_file is not None and not Path(out_file).parent.is_dir():
+        raise BadInput(f"--out {out_file}: folder {Path(out_file).parent} does not exist")
+    try:
+        requests = read_log(log, timestamp_column, entity_column,
+                            option_names=("--timestamp-column", "--entity-column"))
+        text = fit_workload(requests, profile=profile).to_yaml()
+    except InputError as exc:
+        raise BadInput("\n".join(exc.problems)) from None
+    click.echo(text, nl=False)
+    if out_file is not None:
+        _atomic_write(Path(out_file), text)
+
+
+@main.group()
+def calibrate():
+    """Fit scenario inputs to your own measurements."""
+
+
+@calibrate.command("latency")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--column", help="Column of samples [default: the one column whose name carries "
+                               "its unit, such as latency_ms or service_time_s].")
+@click.option("--unit", type=click.Choice(["s", "ms", "us"]),
+              help="Unit of --column, when its name does not end in it.")
+@click.option("--key", default="service_time", show_default=True,
+              help="The scenario key to print the distribution under.")
+def calibrate_latency(file, column, unit, key):
+    """Fit a lognormal and a gamma to measured durations in FILE (a CSV) and print the better
+    as a distribution to paste into a scenario.
+
+    Both are fitted by maximum likelihood; for each, the comment lines give the
+    Kolmogorov-Smirnov statistic and the relative error of p50, p95 and p99 against the
+    samples.
+    """
+    from pathlib import Path
+
+    from sim.fit import InputError, fit_latency, read_samples
+
+    try:
+        samples_s, used = read_samples(file, column=column, unit=unit)
+        fitted = fit_latency(samples_s)
+    except InputError as exc:
+        problems = [p if p.startswith(file) else f"{file}: {p}" for p in exc.problems]
+        raise BadInput("\n".join(problems)) from None
+    for line in fitted.lines(f"{Path(file).name}, column {used}"):
+        click.echo(line)
+    click.echo(fitted.snippet(key))

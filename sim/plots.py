@@ -146,27 +146,29 @@ def tornado(frame, base_usd: float, title: str):
     """
     import matplotlib.pyplot as plt
     rows = len(frame)
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.55 * max(rows, 1)), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9.0, 1.4 + 0.6 * max(rows, 1)), layout="constrained")
     for i, row in enumerate(frame.to_dict("records")):
         y = rows - 1 - i
-        for side, colour in (("low", "C0"), ("high", "C1")):
+        # The two sides as two thin bars, one above the other, so that neither hides the other
+        # when both move the output the same way.
+        for side, colour, dy in (("low", "C0", 0.17), ("high", "C1", -0.17)):
             value = row[f"{side}_usd"]
             if value != value:  # NaN: not run
                 continue
-            ax.barh(y, value - base_usd, left=base_usd, color=colour, height=0.6,
+            ax.barh(y + dy, value - base_usd, left=base_usd, color=colour, height=0.34,
                     label=f"input {'lowered' if side == 'low' else 'raised'}" if i == 0 else None)
-            ax.text(value, y, f" {row[f'{side}_label']} ", va="center",
+            ax.text(value, y + dy, f" {row[f'{side}_label']} ", va="center",
                     ha="left" if value >= base_usd else "right", fontsize=8)
     from matplotlib.ticker import MaxNLocator
     ax.axvline(base_usd, color="black", linewidth=1)
     ax.set_yticks(range(rows), [r for r in reversed(list(frame["label"]))])
-    ax.set_xlabel("net value difference, US$ per day (black line: the scenario's values)")
+    ax.set_xlabel("net value difference, US$ per day (line: at the scenario's values)")
     ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.xaxis.set_major_formatter(_money_formatter())
     ax.set_title(title)
     ax.margins(x=0.25)
     if rows:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     return fig
 
 

@@ -173,7 +173,8 @@ def write_outputs(results: Results, out_dir: str | Path) -> list[Path]:
     plot = results.plot
     for name, figure in (("latency_cdf.png", plot.latency_cdf), ("feature_age.png", plot.feature_age),
                          ("quality_over_time.png", plot.quality_over_time),
-                         ("cost_breakdown.png", plot.cost_breakdown)):
+                         ("cost_breakdown.png", plot.cost_breakdown),
+                         ("net_value.png", plot.net_value)):
         fig = figure()
         written.append(_atomic_write_figure(out / name, fig))
         plt.close(fig)

@@ -1,0 +1,1306 @@
+"""The report for a manager: one recommendation, the numbers behind it, and how robust it is.
+
+:func:`build_report` takes the :class:`~sim.results.Results` of a scenario (with replications,
+so that differences have paired confidence intervals) and adds what a decision needs:
+
+- a **recommendation**: the architecture with the highest net value that is *detectably* better
+  than the baseline (its paired 95% CI of the net-value difference lies above zero), in one
+  sentence with the uplift in the team's metric, the money and the p99 latency against the SLO;
+  or, plainly, that no difference is detectable;
+- a **breakeven**: the mean arrival rate at which the decision between the recommended (or best
+  alternative) architecture and the baseline flips, by bisection on
+  ``workload.arrivals.rate`` over ``[rate / 10, rate x 10]`` (serving replicas scaled with
+  traffic), with the share of entities active on a day where stored predictions are involved;
+- a **sensitivity**: every numeric input perturbed one at a time by +-20%, the change in the
+  net-value difference, the five most influential drawn as a tornado chart;
+- the **A/B test** that would confirm the gain (:mod:`sim.abtest`);
+- the **assumptions**, a table generated from the scenario with the comments of its file.
+
+Breakeven and sensitivity re-run the simulator on shortened copies of the scenario (at most
+``Analysis.horizon_s`` measured, ``Analysis.replications`` replications, only the two
+architectures compared); the report says so. :meth:`ManagerReport.write` writes ``report.html``
+(self-contained: images embedded as base64 PNG, no external resources), ``report.md`` and the
+PNGs, each file atomically (``sim.report``'s helpers).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from sim.engine import simulate
+from sim.results import COST_COMPONENTS, Results, version
+from sim.scenario import Scenario, ScenarioError, scenario_from_dict
+from sim.units import (format_duration, format_rate, human_duration, parse_duration,
+                       parse_rate)
+
+DAY_S = 86400.0
+MONTH_DAYS = 365.25 / 12
+NET = "net_value_usd_per_day"
+RATE_KEY = ("workload", "arrivals", "rate")
+
+
+# --------------------------------------------------------------------------------------------
+# Number formats shared by the sentence and the tables, so the same number reads the same
+# --------------------------------------------------------------------------------------------
+
+def money(x: float, sign: bool = False) -> str:
+    """US dollars: whole dollars from $100 up, cents below; ``sign`` adds ``+`` to gains."""
+    if _nan(x):
+        return "-"
+    x = round(float(x), 0 if abs(x) >= 100 else 2) + 0.0   # no "-$0.00"
+    prefix = "-" if x < 0 else ("+" if sign and x > 0 else "")
+    text = f"{abs(x):,.0f}" if abs(x) >= 100 else f"{abs(x):,.2f}"
+    return f"{prefix}${text}"
+
+
+def money_range(low: float, high: float) -> str:
+    """A money interval: ``$3,900–$4,300``, or ``-$120 to $80`` when a side is negative."""
+    if _nan(low) or _nan(high):
+        return "no CI"
+    if low >= 0:
+        return f"{money(low)}–{money(high)}"
+    return f"{money(low)} to {money(high)}"
+
+
+def _decimals(half_width_pct: float) -> int:
+    """Decimals that show a percentage CI's half-width to one significant digit (1 or 2)."""
+    if _nan(half_width_pct) or half_width_pct <= 0:
+        return 1
+    return int(min(2, max(1, -math.floor(math.log10(half_width_pct)))))
+
+
+def percent(x_pct: float, decimals: int, sign: bool = False) -> str:
+    if _nan(x_pct):
+        return "-"
+    x_pct = round(x_pct, decimals) + 0.0   # no "-0.00%"
+    text = f"{x_pct:+.{decimals}f}" if sign else f"{x_pct:.{decimals}f}"
+    return text + "%"
+
+
+def percent_range(low_pct: float, high_pct: float, decimals: int) -> str:
+    if _nan(low_pct) or _nan(high_pct):
+        return "no CI"
+    low_pct, high_pct = round(low_pct, decimals) + 0.0, round(high_pct, decimals) + 0.0
+    if low_pct >= 0:
+        return f"{low_pct:.{decimals}f}–{high_pct:.{decimals}f}%"
+    return f"{low_pct:.{decimals}f}% to {high_pct:.{decimals}f}%"
+
+
+def milliseconds(x_ms: float) -> str:
+    if _nan(x_ms):
+        return "-"
+    return f"{x_ms:.0f}" if abs(x_ms) >= 10 else f"{x_ms:.1f}"
+
+
+def rate_text(per_s: float) -> str:
+    """A request rate for people: ``20/s (1.73M a day)``."""
+    per_day = per_s * DAY_S
+    day = (f"{per_day / 1e9:.3g}B" if per_day >= 1e9 else f"{per_day / 1e6:.3g}M"
+           if per_day >= 1e6 else f"{per_day / 1e3:.3g}k" if per_day >= 1e3 else f"{per_day:.3g}")
+    return f"{per_s:.3g}/s ({day} a day)"
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, (float, np.floating)) and math.isnan(x))
+
+
+# --------------------------------------------------------------------------------------------
+# The recommendation
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Comparison:
+    """One architecture against the baseline: paired differences over replications."""
+
+    architecture: str
+    net_usd: float
+    net_low_usd: float
+    net_high_usd: float
+    quality_change_pct: float     # relative change of the metric's mean, per cent
+    quality_low_pct: float
+    quality_high_pct: float
+    cost_usd: float
+    value_usd: float
+
+    @property
+    def has_ci(self) -> bool:
+        return not _nan(self.net_low_usd)
+
+    @property
+    def better(self) -> bool:
+        return self.has_ci and self.net_low_usd > 0
+
+    @property
+    def worse(self) -> bool:
+        return self.has_ci and self.net_high_usd < 0
+
+    @property
+    def quality_decimals(self) -> int:
+        return _decimals((self.quality_high_pct - self.quality_low_pct) / 2)
+
+    def verdict(self) -> str:
+        if not self.has_ci:
+            return "no CI (one replication)"
+        return "better" if self.better else "worse" if self.worse else "no detectable difference"
+
+
+def comparisons(results: Results) -> list[Comparison]:
+    """Each non-baseline architecture minus the baseline, in the summary's order."""
+    base = results.baseline
+    per = results.per_replication
+    if per is None:
+        per = results.summary.assign(replication=results.replication)
+    b = per[per["architecture"] == base].set_index("replication")
+    d = results.differences
+    out = []
+    for name in results.summary["architecture"]:
+        if name == base:
+            continue
+        a = per[per["architecture"] == name].set_index("replication")
+        ratio = (a["quality_mean"] / b["quality_mean"] - 1).to_numpy(float) * 100
+        q_mean, q_half = float(np.mean(ratio)), _t_half(ratio)
+
+        def diff(metric):
+            if d is not None and not d.empty:
+                row = d[(d["architecture"] == name) & (d["metric"] == metric)]
+                if not row.empty:
+                    r = row.iloc[0]
+                    return float(r["difference"]), float(r["low"]), float(r["high"])
+            value = float((a[metric] - b[metric]).mean())
+            return value, float("nan"), float("nan")
+
+        net, low, high = diff(NET)
+        out.append(Comparison(name, net, low, high, q_mean, q_mean - q_half, q_mean + q_half,
+                              diff("cost_usd_per_day")[0], diff("value_usd_per_day")[0]))
+    return out
+
+
+def _t_half(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    if values.size < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) /
+                 math.sqrt(values.size))
+
+
+@dataclass
+class Recommendation:
+    """What to do, in one sentence, and which comparison it rests on.
+
+    ``choice`` is the architecture recommended over the baseline (None: stay with the
+    baseline); ``compared`` is the architecture the numbers describe (the choice, or the best
+    alternative), on which breakeven, sensitivity and the A/B test are computed.
+    """
+
+    baseline: str
+    choice: str | None
+    compared: str | None
+    sentence: str
+    remarks: list[str] = field(default_factory=list)
+
+
+def describe_architecture(name: str, spec) -> str:
+    """Plain words for an architecture: ``nightly batch prediction``, ``streaming prediction``."""
+    kind = spec.kind
+    if kind == "batch":
+        cadence = {DAY_S: "nightly", 3600.0: "hourly", 7 * DAY_S: "weekly"}.get(spec.every)
+        text = (f"{cadence} batch prediction" if cadence else
+                f"batch prediction every {format_duration(spec.every)}")
+    elif kind == "hybrid":
+        text = "hybrid prediction (stored for the most active entities, online for the rest)"
+    else:
+        text = f"{kind} prediction"
+    return text if re.search(rf"\b{re.escape(name)}\b", text) else f"{text} ({name})"
+
+
+def recommend(results: Results) -> Recommendation:
+    """The recommendation sentence from the paired confidence intervals of net value."""
+    if results.baseline is None:
+        raise ValueError("recommend() needs the Results of sim.run (they name a baseline)")
+    scenario = results.scenario
+    base = results.baseline
+    comps = comparisons(results)
+    base_words = describe_architecture(base, scenario.architectures[base])
+    if not comps:
+        return Recommendation(base, None, None, f"Only one architecture ({base}) is in the "
+                              f"scenario: there is nothing to compare it with.")
+    summary = results.summary.set_index("architecture")
+    metric = scenario.quality.metric
+    n = results.replications
+    best = max(comps, key=lambda c: c.net_usd)
+    better = [c for c in comps if c.better]
+    remarks = []
+
+    def numbers(c: Comparison) -> str:
+        dec = c.quality_decimals
+        latency = float(summary.loc[c.architecture, "latency_ms_p99"])
+        slo = scenario.slo.latency_p99
+        if slo:
+            within = "within" if latency <= slo * 1e3 else "over"
+            latency_text = (f"p99 latency {milliseconds(latency)} ms {within} the "
+                            f"{milliseconds(slo * 1e3)} ms SLO")
+        else:
+            latency_text = f"p99 latency {milliseconds(latency)} ms"
+        return (f"{percent(c.quality_change_pct, dec, sign=True)} {metric} (95% CI "
+                f"{percent_range(c.quality_low_pct, c.quality_high_pct, dec)}), "
+                f"{money(c.net_usd, sign=True)}/day net (95% CI "
+                f"{money_range(c.net_low_usd, c.net_high_usd)}), {latency_text}")
+
+    if not best.has_ci:
+        words = describe_architecture(best.architecture, scenario.architectures[best.architecture])
+        sentence = (f"Not enough runs to recommend a move: from a single replication "
+                    f"{words} looks best against {base_words} with {numbers(best)}; run 3 or "
+                    f"more replications for confidence intervals.")
+        return Recommendation(base, None, best.architecture, sentence)
+    if better:
+        choice = max(better, key=lambda c: c.net_usd)
+        words = describe_architecture(choice.architecture,
+                                      scenario.architectures[choice.architecture])
+        sentence = f"Move from {base_words} to {words}: {numbers(choice)}."
+        runner = _runner_up(results, choice, better)
+        if runner:
+            remarks.append(runner)
+        return Recommendation(base, choice.architecture, choice.architecture, sentence, remarks)
+    words = describe_architecture(best.architecture, scenario.architectures[best.architecture])
+    if all(c.worse for c in comps):
+        sentence = (f"Stay with {base_words}: every alternative loses net value; the closest, "
+                    f"{words}, has {numbers(best)}.")
+    else:
+        sentence = (f"Stay with {base_words} for now: no alternative is detectably better on "
+                    f"net value with {n} replications; the best, {words}, has {numbers(best)}.")
+    return Recommendation(base, None, best.architecture, sentence, remarks)
+
+
+def _runner_up(results: Results, choice: Comparison, better: list[Comparison]) -> str | None:
+    """Whether the second-best detectably better architecture can be told from the choice."""
+    others = sorted((c for c in better if c is not choice), key=lambda c: -c.net_usd)
+    if not others or results.per_replication is None:
+        return None
+    other = others[0]
+    per = results.per_replication
+    a = per[per["architecture"] == choice.architecture].set_index("replication")[NET]
+    b = per[per["architecture"] == other.architecture].set_index("replication")[NET]
+    diff = (a - b).to_numpy(float)
+    mean, half = float(diff.mean()), _t_half(diff)
+    if _nan(half):
+        return None
+    if mean - half > 0:
+        return (f"{other.architecture} also beats {results.baseline}, but "
+                f"{choice.architecture} is ahead of it by {money(mean)}/day (paired 95% CI "
+                f"{money_range(mean - half, mean + half)}).")
+    return (f"{other.architecture} also beats {results.baseline}, and cannot be told apart from "
+            f"{choice.architecture} on net value with {results.replications} replications "
+            f"(difference {money(mean, sign=True)}/day, paired 95% CI "
+            f"{money_range(mean - half, mean + half)}): other criteria can decide between them.")
+
+
+# --------------------------------------------------------------------------------------------
+# Short analysis runs
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Analysis:
+    """How breakeven and sensitivity re-run the simulator (short runs, on purpose)."""
+
+    horizon_s: float = DAY_S          # cap on the measured time of each run
+    replications: int = 1             # replications per run (architectures are paired anyway)
+    breakeven_factor: float = 10.0    # search the rate over [rate / f, rate * f]
+    breakeven_steps: int = 6          # bisection steps (log scale): f^(2^-steps) precision
+    perturbation: float = 0.2         # one-at-a-time change of each input: +-20%
+    top: int = 5                      # inputs drawn in the tornado chart
+    breakeven: bool = True
+    sensitivity: bool = True
+
+    def describe(self, scenario: Scenario, pair: tuple[str, str]) -> str:
+        horizon = min(self.horizon_s, scenario.horizon)
+        shorter = (f"{human_duration(horizon)} measured (the comparison above: "
+                   f"{human_duration(scenario.horizon)})" if horizon < scenario.horizon else
+                   f"{human_duration(horizon)} measured, as above")
+        return (f"Breakeven and sensitivity come from shorter runs, to keep the report quick: "
+                f"{shorter}, after the same {human_duration(scenario.warmup)} warm-up, "
+                f"{self.replications} replication{'s' if self.replications != 1 else ''} per run, "
+                f"and only {pair[0]} and {pair[1]} simulated. Both architectures see the same "
+                f"requests in each run, so their difference is much less noisy than either "
+                f"number; still, read these sections for direction and ranking, not for exact "
+                f"amounts.")
+
+
+def analysis_scenario(scenario: Scenario, names: tuple[str, ...], horizon_s: float,
+                      changes: dict[tuple, Any] | None = None) -> Scenario:
+    """A copy of ``scenario`` with only ``names``, at most ``horizon_s`` measured, and
+    ``changes`` (key path -> value in scenario-file form) applied. Raises ScenarioError."""
+    data = scenario.to_yaml_dict()
+    data["architectures"] = {n: data["architectures"][n] for n in names}
+    if scenario.horizon > horizon_s:
+        data["horizon"] = format_duration(horizon_s)
+    for path, value in (changes or {}).items():
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return scenario_from_dict(data, label=f"{scenario.name} (analysis run)")
+
+
+def net_difference(scenario: Scenario, architecture: str, baseline: str,
+                   replications: int) -> float:
+    """Mean over replications of net value per day, ``architecture`` minus ``baseline``."""
+    diffs = []
+    for r in range(replications):
+        summary = simulate(scenario, replication=r).summary.set_index("architecture")
+        diffs.append(float(summary.loc[architecture, NET] - summary.loc[baseline, NET]))
+    return float(np.mean(diffs))
+
+
+def _net_difference_task(args) -> float:
+    return net_difference(*args)
+
+
+class _Runner:
+    """Runs batches of net-difference evaluations, in processes when ``workers > 1``."""
+
+    def __init__(self, workers: int, progress: Callable[[float], None] | None, planned: int):
+        self.workers = workers
+        self.progress = progress
+        self.planned = max(planned, 1)
+        self.done = 0
+        self._pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def map(self, tasks: list[tuple]) -> list[float]:
+        if self._pool is not None and len(tasks) > 1:
+            futures = [self._pool.submit(_net_difference_task, t) for t in tasks]
+            out = []
+            for future in futures:
+                out.append(future.result())
+                self._tick()
+            return out
+        out = []
+        for task in tasks:
+            out.append(_net_difference_task(task))
+            self._tick()
+        return out
+
+    def _tick(self):
+        self.done += 1
+        if self.progress is not None:
+            self.progress(min(self.done / self.planned, 0.99))
+
+
+# --------------------------------------------------------------------------------------------
+# Breakeven
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Breakeven:
+    """Where the decision between ``architecture`` and ``baseline`` flips as traffic changes."""
+
+    architecture: str
+    baseline: str
+    current_per_s: float
+    low_per_s: float
+    high_per_s: float
+    points: list[tuple[float, float]]          # (rate per s, net difference per day)
+    flips: list[tuple[float, str, str]]        # (rate per s, better below, better above)
+    active_share: dict[float, float] = field(default_factory=dict)   # rate -> share active
+    replicas_scaled: bool = False
+
+    @property
+    def flip_per_s(self) -> float | None:
+        """The flip nearest to today's rate, if any."""
+        if not self.flips:
+            return None
+        return min(self.flips, key=lambda f: abs(math.log(f[0] / self.current_per_s)))[0]
+
+    def sentences(self) -> list[str]:
+        out = []
+        if not self.flips:
+            d = dict(self.points).get(self.current_per_s, float("nan"))
+            ahead = self.architecture if d > 0 else self.baseline
+            behind = self.baseline if ahead == self.architecture else self.architecture
+            out.append(f"No flip between {rate_text(self.low_per_s)} and "
+                       f"{rate_text(self.high_per_s)}: {ahead} has the higher net value than "
+                       f"{behind} over the whole range (today: {rate_text(self.current_per_s)}).")
+        for rate, below, above in sorted(self.flips):
+            factor = rate / self.current_per_s
+            out.append(f"The decision flips at about {rate_text(rate)}, {factor:.2g}x today's "
+                       f"{format_rate(self.current_per_s)}: below it {below} has the higher net "
+                       f"value, above it {above}.")
+        if self.active_share:
+            now = self.active_share.get(self.current_per_s)
+            text = (f"Stored predictions are made for every entity, but only the active ones use "
+                    f"them: at today's traffic about {now * 100:.2g}% of entities make a request "
+                    f"on a given day")
+            flip = self.flip_per_s
+            if flip is not None and flip in self.active_share:
+                text += f", at the flip about {self.active_share[flip] * 100:.2g}%"
+            out.append(text + ".")
+        if self.replicas_scaled:
+            out.append("Serving replicas are scaled with traffic (rounded up), so that each "
+                       "architecture stays about as busy as in the scenario.")
+        return out
+
+
+def active_share(scenario: Scenario, rate_per_s: float) -> float:
+    """Expected share of entities with at least one request in a day at ``rate_per_s``.
+
+    With ``R`` requests a day spread over ``N`` entities by the popularity law ``p_k``
+    (Zipf: ``p_k ~ (k + 1)^-s``), entity ``k`` is active with probability ``1 - exp(-R p_k)``
+    (Poisson); the share is the mean over entities. New entities are ignored.
+    """
+    workload = scenario.workload
+    n = int(workload.entities)
+    requests = rate_per_s * DAY_S
+    if workload.popularity.kind == "uniform" or workload.popularity.exponent == 0:
+        return float(-np.expm1(-requests / n))
+    s = workload.popularity.exponent
+    chunk = 1 << 21
+    norm = 0.0
+    for start in range(0, n, chunk):
+        k = np.arange(start + 1, min(n, start + chunk) + 1, dtype=float)
+        norm += float(np.sum(k ** -s))
+    active = 0.0
+    for start in range(0, n, chunk):
+        k = np.arange(start + 1, min(n, start + chunk) + 1, dtype=float)
+        active += float(np.sum(-np.expm1(-requests * k ** -s / norm)))
+    return active / n
+
+
+def _rate_changes(scenario: Scenario, pair: tuple[str, str], rate_per_s: float) -> dict:
+    """The key changes that set the arrival rate, with serving replicas scaled alike."""
+    factor = rate_per_s / scenario.workload.arrivals.rate
+    changes: dict[tuple, Any] = {RATE_KEY: format_rate(rate_per_s)}
+    for name in pair:
+        spec = scenario.architectures[name]
+        serving = getattr(spec, "serving", None)
+        if serving is not None:
+            changes[("architectures", name, "serving", "replicas")] = max(
+                1, math.ceil(serving.replicas * factor - 1e-9))
+    return changes
+
+
+def breakeven(scenario: Scenario, architecture: str, baseline: str, analysis: Analysis,
+              runner: _Runner) -> Breakeven:
+    """Bisect the arrival rate (log scale) for a sign change of the net-value difference."""
+    pair = (architecture, baseline)
+    current = scenario.workload.arrivals.rate
+    low, high = current / analysis.breakeven_factor, current * analysis.breakeven_factor
+
+    def task(rate):
+        spec = analysis_scenario(scenario, pair, analysis.horizon_s,
+                                 _rate_changes(scenario, pair, rate))
+        return (spec, architecture, baseline, analysis.replications)
+
+    rates = [current, low, high]
+    values = runner.map([task(r) for r in rates])
+    points = dict(zip(rates, values))
+    flips = []
+    for end in (low, high):
+        if np.sign(points[end]) == np.sign(points[current]) or points[end] == 0:
+            continue
+        a, b = current, end   # the sign changes between a and b
+        for _ in range(analysis.breakeven_steps):
+            mid = math.sqrt(a * b)
+            value = runner.map([task(mid)])[0]
+            points[mid] = value
+            if np.sign(value) == np.sign(points[a]):
+                a = mid
+            else:
+                b = mid
+        flip = math.sqrt(a * b)
+        lo_rate, hi_rate = min(a, b), max(a, b)
+        better = lambda r: architecture if points[r] > 0 else baseline  # noqa: E731
+        flips.append((flip, better(lo_rate), better(hi_rate)))
+    uses_store = any(scenario.architectures[n].kind in ("batch", "hybrid") for n in pair)
+    shares = {}
+    if uses_store:
+        shares[current] = active_share(scenario, current)
+        for flip, _, _ in flips:
+            shares[flip] = active_share(scenario, flip)
+    scaled = any(getattr(scenario.architectures[n], "serving", None) is not None for n in pair)
+    return Breakeven(architecture, baseline, current, low, high, sorted(points.items()), flips,
+                     shares, scaled)
+
+
+# --------------------------------------------------------------------------------------------
+# Sensitivity
+# --------------------------------------------------------------------------------------------
+
+# Keys that are not magnitudes (instants, labels, settings of the run) or not worth perturbing.
+_SKIP_TOP = {"name", "description", "horizon", "warmup", "seed", "timeseries_bucket", "slo"}
+_SKIP_KEYS = {"kind", "start_at", "peak_hour", "at", "pattern", "metric", "table"}
+_DISTRIBUTIONS = {"lookup", "feature_lookup", "service_time", "lag"}
+_DISTRIBUTION_KINDS = {"constant", "exponential", "lognormal", "gamma", "empirical"}
+
+
+def _is_distribution(key, node) -> bool:
+    """A distribution in scenario-file form: under a key known to hold one, or a mapping such
+    as ``{lognormal: {median, p99}}`` (not a quality curve ``{exponential: {half_life, floor}}``)."""
+    if key in _DISTRIBUTIONS:
+        return True
+    if not (isinstance(node, dict) and len(node) == 1):
+        return False
+    (kind, params), = node.items()
+    return kind in _DISTRIBUTION_KINDS and (
+        not isinstance(params, dict) or set(params) <= {"mean", "median", "p99", "cv"})
+_RATES = {"rate", "throughput"}
+_INTEGERS = {"nodes", "replicas", "entities"}
+
+
+@dataclass
+class Input:
+    """One numeric input of a scenario, with its key path and its value as written."""
+
+    path: tuple
+    value: Any
+
+    @property
+    def label(self) -> str:
+        return _key_label(self.path[1:] if self.path[0] == "architectures" else self.path)
+
+    def scaled(self, factor: float) -> Any:
+        """The value times ``factor``, in scenario-file form; None if unchanged or invalid."""
+        key, value = self.path[-1], self.value
+        if _is_distribution(key, value):
+            return _scale_distribution(value, factor)
+        if key in _INTEGERS:
+            return self._integer(factor)
+        if isinstance(value, (int, float)):
+            return float(value) * factor
+        if key in _RATES:
+            return format_rate(parse_rate(value) * factor)
+        return format_duration(parse_duration(value) * factor)
+
+    def _integer(self, factor: float) -> int | None:
+        v = int(round(float(self.value)))
+        new = int(round(v * factor))
+        if new == v:  # small counts: move by one instead
+            new = v + (1 if factor > 1 else -1)
+        return new if new >= 1 else None
+
+    def show(self, value: Any) -> str:
+        if isinstance(value, dict):
+            return _compact(value)
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+
+def _key_label(path: tuple) -> str:
+    """``('drift', 0, 'quality_drop')`` -> ``drift[0].quality_drop``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _scale_distribution(value: Any, factor: float) -> Any:
+    if isinstance(value, dict):
+        if "empirical" in value:
+            return None
+        return {k: (v if k == "cv" else _scale_distribution(v, factor)) for k, v in value.items()}
+    if isinstance(value, (int, float)):
+        return value * factor if value else None
+    return format_duration(parse_duration(value) * factor)
+
+
+def numeric_inputs(scenario: Scenario, names: tuple[str, ...]) -> list[Input]:
+    """The inputs the sensitivity perturbs: numbers, durations, rates and distributions of the
+    shared sections and of the architectures ``names`` (zeros and instants left out)."""
+    data = scenario.to_yaml_dict()
+    out: list[Input] = []
+
+    def walk(node, path):
+        key = path[-1] if path else None
+        if key in _SKIP_KEYS:
+            return
+        if _is_distribution(key, node):
+            if not _is_zero(node) and not (isinstance(node, dict) and "empirical" in node):
+                out.append(Input(path, node))
+            return
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not path and k in _SKIP_TOP:
+                    continue
+                if path == ("architectures",) and k not in names:
+                    continue
+                if path[-2:] == ("workload", "arrivals") and k == "weekend_factor" and \
+                        node.get("pattern") != "weekly":
+                    continue
+                walk(v, path + (k,))
+            return
+        if isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, path + (i,))
+            return
+        if isinstance(node, bool) or node is None:
+            return
+        if isinstance(node, (int, float)):
+            if node != 0:
+                out.append(Input(path, node))
+            return
+        if isinstance(node, str):
+            try:
+                seconds = parse_rate(node) if key in _RATES else parse_duration(node)
+            except ValueError:
+                return
+            if seconds != 0:
+                out.append(Input(path, node))
+
+    walk(data, ())
+    return out
+
+
+def _is_zero(value) -> bool:
+    if isinstance(value, (int, float)):
+        return value == 0
+    if isinstance(value, str):
+        try:
+            return parse_duration(value) == 0
+        except ValueError:
+            return False
+    return False
+
+
+@dataclass
+class Sensitivity:
+    """One-at-a-time sensitivity of the net-value difference (``architecture`` - ``baseline``)."""
+
+    architecture: str
+    baseline: str
+    base_usd: float          # the difference at the scenario's values (short runs)
+    perturbation: float
+    frame: pd.DataFrame      # every input tested, most influential first
+    top: int = 5
+
+    @property
+    def top_frame(self) -> pd.DataFrame:
+        return self.frame.head(self.top)
+
+    def sentences(self) -> list[str]:
+        if self.frame.empty:
+            return ["No numeric input could be perturbed."]
+        first = self.frame.iloc[0]
+        base_sign = np.sign(self.base_usd)
+        reverses = np.zeros(len(self.frame), dtype=bool)
+        for side in ("low_usd", "high_usd"):
+            values = self.frame[side]
+            reverses |= (values.notna() & (np.sign(values) != base_sign)).to_numpy()
+        flips = self.frame[reverses]
+        out = [f"Each of {len(self.frame)} numeric inputs was moved by "
+               f"±{self.perturbation * 100:.0f}% (whole numbers by at least one) with the others "
+               f"held; net value of {self.architecture} minus {self.baseline} is "
+               f"{money(self.base_usd, sign=True)}/day at the scenario's values (short runs). "
+               f"The most influential input is {first['label']}: it moves the difference by up "
+               f"to {money(first['effect_usd'])}/day."]
+        if flips.empty:
+            out.append("No single change of this size reverses the decision.")
+        else:
+            names = ", ".join(flips["label"].head(5))
+            out.append(f"These changes alone reverse the decision: {names}. Check those "
+                       f"inputs first.")
+        schedules = [label for label in self.top_frame["label"]
+                     if label.endswith(("every", "duration", "deploy_delay"))]
+        if schedules:
+            out.append(f"Changing a schedule ({', '.join(schedules)}) also moves when its jobs "
+                       f"run relative to the daily peak and to each other (a model deployed "
+                       f"after the nightly job reaches stored predictions a day later); in a "
+                       f"short run that timing can matter as much as the change itself, so "
+                       f"confirm with a full-length `predsim run --set KEY=VALUE`.")
+        return out
+
+
+def sensitivity(scenario: Scenario, architecture: str, baseline: str, analysis: Analysis,
+                runner: _Runner, inputs: list[Input] | None = None) -> Sensitivity:
+    """Perturb every numeric input by +-``analysis.perturbation`` and rank by effect."""
+    pair = (architecture, baseline)
+    inputs = numeric_inputs(scenario, pair) if inputs is None else inputs
+    base_task = (analysis_scenario(scenario, pair, analysis.horizon_s), architecture, baseline,
+                 analysis.replications)
+    tasks, slots = [base_task], []
+    for item in inputs:
+        for side, factor in (("low", 1 - analysis.perturbation),
+                             ("high", 1 + analysis.perturbation)):
+            value = item.scaled(factor)
+            if value is None:
+                continue
+            try:
+                spec = analysis_scenario(scenario, pair, analysis.horizon_s, {item.path: value})
+            except ScenarioError:
+                continue   # outside what the scenario allows (e.g. fallback above fresh)
+            slots.append((item, side, value))
+            tasks.append((spec, architecture, baseline, analysis.replications))
+    values = runner.map(tasks)
+    base = values[0]
+    rows: dict[str, dict] = {}
+    for (item, side, value), result in zip(slots, values[1:]):
+        row = rows.setdefault(item.label, {
+            "label": item.label, "value": item.show(item.value), "low_label": "",
+            "high_label": "", "low_usd": float("nan"), "high_usd": float("nan")})
+        row[f"{side}_label"] = item.show(value)
+        row[f"{side}_usd"] = result
+    frame = pd.DataFrame(list(rows.values()), columns=["label", "value", "low_label",
+                                                       "high_label", "low_usd", "high_usd"])
+    frame["effect_usd"] = np.nanmax(np.abs(frame[["low_usd", "high_usd"]].to_numpy(float) - base),
+                                    axis=1) if len(frame) else []
+    frame = frame.sort_values("effect_usd", ascending=False, kind="stable").reset_index(drop=True)
+    return Sensitivity(architecture, baseline, base, analysis.perturbation, frame, analysis.top)
+
+
+# --------------------------------------------------------------------------------------------
+# Assumptions: the scenario as a table, with the comments of its file
+# --------------------------------------------------------------------------------------------
+
+def _compact(value: Any) -> str:
+    """A scenario value on one line, in YAML flow style."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w-]*)\s*:(?P<rest>.*)$")
+
+
+def file_comments(text: str) -> dict[tuple, tuple[str, bool]]:
+    """Trailing comments of a scenario file by key path: path -> (comment, applies to children).
+
+    A comment on a line whose value is a flow collection (``{...}`` or ``[...]``) also applies to
+    the keys inside it. Best effort: lines it cannot read are skipped.
+    """
+    out: dict[tuple, tuple[str, bool]] = {}
+    stack: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith(("#", "-")):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            continue
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = tuple(k for _, k in stack) + (match["key"],)
+        stack.append((indent, match["key"]))
+        value, _, comment = match["rest"].partition(" #")
+        if comment.strip():
+            out[path] = (comment.strip(), value.strip().startswith(("{", "[")))
+    return out
+
+
+def assumptions(scenario: Scenario, source_text: str | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """Every input of the resolved scenario (defaults filled in) as rows: key, value, note."""
+    data = scenario.to_yaml_dict()
+    comments = file_comments(source_text) if source_text else {}
+    overridden = [tuple(o.partition("=")[0].strip().split(".")) for o in overrides]
+    rows = []
+
+    def note(path: tuple) -> str:
+        names = tuple(p for p in path if not isinstance(p, int))
+        for o in overridden:
+            if names[:len(o)] == o or o[:len(names)] == names:
+                return "set on the command line (--set)"
+        if names in comments:
+            return comments[names][0]
+        if names[-1] == "kind" and names[:-1] in comments:   # the comment on the section
+            return comments[names[:-1]][0]
+        for i in range(len(names) - 1, 0, -1):
+            found = comments.get(names[:i])
+            if found and found[1]:
+                return found[0]
+        return ""
+
+    def walk(node, path):
+        key = path[-1] if path else None
+        if isinstance(node, dict) and not _is_distribution(key, node) and key != "popularity":
+            for k, v in node.items():
+                if not path and k in ("name", "description"):
+                    continue
+                walk(v, path + (k,))
+            return
+        if isinstance(node, list) and key != "table" and node and isinstance(node[0], dict):
+            for i, v in enumerate(node):
+                walk(v, path + (i,))
+            return
+        rows.append({"key": _key_label(path), "value": _compact(node), "note": note(path)})
+
+    walk(data, ())
+    return pd.DataFrame(rows, columns=["key", "value", "note"])
+
+
+# --------------------------------------------------------------------------------------------
+# The report: content blocks rendered as Markdown and as HTML
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    caption: str | None = None
+    align_left: int = 1     # the first columns are text, the others numbers
+
+
+@dataclass
+class Figure:
+    name: str       # file name of the PNG
+    alt: str
+    make: Callable[[], Any]
+
+
+@dataclass
+class ManagerReport:
+    """Everything in the report; :meth:`write` renders it to files."""
+
+    results: Results
+    recommendation: Recommendation
+    analysis: Analysis
+    breakeven: Breakeven | None = None
+    sensitivity: Sensitivity | None = None
+    abtest: Any = None               # sim.abtest.ABPlan
+    abtest_problem: str | None = None
+    source_text: str | None = None
+    overrides: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    # -- tables ---------------------------------------------------------------------------------
+    def service_table(self) -> Table:
+        s = self.results.summary
+        metric = self.results.scenario.quality.metric
+        slo = self.results.scenario.slo.latency_p99
+        slo_text = f" (SLO {milliseconds(slo * 1e3)} ms)" if slo else ""
+        headers = ["architecture", f"{metric} (mean)", "coverage %", "feature age (mean)",
+                   "p50 latency ms", f"p99 latency ms{slo_text}",
+                   "requests over the SLO %" if slo else "requests over the SLO",
+                   "wasted predictions %"]
+        rows = []
+        for row in s.to_dict("records"):
+            rows.append([
+                row["architecture"],
+                _cell(row, "quality_mean", lambda x: f"{x:.4g}", lambda h: f"{h:.2g}"),
+                _cell(row, "coverage", lambda x: f"{x * 100:.2f}", lambda h: _two_digits(h * 100)),
+                _age_cell(row),
+                _cell(row, "latency_ms_p50", milliseconds, _two_digits),
+                _cell(row, "latency_ms_p99", milliseconds, _two_digits),
+                _cell(row, "slo_violation_rate", lambda x: f"{x * 100:.2f}",
+                      lambda h: _two_digits(h * 100)),
+                _cell(row, "wasted_prediction_rate", lambda x: f"{x * 100:.1f}",
+                      lambda h: _two_digits(h * 100)),
+            ])
+        reps = self.results.replications
+        return Table(headers, rows, f"Service: mean ± 95% CI over {reps} replications"
+                     if reps > 1 else "Service (one replication: no confidence intervals)")
+
+    def money_table(self) -> Table:
+        s = self.results.summary
+        components = [c for c in COST_COMPONENTS
+                      if s[f"cost_usd_per_day_{c}"].fillna(0).abs().sum() > 0]
+        headers = (["architecture"] + [f"{c.replace('_', ' ')} $/day" for c in components] +
+                   ["total cost $/day", "value $/day", "net value $/day", "net value $/month"])
+        rows = []
+        for row in s.to_dict("records"):
+            cells = [row["architecture"]]
+            for c in components:
+                cells.append(_cell(row, f"cost_usd_per_day_{c}", money, money))
+            cells.append(_cell(row, "cost_usd_per_day", money, money))
+            cells.append(_cell(row, "value_usd_per_day", money, money))
+            cells.append(_cell(row, NET, money, money))
+            month = {NET: row[NET] * MONTH_DAYS, f"{NET}_ci95": row.get(f"{NET}_ci95", np.nan)
+                     * MONTH_DAYS}
+            cells.append(_cell(month, NET, money, money))
+            rows.append(cells)
+        return Table(headers, rows, f"Money per day (a month is {MONTH_DAYS:.1f} days); value is "
+                     f"outcomes × ${self.results.scenario.business.value_per_outcome:g} after "
+                     f"the latency penalty")
+
+    def difference_table(self) -> Table:
+        metric = self.results.scenario.quality.metric
+        headers = ["architecture", f"{metric} change % (95% CI)", "net value $/day (95% CI)",
+                   "net value $/month (95% CI)", "cost $/day", "value $/day", "verdict"]
+        rows = []
+        for c in comparisons(self.results):
+            dec = c.quality_decimals
+            rows.append([
+                c.architecture,
+                f"{percent(c.quality_change_pct, dec, sign=True)} "
+                f"({percent_range(c.quality_low_pct, c.quality_high_pct, dec)})",
+                f"{money(c.net_usd, sign=True)} ({money_range(c.net_low_usd, c.net_high_usd)})",
+                f"{money(c.net_usd * MONTH_DAYS, sign=True)} "
+                f"({money_range(c.net_low_usd * MONTH_DAYS, c.net_high_usd * MONTH_DAYS)})",
+                money(c.cost_usd, sign=True), money(c.value_usd, sign=True), c.verdict()])
+        return Table(headers, rows, f"Difference from {self.results.baseline}, paired over "
+                     f"replications (each replication runs every architecture on the same "
+                     f"requests)")
+
+    def breakeven_table(self) -> Table | None:
+        b = self.breakeven
+        if b is None:
+            return None
+        rows = []
+        for rate, value in b.points:
+            ahead = b.architecture if value > 0 else b.baseline
+            mark = " (today)" if rate == b.current_per_s else ""
+            rows.append([f"{rate_text(rate)}{mark}", money(value, sign=True), ahead])
+        return Table(["mean arrival rate", f"net value {b.architecture} − {b.baseline} $/day",
+                      "higher net value"], rows, "Rates evaluated (short runs)")
+
+    def sensitivity_table(self) -> Table | None:
+        s = self.sensitivity
+        if s is None or s.frame.empty:
+            return None
+        rows = [[r["label"], r["value"], r["low_label"] or "not valid",
+                 money(r["low_usd"], sign=True), r["high_label"] or "not valid",
+                 money(r["high_usd"], sign=True), money(r["effect_usd"])]
+                for r in s.top_frame.to_dict("records")]
+        return Table(["input", "scenario value", "lowered to", "difference $/day",
+                      "raised to", "difference $/day", "largest change $/day"], rows,
+                     f"The {len(rows)} most influential inputs (net value {s.architecture} − "
+                     f"{s.baseline}; {money(s.base_usd, sign=True)}/day at the scenario's values)")
+
+    def assumptions_table(self) -> Table:
+        frame = assumptions(self.results.scenario, self.source_text, self.overrides)
+        return Table(["input", "value", "note (from the scenario file)"],
+                     frame.to_numpy(str).tolist(), "Every input, with defaults filled in",
+                     align_left=3)
+
+    # -- figures --------------------------------------------------------------------------------
+    def figures(self) -> list[Figure]:
+        from sim import plots
+        plot = self.results.plot
+        figs = [Figure("net_value.png", "Net value per day with 95% confidence intervals",
+                       plot.net_value),
+                Figure("latency_cdf.png", "Latency distribution", plot.latency_cdf),
+                Figure("feature_age.png", "Feature age distribution", plot.feature_age),
+                Figure("quality_over_time.png", "Quality over time", plot.quality_over_time),
+                Figure("cost_breakdown.png", "Cost per day by component", plot.cost_breakdown)]
+        b = self.breakeven
+        if b is not None:
+            figs.append(Figure(
+                "breakeven.png", "Net value difference against traffic",
+                lambda: plots.breakeven(b.points, b.flip_per_s, b.current_per_s,
+                                        f"Net value, {b.architecture} − {b.baseline}, by traffic")))
+        s = self.sensitivity
+        if s is not None and not s.frame.empty:
+            figs.append(Figure(
+                "tornado.png", "Sensitivity of the net value difference (tornado chart)",
+                lambda: plots.tornado(s.top_frame, s.base_usd,
+                                      f"Net value {s.architecture} − {s.baseline}: "
+                                      f"inputs ±{s.perturbation * 100:.0f}%")))
+        return figs
+
+    # -- content --------------------------------------------------------------------------------
+    def blocks(self) -> list[tuple]:
+        """The report as a list of blocks: ("h1"|"h2"|"p"|"lead"|"ul", text...) and
+        ("table", Table), ("img", figure name)."""
+        r = self.results
+        sc = r.scenario
+        reps = r.replications
+        out: list[tuple] = [("h1", f"{sc.name}: which prediction architecture?")]
+        if sc.description:
+            out.append(("p", sc.description))
+        out.append(("p", f"{reps} replication{'s' if reps != 1 else ''} of "
+                         f"{human_duration(sc.horizon)} of traffic each (after "
+                         f"{human_duration(sc.warmup)} of warm-up), seed {sc.seed}, "
+                         f"predsim {version()}; baseline: {r.baseline}."))
+        out.append(("lead", self.recommendation.sentence))
+        remarks = list(self.recommendation.remarks)
+        if r.verdict:
+            remarks += r.verdict.splitlines()
+        remarks += list(r.notes) + self.notes
+        if remarks:
+            out.append(("ul", remarks))
+
+        out.append(("h2", "Comparison"))
+        out.append(("table", self.service_table()))
+        out.append(("table", self.money_table()))
+        if len(r.summary) > 1:
+            out.append(("table", self.difference_table()))
+        out.append(("img", "net_value.png"))
+        out.append(("img", "cost_breakdown.png"))
+
+        out.append(("h2", "Latency, freshness and quality"))
+        out.append(("img", "latency_cdf.png"))
+        out.append(("img", "feature_age.png"))
+        out.append(("img", "quality_over_time.png"))
+
+        pair = self._pair()
+        if pair and (self.breakeven or self.sensitivity):
+            out.append(("h2", "How robust is the decision?"))
+            out.append(("p", self.analysis.describe(sc, pair)))
+        if self.breakeven is not None:
+            out.append(("h2", "Breakeven: the traffic at which the decision flips"))
+            for sentence in self.breakeven.sentences():
+                out.append(("p", sentence))
+            out.append(("img", "breakeven.png"))
+            out.append(("table", self.breakeven_table()))
+        if self.sensitivity is not None:
+            out.append(("h2", "Sensitivity: which inputs matter"))
+            for sentence in self.sensitivity.sentences():
+                out.append(("p", sentence))
+            if not self.sensitivity.frame.empty:
+                out.append(("img", "tornado.png"))
+                out.append(("table", self.sensitivity_table()))
+
+        if self.abtest is not None or self.abtest_problem:
+            out.append(("h2", "The A/B test that would confirm it"))
+            if self.abtest is not None:
+                out.append(("ul", self.abtest.lines()))
+                out.append(("p", f"Each request counts as one trial of {sc.quality.metric}; if "
+                                 f"{sc.quality.metric} is measured on a subset of requests "
+                                 f"(e.g. recall on fraudulent transactions only), plan with "
+                                 f"that subset's daily count: `predsim abtest --baseline-rate "
+                                 f"{self.abtest.baseline_rate:.4g} --uplift "
+                                 f"{self.abtest.absolute_uplift:.4g} --daily-traffic N`."))
+            else:
+                out.append(("p", self.abtest_problem))
+
+        out.append(("h2", "Assumptions"))
+        out.append(("p", "Every number the simulation used. Those marked 'assumption' in the "
+                         "scenario file are guesses to replace with your own measurements; the "
+                         "sensitivity above says which of them matter."))
+        out.append(("table", self.assumptions_table()))
+        out.append(("h2", "How these numbers were made"))
+        out.append(("p", "predsim simulates every request against each architecture's schedule "
+                         "of batch jobs, feature pipelines, model deploys and serving replicas. "
+                         "Each replication uses independent random numbers; within a "
+                         "replication every architecture sees the same requests, so differences "
+                         "are paired and their confidence intervals narrow. Confidence "
+                         "intervals are Student-t 95% intervals over replications."))
+        return out
+
+    def _pair(self) -> tuple[str, str] | None:
+        rec = self.recommendation
+        return (rec.compared, rec.baseline) if rec.compared else None
+
+    # -- rendering ------------------------------------------------------------------------------
+    def to_markdown(self) -> str:
+        """The report as Markdown; images are the PNG files next to it."""
+        lines = []
+        alts = {f.name: f.alt for f in self.figures()}
+        for block in self.blocks():
+            kind = block[0]
+            if kind == "h1":
+                lines += [f"# {_md(block[1])}", ""]
+            elif kind == "h2":
+                lines += [f"## {_md(block[1])}", ""]
+            elif kind == "p":
+                lines += [_md(block[1]), ""]
+            elif kind == "lead":
+                lines += [f"**{_md(block[1])}**", ""]
+            elif kind == "ul":
+                lines += [f"- {_md(item)}" for item in block[1]] + [""]
+            elif kind == "img":
+                lines += [f"![{_md(alts[block[1]])}]({block[1]})", ""]
+            elif kind == "table":
+                t: Table = block[1]
+                if t.caption:
+                    lines += [f"*{_md(t.caption)}*", ""]
+                lines.append("| " + " | ".join(_md_cell(h) for h in t.headers) + " |")
+                lines.append("|" + "|".join(":---" if i < t.align_left else "---:"
+                                            for i in range(len(t.headers))) + "|")
+                for row in t.rows:
+                    lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
+                lines.append("")
+        return "\n".join(lines)
+
+    def to_html(self, images: dict[str, bytes]) -> str:
+        """The report as one HTML page; ``images`` maps PNG names to their bytes (embedded)."""
+        alts = {f.name: f.alt for f in self.figures()}
+        body = []
+        for block in self.blocks():
+            kind = block[0]
+            if kind == "h1":
+                body.append(f"<h1>{_h(block[1])}</h1>")
+            elif kind == "h2":
+                body.append(f"<h2>{_h(block[1])}</h2>")
+            elif kind == "p":
+                body.append(f"<p>{_code(_h(block[1]))}</p>")
+            elif kind == "lead":
+                body.append(f'<p class="recommendation">{_h(block[1])}</p>')
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{_code(_h(i))}</li>" for i in block[1]) +
+                            "</ul>")
+            elif kind == "img":
+                data = base64.b64encode(images[block[1]]).decode("ascii")
+                body.append(f'<figure><img src="data:image/png;base64,{data}" '
+                            f'alt="{_h(alts[block[1]])}"></figure>')
+            elif kind == "table":
+                t = block[1]
+                cells = []
+                if t.caption:
+                    cells.append(f"<caption>{_h(t.caption)}</caption>")
+                cells.append("<thead><tr>" + "".join(f"<th>{_h(x)}</th>" for x in t.headers)
+                             + "</tr></thead><tbody>")
+                for row in t.rows:
+                    cells.append("<tr>" + "".join(
+                        f'<td class="{"text" if i < t.align_left else "num"}">{_h(c)}</td>'
+                        for i, c in enumerate(row)) + "</tr>")
+                cells.append("</tbody>")
+                body.append('<div class="scroll"><table>' + "".join(cells) + "</table></div>")
+        title = _h(f"predsim report: {self.results.scenario.name}")
+        return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+                + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """Write the PNGs, ``report.md`` and the self-contained ``report.html``, atomically."""
+        import matplotlib.pyplot as plt
+
+        from sim.report import _atomic_write, _atomic_write_figure
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written, images = [], {}
+        for figure in self.figures():
+            fig = figure.make()
+            try:
+                path = _atomic_write_figure(out / figure.name, fig)
+            finally:
+                plt.close(fig)
+            images[figure.name] = path.read_bytes()
+            written.append(path)
+        written.append(_atomic_write(out / "report.md", self.to_markdown()))
+        written.append(_atomic_write(out / "report.html", self.to_html(images)))
+        return written
+
+
+def _cell(row: dict, column: str, fmt: Callable[[float], str],
+          fmt_half: Callable[[float], str] | None = None) -> str:
+    value = row.get(column)
+    if _nan(value):
+        return "-"
+    text = fmt(float(value))
+    half = row.get(f"{column}_ci95")
+    if half is not None and not _nan(half) and half > 0:
+        half_text = (fmt_half or fmt)(float(half))
+        if re.search(r"[1-9]", half_text):   # no "± $0.00" on numbers known exactly
+            text += f" ± {half_text}"
+    return text
+
+
+def _two_digits(x: float) -> str:
+    return f"{x:.2g}"
+
+
+def _age_cell(row: dict) -> str:
+    value = row.get("feature_age_s_mean")
+    if _nan(value):
+        return "-"
+    text = human_duration(float(value))
+    half = row.get("feature_age_s_mean_ci95")
+    if half is not None and not _nan(half) and half > 0:
+        text += f" ± {human_duration(float(half))}"
+    return text
+
+
+def _md(text: str) -> str:
+    """Markdown text: dollar signs escaped (renderers would read $...$ as mathematics)."""
+    return str(text).replace("$", r"\$")
+
+
+def _md_cell(text: str) -> str:
+    return _md(text).replace("|", r"\|").replace("\n", " ")
+
+
+def _h(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _code(escaped: str) -> str:
+    """`backticks` as <code> in already escaped text."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+       margin: 0; color: #1d2330; background: #fff; line-height: 1.45; }
+main { max-width: 1200px; margin: 0 auto; padding: 1.5rem 1.5rem 4rem; }
+h1 { font-size: 1.7rem; margin-bottom: 0.3rem; }
+h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #d8dce3;
+     padding-bottom: 0.2rem; }
+.recommendation { font-size: 1.2rem; font-weight: 600; background: #eef6ee;
+                  border-left: 6px solid #2e7d32; padding: 0.8rem 1rem; border-radius: 4px; }
+.scroll { overflow-x: auto; margin: 1rem 0; }
+table { border-collapse: collapse; font-size: 0.88rem; }
+caption { text-align: left; font-style: italic; color: #4a5263; padding: 0.3rem 0; }
+th, td { border-bottom: 1px solid #e3e6ec; padding: 0.3rem 0.6rem; vertical-align: top; }
+th { background: #f4f6f9; text-align: left; }
+td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+figure { margin: 1rem 0; }
+img { max-width: 100%; height: auto; }
+code { background: #f4f6f9; padding: 0 0.25rem; border-radius: 3px; }
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Putting it together
+# --------------------------------------------------------------------------------------------
+
+def build_report(results: Results, *, analysis: Analysis | None = None,
+                 source_text: str | None = None, overrides: tuple[str, ...] | list[str] = (),
+                 workers: int = 1, alpha: float = 0.05, power: float = 0.8,
+                 progress: Callable[[float], None] | None = None) -> ManagerReport:
+    """The manager's report for ``results`` (from ``sim.run``, ideally with replications).
+
+    Re-runs the simulator for the breakeven and the sensitivity (see :class:`Analysis`);
+    ``workers > 1`` runs those in parallel processes, with the same numbers. ``source_text`` is
+    the scenario file, whose comments annotate the assumptions table; ``overrides`` the
+    ``--set`` items applied to it.
+    """
+    from sim.abtest import PlanError, plan_from_results
+
+    analysis = analysis or Analysis()
+    scenario = results.scenario
+    rec = recommend(results)
+    report = ManagerReport(results, rec, analysis, source_text=source_text,
+                           overrides=tuple(overrides))
+    if rec.compared is None:
+        return report
+    pair = (rec.compared, rec.baseline)
+    planned = 0
+    inputs = None
+    if analysis.sensitivity:
+        inputs = numeric_inputs(scenario, pair)
+        planned += 1 + 2 * len(inputs)
+    if analysis.breakeven:
+        planned += 3 + analysis.breakeven_steps
+    with _Runner(workers, progress, planned) as runner:
+        if analysis.breakeven:
+            report.breakeven = breakeven(scenario, rec.compared, rec.baseline, analysis, runner)
+        if analysis.sensitivity:
+            report.sensitivity = sensitivity(scenario, rec.compared, rec.baseline, analysis,
+                                             runner, inputs)
+    try:
+        report.abtest = plan_from_results(results, rec.compared, rec.baseline, alpha=alpha,
+                                          power=power)
+    except PlanError as exc:
+        report.abtest_problem = f"No A/B test plan: {exc}."
+    if progress is not None:
+        progress(1.0)
+    return report
+
+
+__all__ = ["Analysis", "ManagerReport", "Recommendation", "Breakeven", "Sensitivity",
+           "build_report", "recommend", "comparisons", "breakeven", "sensitivity",
+           "numeric_inputs", "assumptions", "active_share", "analysis_scenario"]
