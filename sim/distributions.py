@@ -25,9 +25,10 @@ Z_99 = 2.3263478740408408  # standard normal 0.99 quantile
 class Distribution:
     """A non-negative duration distribution, in seconds.
 
-    ``kind`` is one of ``constant``, ``exponential``, ``lognormal``, ``gamma``, ``empirical``.
-    ``params`` holds the parameters as written (in seconds); ``samples`` the sorted samples of an
-    empirical distribution and ``source`` the file they came from.
+    ``kind`` is one of ``constant``, ``exponential``, ``lognormal``, ``gamma``, ``percentiles``,
+    ``empirical``. ``params`` holds the parameters as written (in seconds; for ``percentiles``,
+    ``{"p50": value, "p99": value, ...}`` in increasing order); ``samples`` the sorted samples
+    of an empirical distribution and ``source`` the file they came from.
     """
 
     kind: str
@@ -53,6 +54,15 @@ class Distribution:
         return cls("gamma", {"mean": float(mean_s), "cv": float(cv)})
 
     @classmethod
+    def percentiles(cls, values_s: dict[str, float]) -> "Distribution":
+        """Through measured percentiles, ``{"p50": 0.012, "p99": 0.080}``: a lognormal through
+        two of them; through more, piecewise lognormal (log value linear in the standard normal
+        quantile between neighbouring percentiles), continued beyond the outermost two along
+        their segments. Keys are ``p`` and a percentage in (0, 100); values must not decrease."""
+        ordered = sorted(values_s.items(), key=lambda kv: percentile_probability(kv[0]))
+        return cls("percentiles", {k: float(v) for k, v in ordered})
+
+    @classmethod
     def empirical(cls, samples_s: np.ndarray, source: str) -> "Distribution":
         ordered = np.sort(np.asarray(samples_s, dtype=float))
         return cls("empirical", {}, samples=ordered, source=source)
@@ -70,6 +80,8 @@ class Distribution:
             return math.exp(mu + sigma * sigma / 2)
         if self.kind == "gamma":
             return p["mean"]
+        if self.kind == "percentiles":
+            return self._percentiles_moment(1)
         return float(self._interpolated_mean())
 
     @property
@@ -85,6 +97,8 @@ class Distribution:
             return math.exp(2 * mu + 2 * sigma * sigma)
         if self.kind == "gamma":
             return p["mean"] ** 2 * (1 + p["cv"] ** 2)
+        if self.kind == "percentiles":
+            return self._percentiles_moment(2)
         s = self.samples
         return float(np.mean(s * s))
 
@@ -106,12 +120,40 @@ class Distribution:
         if self.kind == "gamma":
             shape = 1.0 / p["cv"] ** 2
             return special.gammaincinv(shape, u) * (p["mean"] / shape)
+        if self.kind == "percentiles":
+            z = special.ndtri(np.asarray(u, dtype=float))
+            z_k, log_k, slope = self._percentile_segments()
+            i = np.clip(np.searchsorted(z_k, z) - 1, 0, len(z_k) - 2)
+            with np.errstate(invalid="ignore"):  # a flat segment at u = 0: 0 * -inf
+                step = np.where(slope[i] == 0, 0.0, slope[i] * (z - z_k[i]))
+            return np.exp(log_k[i] + step)
         s = self.samples
         return np.interp(u * (len(s) - 1), np.arange(len(s)), s)
 
     def _lognormal_mu_sigma(self) -> tuple[float, float]:
         median, p99 = self.params["median"], self.params["p99"]
         return math.log(median), (math.log(p99) - math.log(median)) / Z_99
+
+    def _percentile_segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normal quantiles of the given percentiles, their log values, and the slope of each
+        segment between neighbours (log value per unit of normal quantile)."""
+        z_k = special.ndtri(np.array([percentile_probability(k) for k in self.params]))
+        log_k = np.log(np.array(list(self.params.values())))
+        return z_k, log_k, np.diff(log_k) / np.diff(z_k)
+
+    def _percentiles_moment(self, order: int) -> float:
+        """E[X^order], segment by segment in closed form: on a segment where
+        ``log x = a + b z`` for ``z`` in (lo, hi), ``E[X^r; segment] =
+        exp(r a + r^2 b^2 / 2) (Phi(hi - r b) - Phi(lo - r b))``."""
+        z_k, log_k, slope = self._percentile_segments()
+        edges = np.concatenate([[-np.inf], z_k[1:-1], [np.inf]])
+        total = 0.0
+        for i, b in enumerate(slope):
+            a = log_k[i] - b * z_k[i]
+            rb = order * b
+            total += math.exp(order * a + rb * rb / 2) * (special.ndtr(edges[i + 1] - rb) -
+                                                          special.ndtr(edges[i] - rb))
+        return float(total)
 
     def _interpolated_mean(self) -> float:
         # The mean of the piecewise-linear quantile function used by ppf.
@@ -133,6 +175,8 @@ class Distribution:
                                   "p99": format_duration(p["p99"])}}
         if self.kind == "gamma":
             return {"gamma": {"mean": format_duration(p["mean"]), "cv": p["cv"]}}
+        if self.kind == "percentiles":
+            return {"percentiles": {k: format_duration(v) for k, v in p.items()}}
         return {"empirical": self.source}
 
     def describe(self) -> str:
@@ -146,7 +190,24 @@ class Distribution:
             return f"lognormal, median {format_duration(p['median'])}, p99 {format_duration(p['p99'])}"
         if self.kind == "gamma":
             return f"gamma, mean {format_duration(p['mean'])}, cv {p['cv']:g}"
+        if self.kind == "percentiles":
+            shape = "lognormal" if len(p) == 2 else "piecewise lognormal"
+            points = ", ".join(f"{k} {format_duration(v)}" for k, v in p.items())
+            return f"{shape} through {points}"
         return f"measured samples from {Path(self.source).name} (n={len(self.samples)})"
 
 
 ZERO = Distribution.constant(0.0)
+
+
+def percentile_probability(key: str) -> float:
+    """``'p99'`` -> 0.99, ``'p99.9'`` -> 0.999; ValueError unless ``p`` and a percentage
+    strictly between 0 and 100."""
+    text = str(key)
+    try:
+        percent = float(text[1:]) if text.startswith("p") and text[1:2].isdigit() else math.nan
+    except ValueError:
+        percent = math.nan
+    if not 0 < percent < 100:
+        raise ValueError(f"expected a percentile such as p50, p95, p99 or p99.9 (got {key!r})")
+    return percent / 100

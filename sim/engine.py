@@ -19,7 +19,7 @@ from sim.results import Results, collect
 from sim.rng import Streams
 from sim.scenario import Scenario
 from sim.training import ModelLifecycle
-from sim.workload import Population, RequestSource
+from sim.workload import make_population, make_source
 
 REQUESTS_PER_CHUNK = 1 << 17
 
@@ -34,7 +34,7 @@ class Run:
         self.replication = replication
         self.streams = Streams(scenario.seed, replication)
         self.end_s = scenario.end_s
-        self.population = Population(scenario.workload, self.end_s, self.streams)
+        self.population = make_population(scenario.workload, self.end_s, self.streams)
         self.model = ModelLifecycle(scenario.training)
         self.architectures = [build(name, spec, scenario)
                               for name, spec in scenario.architectures.items()]
@@ -46,7 +46,7 @@ class Run:
         self.model.start(self.env, since_s=-lead_s)
         for architecture in self.architectures:
             architecture.start(self.env, world)
-        self.source = RequestSource(scenario.workload, self.population, self.streams)
+        self.source = make_source(scenario.workload, self.population, self.streams)
         n_buckets = max(1, int(-(-scenario.horizon // scenario.bucket_s)))
         self.accumulators = [
             Accumulator(a.name, a.kind, n_buckets, scenario.bucket_s, scenario.warmup,
@@ -56,7 +56,7 @@ class Run:
 
     def chunk_bounds(self):
         """The (start, end) of every request chunk, in order; the same for both engines."""
-        span_s = REQUESTS_PER_CHUNK / self.source.profile.peak_per_s
+        span_s = REQUESTS_PER_CHUNK / self.source.peak_per_s
         t_s = 0.0
         while t_s < self.end_s:
             next_s = min(t_s + span_s, self.end_s)

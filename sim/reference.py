@@ -45,7 +45,7 @@ def simulate_reference(scenario: Scenario, *, replication: int = 0,
     def arrivals(env):
         for start_s, end_s in run.chunk_bounds():
             if env.now < start_s:
-                yield env.timeout(start_s - env.now)
+                yield _AfterOthers(env, start_s - env.now)
             chunk = run.source.chunk(start_s, end_s)
             chunk.draw_all()
             buffers = [_ChunkOutcomes(chunk) for _ in models]
@@ -56,7 +56,7 @@ def simulate_reference(scenario: Scenario, *, replication: int = 0,
             for i in range(chunk.size):
                 delay = chunk.t_s[i] - env.now
                 if delay > 0:
-                    yield env.timeout(delay)
+                    yield _AfterOthers(env, delay)
                 for model, buffer in zip(models, buffers):
                     state["pending"] += 1
                     env.process(request(model, chunk, i, buffer, counter, end_s, buffers))
@@ -78,6 +78,19 @@ def simulate_reference(scenario: Scenario, *, replication: int = 0,
     for model in models:
         model.finish()
     return run.results()
+
+
+class _AfterOthers(simpy.events.Event):
+    """A timeout that fires after every other event due at the same instant, so a request
+    arriving exactly when the control plane changes state (a refresh completing at a round
+    time, as happens with replayed logs) sees the new state, as the fast path's lookups do
+    (a refresh visible at ``t`` is in force for a request at ``t``)."""
+
+    def __init__(self, env: simpy.Environment, delay: float):
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        env.schedule(self, priority=simpy.core.NORMAL + 1, delay=delay)
 
 
 class _ChunkOutcomes:

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-import pandas as pd
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
-                      ValidationError, ValidationInfo, WithJsonSchema, model_serializer,
-                      model_validator)
+                      PrivateAttr, Strict, ValidationError, ValidationInfo, WithJsonSchema,
+                      model_serializer, model_validator)
 
-from sim.distributions import ZERO, Distribution
+from sim.distributions import ZERO, Distribution, percentile_probability
+from sim.fit import InputError, RequestLog, read_log, read_samples
 from sim.units import (COUNT_SUFFIX, DURATION_UNITS_S, RATE_UNITS_S, format_duration,
-                       format_rate, parse_count, parse_duration, parse_rate)
+                       format_rate, human_duration, parse_count, parse_duration, parse_rate)
 
 DAY_S = 86400.0
 
@@ -104,9 +104,19 @@ def _dist_json_schema() -> dict:
                             cv=({"type": "number", "exclusiveMinimum": 0},
                                 "Coefficient of variation: standard deviation / mean.")),
             "Gamma, given by mean and coefficient of variation."),
+        one("percentiles", {"type": "object", "minProperties": 2,
+                            "propertyNames": {"pattern": _PERCENTILE_RE},
+                            "additionalProperties": positive},
+            "Through measured percentiles, e.g. {p50: 12ms, p99: 80ms}: a lognormal through "
+            "two; through more, log value linear in the normal quantile between them."),
         one("empirical", {"type": "string"}, "CSV file of measured samples: one column whose "
             "name carries its unit (service_time_s, latency_ms); relative to the scenario file."),
-    ], "examples": [0, "15ms", {"lognormal": {"median": "15ms", "p99": "60ms"}}]}
+    ], "examples": [0, "15ms", {"lognormal": {"median": "15ms", "p99": "60ms"}},
+                    {"percentiles": {"p50": "12ms", "p99": "80ms"}}]}
+
+
+# p, then a percentage strictly between 0 and 100: p50, p95, p99, p99.9
+_PERCENTILE_RE = r"^p(?:[1-9]\d?(?:\.\d+)?|0\.\d*[1-9]\d*|[1-9]\d?\.?)$"
 
 
 def _duration(value: Any) -> float:
@@ -155,7 +165,8 @@ Count = Annotated[float, BeforeValidator(_count),
                   WithJsonSchema(_COUNT_JSON_SCHEMA)]
 
 _DIST_HELP = ("expected a distribution: 0, a duration, {constant: X}, {exponential: {mean: X}}, "
-              "{lognormal: {median: X, p99: Y}}, {gamma: {mean: X, cv: Y}} or {empirical: FILE}")
+              "{lognormal: {median: X, p99: Y}}, {gamma: {mean: X, cv: Y}}, "
+              "{percentiles: {p50: X, p99: Y}} or {empirical: FILE}")
 
 
 def _distribution(value: Any, info: ValidationInfo) -> Distribution:
@@ -175,9 +186,11 @@ def _distribution(value: Any, info: ValidationInfo) -> Distribution:
     if kind == "empirical":
         base = Path((info.context or {}).get("base_dir", "."))
         return _read_empirical(params, base)
+    if kind == "percentiles":
+        return _percentiles(params)
     expected = {"exponential": {"mean"}, "lognormal": {"median", "p99"}, "gamma": {"mean", "cv"}}
     if kind not in expected:
-        hint = _did_you_mean(str(kind), list(expected) + ["constant", "empirical"])
+        hint = _did_you_mean(str(kind), list(expected) + ["constant", "percentiles", "empirical"])
         raise ValueError(f"unknown distribution {kind!r}{hint}; {_DIST_HELP}")
     if not isinstance(params, dict) or set(params) != expected[kind]:
         keys = ", ".join(sorted(expected[kind]))
@@ -203,7 +216,28 @@ def _distribution(value: Any, info: ValidationInfo) -> Distribution:
     return Distribution.gamma(mean, float(cv))
 
 
-_SAMPLE_UNITS_S = {"_s": 1.0, "_sec": 1.0, "_seconds": 1.0, "_ms": 1e-3, "_us": 1e-6}
+def _percentiles(params: Any) -> Distribution:
+    """{percentiles: {p50: 12ms, p99: 80ms, ...}}: at least two, values not decreasing."""
+    if not isinstance(params, dict) or len(params) < 2:
+        raise ValueError(f"percentiles needs at least two, e.g. {{p50: 12ms, p99: 80ms}} "
+                         f"(got {params!r})")
+    points = {}
+    for key, raw in params.items():
+        percentile_probability(key)  # raises ValueError naming the key
+        seconds = parse_duration(raw)
+        _positive(seconds, str(key), raw)
+        points[str(key)] = seconds
+    dist = Distribution.percentiles(points)
+    ordered = list(dist.params.items())
+    for (k0, v0), (k1, v1) in zip(ordered, ordered[1:]):
+        if percentile_probability(k0) == percentile_probability(k1):
+            raise ValueError(f"percentiles {k0} and {k1} are the same percentile")
+        if v1 < v0:
+            raise ValueError(f"percentiles must not decrease: {k1} ({format_duration(v1)}) is "
+                             f"below {k0} ({format_duration(v0)})")
+    if ordered[0][1] == ordered[-1][1]:
+        return Distribution.constant(ordered[0][1])
+    return dist
 
 
 def _read_empirical(path_value: Any, base: Path) -> Distribution:
@@ -212,30 +246,12 @@ def _read_empirical(path_value: Any, base: Path) -> Distribution:
     path = Path(path_value)
     if not path.is_absolute():
         path = base / path
-    if not path.is_file():
-        raise ValueError(f"file not found: {path}")
     try:
-        frame = pd.read_csv(path, skip_blank_lines=False)
-    except Exception as exc:  # pandas raises many kinds; the user needs only the message
-        raise ValueError(f"cannot read {path} as CSV: {exc}") from None
-    frame.index = frame.index + 2  # the file line of each row (the header is line 1)
-    frame = frame[~frame.isna().all(axis=1)]  # blank lines
-    numeric = [c for c in frame.columns if any(str(c).endswith(u) for u in _SAMPLE_UNITS_S)]
-    if len(numeric) != 1:
-        raise ValueError(f"{path}: expected one column whose name carries its unit, such as "
-                         f"service_time_s or latency_ms (got columns {list(frame.columns)})")
-    column = numeric[0]
-    unit = next(s for u, s in _SAMPLE_UNITS_S.items() if str(column).endswith(u))
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() | (values < 0)
-    if bad.any():
-        line = int(values.index[bad.to_numpy()][0])
-        raise ValueError(f"{path}: line {line}: {column} must be a number >= 0 "
-                         f"(got {str(frame[column].loc[line])!r})")
-    if len(values) == 0:
-        raise ValueError(f"{path}: no samples in column {column}")
+        samples_s, _ = read_samples(path)
+    except InputError as exc:
+        raise ValueError("; ".join(exc.problems)) from None
     # The resolved scenario names the file absolutely, so it loads from anywhere.
-    return Distribution.empirical(values.to_numpy(float) * unit, source=str(path.resolve()))
+    return Distribution.empirical(samples_s, source=str(path.resolve()))
 
 
 def _non_negative(seconds: float, raw: Any) -> None:
@@ -297,10 +313,138 @@ class Popularity(Model):
                                                                   "~ k^-s."}}}]}
 
 
-class Arrivals(Model):
-    """Request arrivals: a non-homogeneous Poisson process around a mean rate."""
+class Burst(Model):
+    """A flash crowd: the arrival rate multiplied by ``multiplier`` for ``duration`` from ``at``."""
 
-    rate: Rate = Field(description="Mean request rate, e.g. 50/s or 4.3M/day.")
+    at: NonNegativeDuration = Field(description="When it starts, from the start of the "
+                                    "simulation (warm-up included).")
+    duration: PositiveDuration = Field(description="How long it lasts.")
+    multiplier: float = Field(gt=0, description="The rate during the burst / the rate without "
+                              "it (overlapping bursts multiply).")
+
+
+class Mmpp(Model):
+    """Markov-modulated Poisson arrivals: a hidden Markov chain multiplies the rate by its
+    state's multiplier. It stays in state i for an exponential time with mean
+    ``mean_sojourn[i]``, then jumps to one of the other states, each equally likely."""
+
+    multipliers: list[Annotated[float, Field(ge=0)]] = Field(
+        description="Rate multiplier of each state (two or more), relative: they are scaled so "
+        "that their long-run average is 1 and rate stays the mean rate.")
+    mean_sojourn: list[PositiveDuration] = Field(description="Mean time spent in each state "
+                                                 "per visit.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Mmpp":
+        if len(self.multipliers) < 2 or len(self.multipliers) != len(self.mean_sojourn):
+            raise ValueError(f"mmpp needs two or more states, with as many multipliers as "
+                             f"mean_sojourn (got {len(self.multipliers)} and "
+                             f"{len(self.mean_sojourn)})")
+        if not any(self.multipliers):
+            raise ValueError("mmpp multipliers must not all be 0")
+        return self
+
+    @property
+    def stationary(self) -> np.ndarray:
+        """Long-run share of time in each state: proportional to the mean sojourn, since every
+        state is entered equally often (the jump chain is symmetric)."""
+        sojourn = np.asarray(self.mean_sojourn, dtype=float)
+        return sojourn / sojourn.sum()
+
+    @property
+    def normalised_multipliers(self) -> np.ndarray:
+        """The multipliers scaled to a long-run average of 1."""
+        m = np.asarray(self.multipliers, dtype=float)
+        return m / float(self.stationary @ m)
+
+
+_StrictBool = Annotated[bool, Strict()]
+
+
+class Trace(Model):
+    """A request log replayed as the arrivals: its times, shifted so that its first request is
+    at time 0 and divided by the speed-up, and its entities."""
+
+    file: str = Field(description="Request log, CSV or Parquet (.parquet): one row per request; "
+                      "relative to the scenario file, or absolute.")
+    timestamp_column: str = Field("timestamp", description="Column of request times: epoch "
+                                  "seconds or ISO-8601.")
+    entity_column: str = Field("entity_id", description="Column of entity (user, item) ids.")
+    speedup: float = Field(1.0, gt=0, description="Replay this many times faster: 2 doubles the "
+                           "traffic. Or give arrivals.rate, the mean rate to replay at.")
+    loop: _StrictBool | PositiveDuration = Field(
+        False, description="Repeat the log to fill the simulation: true repeats it every span + "
+        "one mean gap between requests; a duration (such as 14d, in the log's own time) repeats "
+        "it with that period.")
+
+    _log: RequestLog | None = PrivateAttr(None)
+    _path: str = PrivateAttr("")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, value: Any) -> Any:
+        return {"file": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _load(self, info: ValidationInfo) -> "Trace":
+        path = Path(self.file)
+        if not path.is_absolute():
+            path = Path((info.context or {}).get("base_dir", ".")) / path
+        try:
+            log = read_log(path, self.timestamp_column, self.entity_column)
+        except InputError as exc:
+            raise ValueError("; ".join(exc.problems)) from None
+        if not isinstance(self.loop, bool) and self.loop <= log.span_s:
+            raise ValueError(f"loop: the period must be longer than the log's span, "
+                             f"{format_duration(log.span_s)} (got {format_duration(self.loop)})")
+        self._log = log
+        self._path = str(path.resolve())
+        return self
+
+    @property
+    def log(self) -> RequestLog:
+        """The log as read (times in the log's own seconds, before any speed-up)."""
+        return self._log
+
+    @property
+    def period_s(self) -> float:
+        """The repeating period in the log's own time (the span + a mean gap unless given)."""
+        return self.log.period_s if isinstance(self.loop, bool) else float(self.loop)
+
+    @property
+    def mean_rate_per_s(self) -> float:
+        """Requests per second of the log, before any speed-up, over :attr:`period_s`."""
+        return self.log.n_requests / self.period_s
+
+    @model_serializer(mode="wrap")
+    def _to_yaml(self, handler) -> Any:
+        # The file absolutely, so that the resolved scenario loads from anywhere; the speed-up
+        # is in arrivals.rate, which the resolved scenario always gives.
+        data = handler(self)
+        data["file"] = self._path or self.file
+        data.pop("speedup", None)
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler) -> dict:
+        """A file name, or the section."""
+        section = handler(core_schema)
+        section = handler.resolve_ref_schema(section)
+        return {"title": "Trace", "description": cls.__doc__,
+                "anyOf": [{"type": "string", "description": "The request log (columns "
+                           "timestamp and entity_id)."}, section]}
+
+
+_PATTERN_DEFAULTS = {"pattern": "constant", "peak_to_trough": 1.0, "peak_hour": 19.0,
+                     "weekend_factor": 0.7}
+
+
+class Arrivals(Model):
+    """Request arrivals: a non-homogeneous Poisson process around a mean rate, or a replayed
+    request log."""
+
+    rate: Rate | None = Field(None, description="Mean request rate, e.g. 50/s or 4.3M/day. "
+                              "With a trace: optional, the mean rate to replay the log at.")
     pattern: Literal["constant", "diurnal", "weekly"] = Field(
         "constant", description="constant; diurnal (a daily cycle); weekly (diurnal, quieter at "
         "weekends).")
@@ -308,13 +452,68 @@ class Arrivals(Model):
     peak_hour: float = Field(19.0, ge=0, lt=24, description="Hour of day of the daily peak.")
     weekend_factor: float = Field(0.7, gt=0, description="Weekly pattern: weekend traffic "
                                   "relative to weekdays (day 0 of the simulation is a Monday).")
+    profile: list[Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="Instead of pattern: 24 hour-of-day or 168 hour-of-week rate "
+        "multipliers (Monday 00:00 first), scaled on load to a mean of 1 (predsim workload fit "
+        "writes them).")
+    bursts: list[Burst] | None = Field(None, description="Flash crowds: [{at, duration, "
+                                       "multiplier}, ...].")
+    mmpp: Mmpp | None = Field(None, description="Markov-modulated rate: {multipliers: [...], "
+                              "mean_sojourn: [...]}.")
+    trace: Trace | None = Field(None, description="Replay a request log instead: FILE, or "
+                                "{file, timestamp_column, entity_column, speedup, loop}.")
 
+    _replay_speedup: float = PrivateAttr(1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Arrivals":
+        if self.trace is None:
+            if self.rate is None:
+                raise ValueError("rate is required (or trace: FILE to replay a request log)")
+            if self.profile is not None:
+                if self.pattern != "constant":
+                    raise ValueError(f"give either profile or pattern: {self.pattern}, not both")
+                if len(self.profile) not in (24, 168):
+                    raise ValueError(f"profile needs 24 hour-of-day or 168 hour-of-week "
+                                     f"multipliers (got {len(self.profile)})")
+                if not sum(self.profile) > 0:
+                    raise ValueError("profile multipliers must not all be 0")
+            return self
+        given = [k for k, default in _PATTERN_DEFAULTS.items() if getattr(self, k) != default]
+        given += [k for k in ("profile", "bursts", "mmpp") if getattr(self, k)]
+        if given:
+            raise ValueError(f"{', '.join(given)}: not with trace (the log gives the arrival "
+                             f"times)")
+        if self.rate is None:
+            self._replay_speedup = self.trace.speedup
+            object.__setattr__(self, "rate", self.trace.mean_rate_per_s * self.trace.speedup)
+        elif "speedup" in self.trace.model_fields_set:
+            raise ValueError("give either rate or trace.speedup, not both (rate replays the log "
+                             "at that mean rate)")
+        else:
+            self._replay_speedup = self.rate / self.trace.mean_rate_per_s
+        return self
+
+    @property
+    def replay_speedup(self) -> float:
+        """With a trace: how many times faster than real time the log is replayed."""
+        return self._replay_speedup
+
+    @model_serializer(mode="wrap")
+    def _to_yaml(self, handler) -> Any:
+        data = handler(self)
+        if self.trace is not None:  # the pattern keys say nothing about a replayed log
+            for key in _PATTERN_DEFAULTS:
+                data.pop(key, None)
+        return data
 
 
 class Workload(Model):
     """Traffic and the population of entities (users, items) that requests are about."""
 
-    entities: Count = Field(description="Entities at the start of the simulation.")
+    entities: Count | None = Field(None, description="Entities at the start of the simulation. "
+                                   "With a trace: optional, the whole population (at least the "
+                                   "log's distinct ids; the others never make a request).")
     new_entities_per_day: Count = Field(0.0, description="New entities created per day.")
     popularity: Popularity = Field(Popularity(), description="How requests spread over "
                                    "entities: uniform or {zipf: EXPONENT}.")
@@ -322,11 +521,30 @@ class Workload(Model):
 
     @model_validator(mode="after")
     def _check(self) -> "Workload":
+        trace = self.arrivals.trace
+        if trace is not None:
+            return self._check_trace(trace)
+        if self.entities is None:
+            raise ValueError("entities is required (or arrivals.trace: FILE to replay a log)")
         if self.entities < 1 or self.entities != int(self.entities):
             raise ValueError(f"entities must be a whole number >= 1 (got {self.entities:g})")
         if self.new_entities_per_day < 0:
             raise ValueError(f"new_entities_per_day must be >= 0 "
                              f"(got {self.new_entities_per_day:g})")
+        return self
+
+    def _check_trace(self, trace: Trace) -> "Workload":
+        given = [k for k, default in (("popularity", Popularity()), ("new_entities_per_day", 0))
+                 if getattr(self, k) != default]
+        if given:
+            raise ValueError(f"{', '.join(given)}: not with arrivals.trace (the log says which "
+                             f"entities make requests, and when each first appears)")
+        in_log = trace.log.n_entities
+        if self.entities is None:
+            object.__setattr__(self, "entities", float(in_log))
+        elif self.entities < in_log or self.entities != int(self.entities):
+            raise ValueError(f"entities must be a whole number, at least the {in_log:,} distinct "
+                             f"ids in the trace (got {self.entities:g})")
         return self
 
 
@@ -676,9 +894,26 @@ def scenario_from_dict(raw: Any, label: str = "<scenario>", base_dir: str | Path
         scenario = Scenario.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
         problems.extend(_explain(exc, data, label))
+    else:
+        problems.extend(_replay_problems(scenario, label))
     if problems:
         raise ScenarioError(problems)
     return scenario
+
+
+def _replay_problems(scenario: "Scenario", label: str) -> list[str]:
+    """A replayed log that ends before the simulation does, unless it loops. A log covers its
+    span and one mean gap between requests after its last."""
+    arrivals = scenario.workload.arrivals
+    trace = arrivals.trace
+    if trace is None or trace.loop is not False:
+        return []
+    covers_s = trace.period_s / arrivals.replay_speedup
+    if covers_s >= scenario.end_s:
+        return []
+    return [f"{label}: workload.arrivals.trace: the log covers {human_duration(covers_s)} at "
+            f"this speed, but warmup + horizon is {human_duration(scenario.end_s)}: set "
+            f"trace.loop: true to repeat it, or shorten the horizon"]
 
 
 def _parse_overrides(overrides, label, problems):

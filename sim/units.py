@@ -124,3 +124,38 @@ def human_duration(seconds: float) -> str:
         if abs(seconds) >= size:
             return f"{seconds / size:.3g}{unit}"
     return f"{seconds / 1e-6:.3g}us" if seconds else "0s"
+
+
+def _significant(x: float, digits: int) -> str:
+    """``x`` to ``digits`` significant digits, without exponent or trailing zeros."""
+    if x == 0 or not math.isfinite(x):
+        return _short(x)
+    text = f"{x:.{digits}g}"
+    if "e" in text:
+        text = f"{float(text):.{max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def round_duration(seconds: float, digits: int = 3) -> str:
+    """A measured duration rounded to ``digits`` significant digits in the unit that reads best,
+    in scenario syntax: 0.0142371 -> ``'14.2ms'``, 93.4 -> ``'93.4s'``, 5400 -> ``'90m'``."""
+    seconds = float(seconds)
+    if seconds == 0 or not math.isfinite(seconds):
+        return format_duration(seconds)
+    # each unit from the magnitude at which it reads better than the one below (90m, not 1.5h)
+    for unit, size, from_s in (("d", 86400.0, 2 * 86400.0), ("h", 3600.0, 7200.0),
+                               ("m", 60.0, 120.0), ("s", 1.0, 1.0), ("ms", 1e-3, 1e-3)):
+        if abs(seconds) >= from_s:
+            return f"{_significant(seconds / size, digits)}{unit}"
+    return f"{_significant(seconds / 1e-6, digits)}us"
+
+
+def round_rate(per_s: float, digits: int = 4) -> str:
+    """A measured rate rounded to ``digits`` significant digits, in scenario syntax:
+    0.00381944 -> ``'13.75/h'``, 52.5631 -> ``'52.56/s'``."""
+    for unit, size in (("s", 1.0), ("min", 60.0), ("h", 3600.0)):
+        if per_s * size >= 1:
+            return f"{_significant(per_s * size, digits)}/{unit}"
+    return f"{_significant(per_s * 86400.0, digits)}/day"

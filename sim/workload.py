@@ -2,9 +2,15 @@
 
 Arrivals are an exact non-homogeneous Poisson process obtained by thinning: a homogeneous process
 at the peak rate, each point kept with probability rate(t) / peak rate (Lewis and Shedler, 1979).
+The rate is the mean rate times a daily or weekly pattern (or an hourly profile), times any
+flash-crowd bursts, times the state of a Markov-modulating chain (MMPP) when there is one.
 Entities are popularity *slots*: slot 0 is the most popular. The initial entities and those
 created during the run are spread over slots at random, and a request picks a slot from the
 popularity law among the entities that exist at its time.
+
+A replayed request log (``arrivals.trace``) takes the place of both: :class:`TraceReplay` gives
+the log's requests and :class:`TracePopulation` its entities, each created at its first request.
+:func:`make_population` and :func:`make_source` choose between the two.
 """
 
 from __future__ import annotations
@@ -16,18 +22,21 @@ import numpy as np
 from numba import njit
 
 from sim.rng import Streams
-from sim.scenario import Arrivals, Popularity, Workload
+from sim.scenario import Arrivals, Mmpp, Popularity, Workload
 
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
 
 
 class RateProfile:
-    """The arrival rate over time: ``rate * m(t)``, with ``m`` averaging 1 over a day or week.
+    """The arrival rate over time: ``rate * m(t) * b(t)``, with ``m`` averaging 1 over a day or
+    week and ``b`` the product of the bursts in progress (1 outside them).
 
     Diurnal: ``m(t) = 1 + a cos(2 pi (t - peak) / 1 day)`` with ``a = (r - 1) / (r + 1)`` so
     that peak / trough = r. Weekly: diurnal times a day-of-week factor (weekdays 1, weekend
-    ``weekend_factor``), normalised to mean 1 over the week; day 0 is a Monday.
+    ``weekend_factor``), normalised to mean 1 over the week; day 0 is a Monday. Profile: ``m``
+    is constant within each clock hour, the hour's multiplier (24 for the hours of a day, or
+    168 for the hours of a week from Monday 00:00) over the mean of them all.
     """
 
     def __init__(self, arrivals: Arrivals):
@@ -39,18 +48,109 @@ class RateProfile:
         weekend = arrivals.weekend_factor if arrivals.pattern == "weekly" else 1.0
         norm = (5.0 + 2.0 * weekend) / 7.0
         self.day_factor = np.array([1.0] * 5 + [weekend] * 2) / norm
+        self.hourly = None
+        if arrivals.profile is not None:
+            hourly = np.asarray(arrivals.profile, dtype=float)
+            self.hourly = hourly / hourly.mean()
+        self.bursts = [(b.at, b.at + b.duration, b.multiplier) for b in arrivals.bursts or ()]
+
+    @property
+    def is_constant(self) -> bool:
+        """True when the rate never changes (no thinning needed)."""
+        return self.pattern == "constant" and self.hourly is None and not self.bursts
 
     @property
     def peak_per_s(self) -> float:
-        return self.mean_per_s * (1.0 + self.amplitude) * float(self.day_factor.max())
+        """An upper bound of the rate: the pattern's peak times the largest product of
+        overlapping bursts."""
+        if self.hourly is not None:
+            base = self.mean_per_s * float(self.hourly.max())
+        else:
+            base = self.mean_per_s * (1.0 + self.amplitude) * float(self.day_factor.max())
+        return base * self._max_burst_factor()
+
+    def _max_burst_factor(self) -> float:
+        if not self.bursts:
+            return 1.0
+        edges = sorted({e for start, end, _ in self.bursts for e in (start, end)})
+        factors = [self.burst_factor(np.array([e]))[0] for e in edges]
+        return max([1.0] + factors)  # the product is constant between consecutive edges
+
+    def burst_factor(self, t_s: np.ndarray) -> np.ndarray:
+        """The product of the multipliers of the bursts in progress at ``t_s`` (each over
+        [at, at + duration))."""
+        factor = np.ones(np.shape(t_s))
+        for start, end, multiplier in self.bursts:
+            factor[(t_s >= start) & (t_s < end)] *= multiplier
+        return factor
 
     def __call__(self, t_s: np.ndarray) -> np.ndarray:
         """Rate per second at times ``t_s``."""
-        m = 1.0 + self.amplitude * np.cos(2 * math.pi * (t_s - self.peak_s) / DAY_S)
-        if self.pattern == "weekly":
-            day = (np.floor(t_s / DAY_S).astype(np.int64)) % 7
-            m = m * self.day_factor[day]
+        if self.hourly is not None:
+            hour = np.floor(t_s / 3600.0).astype(np.int64) % self.hourly.size
+            m = self.hourly[hour]
+        else:
+            m = 1.0 + self.amplitude * np.cos(2 * math.pi * (t_s - self.peak_s) / DAY_S)
+            if self.pattern == "weekly":
+                day = (np.floor(t_s / DAY_S).astype(np.int64)) % 7
+                m = m * self.day_factor[day]
+        if self.bursts:
+            m = m * self.burst_factor(t_s)
         return self.mean_per_s * m
+
+
+class MarkovModulation:
+    """The state path of a Markov-modulated Poisson process (MMPP), and the rate multiplier it
+    gives over time.
+
+    The chain starts in its stationary distribution at time 0, stays in state ``i`` for an
+    exponential time with mean ``mean_sojourn[i]``, then jumps to one of the other states with
+    equal probability. The long-run share of time in state ``i`` is proportional to
+    ``mean_sojourn[i]`` (the jump chain is doubly stochastic, so every state is entered
+    equally often); the multipliers are scaled so their long-run average is 1. The path is drawn
+    from its own stream, extended lazily as later times are asked for, so it is the same
+    however the run is chunked.
+    """
+
+    def __init__(self, spec: Mmpp, rng: np.random.Generator):
+        self.multipliers = spec.normalised_multipliers
+        self.stationary = spec.stationary
+        self.mean_sojourn_s = np.asarray(spec.mean_sojourn, dtype=float)
+        self._rng = rng
+        self._starts_s = np.array([0.0])  # when each visit starts
+        self._states = np.array([rng.choice(len(self.multipliers), p=self.stationary)])
+        self._next_s = float(rng.standard_exponential() * self.mean_sojourn_s[self._states[0]])
+
+    @property
+    def max_multiplier(self) -> float:
+        return float(self.multipliers.max())
+
+    def path(self, until_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """The start time and state of every visit that starts before ``until_s``."""
+        self._extend(until_s)
+        n = int(np.searchsorted(self._starts_s, until_s, side="left"))
+        return self._starts_s[:n], self._states[:n]
+
+    def __call__(self, t_s: np.ndarray) -> np.ndarray:
+        """The rate multiplier at times ``t_s`` (>= 0)."""
+        if t_s.size == 0:
+            return np.ones(0)
+        self._extend(float(t_s.max()))
+        visit = np.searchsorted(self._starts_s, t_s, side="right") - 1
+        return self.multipliers[self._states[visit]]
+
+    def _extend(self, until_s: float) -> None:
+        k = len(self.multipliers)
+        while self._next_s <= until_s:
+            batch = 1024
+            jumps = self._rng.integers(1, k, size=batch)  # to one of the other states
+            states = (self._states[-1] + np.cumsum(jumps)) % k
+            sojourn_s = self._rng.standard_exponential(batch) * self.mean_sojourn_s[states]
+            ends_s = self._next_s + np.cumsum(sojourn_s)
+            starts_s = np.concatenate([[self._next_s], ends_s[:-1]])
+            self._starts_s = np.concatenate([self._starts_s, starts_s])
+            self._states = np.concatenate([self._states, states])
+            self._next_s = float(ends_s[-1])
 
 
 def zipf_slots(rng: np.random.Generator, n_slots: int, exponent: float, size: int) -> np.ndarray:
@@ -237,18 +337,127 @@ class RequestSource:
 
     def __init__(self, workload: Workload, population: Population, streams: Streams):
         self.profile = RateProfile(workload.arrivals)
+        self.modulation = (MarkovModulation(workload.arrivals.mmpp, streams["mmpp"])
+                           if workload.arrivals.mmpp is not None else None)
         self.population = population
         self.streams = streams
 
+    @property
+    def peak_per_s(self) -> float:
+        """The thinning rate: an upper bound of the arrival rate at any time."""
+        peak = self.profile.peak_per_s
+        return peak * self.modulation.max_multiplier if self.modulation else peak
+
+    def rate(self, t_s: np.ndarray) -> np.ndarray:
+        """The arrival rate per second at times ``t_s``."""
+        rate = self.profile(t_s)
+        return rate * self.modulation(t_s) if self.modulation else rate
+
     def chunk(self, start_s: float, end_s: float) -> Chunk:
         arrivals = self.streams["arrivals"]
-        peak = self.profile.peak_per_s
+        peak = self.peak_per_s
         n = int(arrivals.poisson(peak * (end_s - start_s)))
         # n sorted uniform points on the chunk: normalised partial sums of n + 1 exponentials
         spacings = np.cumsum(arrivals.standard_exponential(n + 1))
         t = start_s + spacings[:-1] * ((end_s - start_s) / spacings[-1])
-        if self.profile.pattern != "constant":
-            keep = self.streams["thinning"].random(n) * peak < self.profile(t)
+        if not self.profile.is_constant or self.modulation is not None:
+            keep = self.streams["thinning"].random(n) * peak < self.rate(t)
             t = t[keep]
         slot = self.population.sample(self.streams["popularity"], t)
         return Chunk(start_s, end_s, t, slot, self.streams)
+
+
+# --------------------------------------------------------------------------------------------
+# Replayed request logs
+# --------------------------------------------------------------------------------------------
+
+class TracePopulation:
+    """The entities of a replayed log: slot ``k`` is the log's ``k``-th most requested id,
+    created at its first request (replayed time); slots beyond the log's ids (when
+    ``workload.entities`` is larger) exist from the start and are never requested.
+
+    It offers what the architectures use of :class:`Population`: ``n_slots``,
+    ``created_at_s`` and ``count_at``.
+    """
+
+    def __init__(self, workload: Workload, end_s: float, streams: Streams):
+        arrivals = workload.arrivals
+        log = arrivals.trace.log
+        self.n_slots = int(workload.entities)
+        self.in_log = log.n_entities
+        self.initial = self.n_slots - self.in_log
+        self._first_seen_s = log.first_seen_s / arrivals.replay_speedup
+        self._first_seen_sorted_s = np.sort(self._first_seen_s)
+
+    def created_at_s(self, slots: np.ndarray) -> np.ndarray:
+        """Creation time of each slot's entity (-inf for those never in the log)."""
+        created = np.full(slots.shape, -np.inf)
+        logged = slots < self.in_log
+        created[logged] = self._first_seen_s[slots[logged]]
+        return created
+
+    def count_at(self, t_s: float, head_slots: int | None = None) -> int:
+        """Entities that exist at time ``t_s`` (among slots < ``head_slots`` when given)."""
+        if head_slots is None:
+            return self.initial + int(np.searchsorted(self._first_seen_sorted_s, t_s,
+                                                      side="right"))
+        logged = min(head_slots, self.in_log)
+        return (head_slots - logged) + int(np.count_nonzero(self._first_seen_s[:logged] <= t_s))
+
+
+class TraceReplay:
+    """The requests of a replayed log: request ``i`` at ``times_s[i] / speedup`` (its time since
+    the log's first request), about slot ``slot[i]``; with ``loop``, the log again every period.
+    """
+
+    def __init__(self, workload: Workload, population: TracePopulation, streams: Streams):
+        arrivals = workload.arrivals
+        trace = arrivals.trace
+        speedup = arrivals.replay_speedup
+        self.population = population
+        self.streams = streams
+        self.t_s = trace.log.times_s / speedup
+        self.slot = trace.log.slot
+        self.period_s = trace.period_s / speedup if trace.loop is not False else math.inf
+        # Peak: the most requests in any bin of a thousandth of the log's span (1 ms at least).
+        width_s = max(self.t_s[-1] / 1000.0, 1e-3)
+        busiest = np.bincount((self.t_s // width_s).astype(np.int64)).max()
+        self.peak_per_s = float(busiest) / width_s
+
+    def chunk(self, start_s: float, end_s: float) -> Chunk:
+        """The log's requests in [start_s, end_s), in time order."""
+        times, slots = [], []
+        first = 0 if math.isinf(self.period_s) else int(math.floor(start_s / self.period_s))
+        last = 0 if math.isinf(self.period_s) else int(math.floor(end_s / self.period_s))
+        for k in range(max(first, 0), last + 1):
+            if k == 0:  # the log's own times, exactly
+                lo, hi = np.searchsorted(self.t_s, [start_s, end_s], side="left")
+                times.append(self.t_s[lo:hi])
+                slots.append(self.slot[lo:hi])
+                continue
+            shift = k * self.period_s
+            lo, hi = np.searchsorted(self.t_s, [start_s - shift, end_s - shift], side="left")
+            lo, hi = max(lo - 1, 0), min(hi + 1, self.t_s.size)  # rounding in the shift
+            shifted = self.t_s[lo:hi] + shift
+            inside = (shifted >= start_s) & (shifted < end_s)
+            times.append(shifted[inside])
+            slots.append(self.slot[lo:hi][inside])
+        t = np.concatenate(times) if times else np.zeros(0)
+        slot = np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
+        return Chunk(start_s, end_s, t, slot, self.streams)
+
+
+def make_population(workload: Workload, end_s: float, streams: Streams):
+    """The run's entities: a :class:`TracePopulation` for a replayed log, else a
+    :class:`Population`."""
+    if workload.arrivals.trace is not None:
+        return TracePopulation(workload, end_s, streams)
+    return Population(workload, end_s, streams)
+
+
+def make_source(workload: Workload, population, streams: Streams):
+    """The run's requests: a :class:`TraceReplay` for a replayed log, else a
+    :class:`RequestSource`. Both have ``chunk(start_s, end_s)`` and ``peak_per_s``."""
+    if workload.arrivals.trace is not None:
+        return TraceReplay(workload, population, streams)
+    return RequestSource(workload, population, streams)
