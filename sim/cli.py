@@ -784,7 +784,7 @@ def calibrate_latency(file, column, unit, key):
         samples_s, used = read_samples(file, column=column, unit=unit)
         fitted = fit_latency(samples_s)
     except InputError as exc:
-        problems = [p if p.startswith(file) else f"{file}: {p}" for p in exc.problems]
+        problems = [p if file in p else f"{file}: {p}" for p in exc.problems]
         raise BadInput("\n".join(problems)) from None
     for line in fitted.lines(f"{Path(file).name}, column {used}"):
         click.echo(line)
