@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install clean
+.PHONY: run test bench fidelity install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 ## Speed and memory benchmarks (numbers, not pass/fail); writes benchmarks/results.json.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+
+## predsim against a real model server on 127.0.0.1 (benchmarks/fidelity/): prints the error
+## table and writes benchmarks/fidelity/results.json; about 6-7 minutes.
+fidelity: $(STAMP)
+	$(BIN)/python benchmarks/fidelity/fidelity.py --json benchmarks/fidelity/results.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -82,7 +82,7 @@ class Distribution:
             return p["mean"]
         if self.kind == "percentiles":
             return self._percentiles_moment(1)
-        return float(self._interpolated_mean())
+        return float(np.mean(self.samples))
 
     @property
     def second_moment(self) -> float:
@@ -127,8 +127,10 @@ class Distribution:
             with np.errstate(invalid="ignore"):  # a flat segment at u = 0: 0 * -inf
                 step = np.where(slope[i] == 0, 0.0, slope[i] * (z - z_k[i]))
             return np.exp(log_k[i] + step)
+        # Each measured sample with equal probability (the inverted empirical CDF), so the draws
+        # have exactly the samples' mean and second moment.
         s = self.samples
-        return np.interp(u * (len(s) - 1), np.arange(len(s)), s)
+        return s[np.minimum((np.asarray(u) * len(s)).astype(np.int64), len(s) - 1)]
 
     def _lognormal_mu_sigma(self) -> tuple[float, float]:
         median, p99 = self.params["median"], self.params["p99"]
@@ -154,13 +156,6 @@ class Distribution:
             total += math.exp(order * a + rb * rb / 2) * (special.ndtr(edges[i + 1] - rb) -
                                                           special.ndtr(edges[i] - rb))
         return float(total)
-
-    def _interpolated_mean(self) -> float:
-        # The mean of the piecewise-linear quantile function used by ppf.
-        s = self.samples
-        if len(s) == 1:
-            return float(s[0])
-        return float(np.mean((s[:-1] + s[1:]) / 2))
 
     # -- display --------------------------------------------------------------------------------
     def to_yaml(self) -> object:

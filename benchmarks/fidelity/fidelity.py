@@ -1,0 +1,837 @@
+"""predsim against a real model server: calibrate, predict, compare (``make fidelity``).
+
+For each number of worker processes C (1 and 4):
+
+1. start the real server (server.py: C pre-forked workers on 127.0.0.1 serving an MLP); the
+   same server process is calibrated and then loaded;
+2. calibrate at low load (loadgen.py --mode closed): every request of the request pool once, one
+   at a time, so none queues. Server-side, the time each request occupied a worker is its service
+   time; client-side latency minus that is the fixed network/protocol overhead;
+3. write the service times as an empirical distribution (``service_time_s`` CSV) and build a
+   predsim scenario: one ``online`` architecture with ``replicas: C``, ``service_time:
+   {empirical: FILE}`` and constant (Poisson) arrivals at rate rho * C / E[service time];
+4. drive the server open loop at that rate (Poisson, sent on schedule whatever the responses) for
+   rho in 0.3, 0.5, 0.7, 0.8, 0.9 and measure client-observed latency;
+5. simulate the scenario and compare p50, p95, p99 and mean latency.
+
+The overhead (connect, send, the kernel, the client reading the answer) does not occupy a worker,
+so it is not put into ``feature_lookup`` (which predsim counts as replica time and would raise the
+utilisation): predicted latency = predsim's latency + the mean overhead measured at low load.
+
+Besides the table it measures what can make the two differ: the load generator's send lag
+(actual minus scheduled send time), the service times the server actually had under load against
+the calibrated ones and how much they vary from second to second, requests that took several
+times the CPU time their size predicts (and whether such requests come in clusters), how long
+workers had a core (CPU time / wall time), the CPU work offered against the cores there are, CPU
+used by other processes, and diagnostics that take the inputs away from the prediction one at a
+time (not predictions): predsim fed the service times of the run itself; the measured send times
+and service times, shuffled, through predsim's FIFO kernel; the same in their real order (the
+replay: is the real server the queue predsim models?); and, with more workers than cores,
+predsim given the cores as replicas.
+
+The raw record (worker logs, load generator records, measurement.json) stays in --runs-dir, so
+the analysis can be redone without measuring again (--reanalyse).
+
+    python benchmarks/fidelity/fidelity.py [--json benchmarks/fidelity/results.json]
+        [--replicas 1,4] [--rhos 0.3,0.5,0.7,0.8,0.9] [--duration-scale 1] [--pool 3072]
+        [--priority high|normal] [--runs-dir DIR] [--reanalyse] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"  # generated: CSVs, scenarios, raw logs (git-ignored)
+
+RHOS = (0.3, 0.5, 0.7, 0.8, 0.9)
+REPLICAS = (1, 4)
+DURATION_S = {0.3: 30.0, 0.5: 30.0, 0.7: 40.0, 0.8: 50.0, 0.9: 60.0}
+TARGET = {0.3: 0.05, 0.5: 0.05, 0.7: 0.05, 0.8: 0.05, 0.9: 0.10}
+STATS = ("p50", "p95", "p99", "mean")
+QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+WARMUP_S = 2.0          # of each measured run, left out (the server starts empty)
+SECTIONS = 10           # sectioning for the measured statistics' confidence intervals
+T_975_9 = 2.2621571627  # Student t, 97.5%, 9 degrees of freedom
+SIM_REQUESTS = 2_000_000
+POOL = 3072             # distinct requests in the request mix (each calibrated once)
+THINK_S = 0.004         # calibration: mean pause between requests (worker busy ~40%)
+MAX_INFLIGHT = 1000     # open loop: more unanswered than this = the server cannot keep up
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# --priority high (the default) shields the measurement from other work on a shared machine: the
+# server runs in a scheduler autogroup of its own at nice SERVER_NICE (Linux groups processes by
+# session and shares the CPU between groups, so a plain nice value would not count against other
+# people's sessions), and the load generator, the measuring instrument, runs SCHED_FIFO so that it
+# sends on time and reads answers as they come (it uses a few percent of a core). Falls back to
+# normal priority when not permitted; the results record what was in force.
+PRIORITY = {"mode": "high"}
+SERVER_NICE = -20
+LOADGEN_RT_PRIORITY = 10
+
+
+def _server_priority() -> None:
+    """In the server child before exec (a new session, so a new autogroup)."""
+    if PRIORITY["mode"] != "high":
+        return
+    for action in (lambda: Path("/proc/self/autogroup").write_text(str(SERVER_NICE)),
+                   lambda: os.setpriority(os.PRIO_PROCESS, 0, SERVER_NICE)):
+        try:
+            action()
+        except OSError:
+            pass  # not permitted or no autogroups: see priority_in_force()
+
+
+def _loadgen_priority() -> None:
+    if PRIORITY["mode"] != "high":
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(LOADGEN_RT_PRIORITY))
+    except OSError:
+        pass
+
+
+def priority_in_force(server_pid: int, loadgen_policy: int | None) -> dict:
+    """What the scheduler actually applied (read back from the processes)."""
+    out = {"requested": PRIORITY["mode"], "server_nice": os.getpriority(os.PRIO_PROCESS,
+                                                                        server_pid)}
+    try:
+        out["server_autogroup"] = Path(f"/proc/{server_pid}/autogroup").read_text().strip()
+    except OSError:
+        out["server_autogroup"] = None
+    if loadgen_policy is not None:
+        out["loadgen_policy"] = {os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_OTHER: "SCHED_OTHER"}.get(
+            loadgen_policy, str(loadgen_policy))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU accounting: the machine, our processes, other people's processes
+# ---------------------------------------------------------------------------------------------
+
+def machine_cpu() -> dict[str, float]:
+    """Cumulative CPU seconds of the whole machine, by kind (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) / CLK_TCK for x in fields)
+    return {"task": user + nice + system, "irq": irq + softirq, "idle": idle + iowait,
+            "steal": steal}
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(CPU seconds, seconds runnable but waiting for a CPU) of one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        parts = stat[stat.rindex(")") + 2:].split()
+        cpu = (int(parts[11]) + int(parts[12])) / CLK_TCK
+        run_ns, wait_ns, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+        return cpu, int(wait_ns) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan"), float("nan")
+
+
+def others_cores(seconds: float = 1.0, ours: list[int] = ()) -> float:
+    """CPU (in cores) used by processes other than ``ours`` over the next ``seconds``."""
+    m0, p0 = machine_cpu(), sum(process_cpu(p)[0] for p in ours)
+    time.sleep(seconds)
+    m1, p1 = machine_cpu(), sum(process_cpu(p)[0] for p in ours)
+    return max(0.0, (m1["task"] - m0["task"]) - (p1 - p0)) / seconds
+
+
+def wait_for_quiet(budget: list[float], ours: list[int], limit_cores: float = 0.15,
+                   log=print) -> float:
+    """Wait (from a shared time budget) until other processes use under ``limit_cores``."""
+    load = others_cores(0.5, ours)
+    while load > limit_cores and budget[0] > 0:
+        log(f"  waiting for a quiet machine: other processes use {load:.2f} cores",
+            flush=True)
+        started = time.monotonic()
+        load = others_cores(2.0, ours)
+        budget[0] -= time.monotonic() - started
+    return load
+
+
+def machine_description() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    hypervisor = "yes" if "hypervisor" in Path("/proc/cpuinfo").read_text() else "no"
+    try:
+        clocksource = Path("/sys/devices/system/clocksource/clocksource0/"
+                           "current_clocksource").read_text().strip()
+    except OSError:
+        clocksource = "unknown"
+    reads = [time.perf_counter() for _ in range(10001)]
+    import numpy
+    return {"cpu": cpu, "cores": os.cpu_count(), "virtual_machine": hypervisor,
+            "kernel": platform.release(), "python": platform.python_version(),
+            "numpy": numpy.__version__, "clocksource": clocksource,
+            "clock_resolution_ns": time.get_clock_info("perf_counter").resolution * 1e9,
+            "clock_read_ns": round((reads[-1] - reads[0]) / 10000 * 1e9, 1),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                / 2 ** 30, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The real system: server and load generator as child processes
+# ---------------------------------------------------------------------------------------------
+
+class Server:
+    """server.py as a child process; ``stop()`` returns every worker's request log."""
+
+    def __init__(self, workers: int, log_dir: Path, lifetime_s: float):
+        self.log_dir = log_dir
+        for old in log_dir.glob("worker*.npy"):
+            old.unlink()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "server.py"), "--workers", str(workers),
+             "--log-dir", str(log_dir), "--lifetime", str(lifetime_s)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_server_priority, start_new_session=PRIORITY["mode"] == "high")
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60.0)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.stop()
+            raise RuntimeError(f"the server did not start: {self.proc.stderr.read()[-2000:]}")
+        self.info = json.loads(line)
+        self.port = self.info["port"]
+        self.pids = [self.proc.pid, *self.info["workers"]]
+
+    @staticmethod
+    def read_logs(log_dir: Path) -> np.ndarray:
+        logs = [np.load(p) for p in sorted(log_dir.glob("worker[0-9]*.npy"))]
+        logs = [x for x in logs if x.size]
+        return np.concatenate(logs) if logs else np.zeros((0, 8))
+
+    def _logs(self) -> np.ndarray:
+        return self.read_logs(self.log_dir)
+
+    def snapshot(self) -> np.ndarray:
+        """Every request logged so far (the workers write their logs on SIGUSR1)."""
+        for old in self.log_dir.glob("worker[0-9]*.npy"):
+            old.unlink()
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 15
+        while len(list(self.log_dir.glob("worker[0-9]*.npy"))) < len(self.pids) - 1:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the server did not write its logs")
+            time.sleep(0.02)
+        return self._logs()
+
+    def stop(self) -> np.ndarray:
+        """Stop the server (bounded) and return every request it logged."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # our own child, by pid
+                self.proc.wait()
+        return self._logs()
+
+
+def loadgen(port: int, out: Path, **options) -> dict:
+    """Run loadgen.py to completion (bounded) and load what it recorded."""
+    args = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--out", str(out)]
+    for key, value in options.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    limit = float(options.get("duration", 60)) + float(options.get("drain", 10)) + 120
+    subprocess.run(args, check=True, timeout=limit, preexec_fn=_loadgen_priority)
+    return load_record(out)
+
+
+def load_record(path: Path) -> dict:
+    with np.load(path) as data:
+        record = {k: data[k] for k in data.files}
+    record["meta"] = json.loads(str(record["meta"]))
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------
+
+def join(record: dict, log: np.ndarray) -> dict:
+    """The client record of each answered request next to its server-side log entry."""
+    ids = log[:, 0].astype(np.int64)
+    order = np.argsort(ids)
+    ids = ids[order]
+    pos = np.clip(np.searchsorted(ids, record["request_id"]), 0, max(len(ids) - 1, 0))
+    found = (record["status"] == 0) & (ids[pos] == record["request_id"]) if len(ids) else \
+        np.zeros(len(record["status"]), bool)
+    rows = log[order][pos[found]]
+    r = {k: v[found] for k, v in record.items() if isinstance(v, np.ndarray)}
+    r.update(accepted_s=rows[:, 2], read_s=rows[:, 3], model_done_s=rows[:, 4],
+             free_s=rows[:, 5], cpu_s=rows[:, 6], worker=rows[:, 7])
+    r["latency_s"] = r["answered_s"] - r["sent_s"]
+    r["service_s"] = r["free_s"] - r["accepted_s"]
+    r["model_s"] = r["model_done_s"] - r["read_s"]
+    r["meta"] = record["meta"]
+    r["unanswered"] = int((record["status"] != 0).sum())
+    r["not_sent"] = int((record["status"] == 1).sum())
+    return r
+
+
+def quantile(x: np.ndarray, q: float) -> float:
+    """The q-quantile as predsim defines it: the smallest value with at least q of the mass."""
+    return float(np.quantile(x, q, method="inverted_cdf"))
+
+
+def statistics_ms(latency_s: np.ndarray) -> dict[str, float]:
+    out = {name: quantile(latency_s, q) * 1e3 for name, q in QUANTILES.items()}
+    out["mean"] = float(latency_s.mean()) * 1e3
+    return out
+
+
+def sectioned_ci(times_s: np.ndarray, latency_s: np.ndarray) -> dict[str, float]:
+    """95% half-widths (ms) of each statistic by sectioning the run into equal time slices."""
+    edges = np.linspace(times_s.min(), times_s.max() + 1e-9, SECTIONS + 1)
+    per = [statistics_ms(latency_s[(times_s >= a) & (times_s < b)])
+           for a, b in zip(edges[:-1], edges[1:]) if ((times_s >= a) & (times_s < b)).sum() > 20]
+    if len(per) < 3:
+        return {s: float("nan") for s in STATS}
+    return {s: float(T_975_9 * np.std([p[s] for p in per], ddof=1) / math.sqrt(len(per)))
+            for s in STATS}
+
+
+def calibration_summary(r: dict) -> dict:
+    overhead = r["latency_s"] - r["service_s"]
+    return {
+        "requests": int(r["latency_s"].size),
+        "service_ms": {"mean": r["service_s"].mean() * 1e3,
+                       "p50": quantile(r["service_s"], 0.5) * 1e3,
+                       "p99": quantile(r["service_s"], 0.99) * 1e3,
+                       "cv": float(r["service_s"].std() / r["service_s"].mean())},
+        "model_call_ms_mean": r["model_s"].mean() * 1e3,
+        "cpu_ms_mean": r["cpu_s"].mean() * 1e3,
+        "overhead_ms": {"mean": overhead.mean() * 1e3, "p50": quantile(overhead, 0.5) * 1e3,
+                        "p99": quantile(overhead, 0.99) * 1e3},
+        "worker_cpu_per_wall": float(r["cpu_s"].sum() / r["service_s"].sum()),
+        "answer_read_us": _answer_read_us(r),
+        "stalls": stall_statistics(r["k"], r["cpu_s"], r["accepted_s"]),
+    }
+
+
+def stall_statistics(k: np.ndarray, cpu_s: np.ndarray, started_s: np.ndarray) -> dict:
+    """Requests whose CPU time is over 3x what their size predicts (a robust straight-line fit
+    of CPU time on the number of candidates): how many, how much longer, and whether they come
+    in clusters (the chance that the next request is one too)."""
+    if k.size < 50:
+        return {}
+    x = np.vstack([np.ones(k.size), k.astype(float)]).T
+    fit = np.ones(k.size, bool)
+    for _ in range(3):  # refit without the slowest tenth
+        coef = np.linalg.lstsq(x[fit], cpu_s[fit], rcond=None)[0]
+        ratio = cpu_s / np.maximum(x @ coef, 1e-9)
+        fit = ratio <= np.quantile(ratio, 0.9)
+    order = np.argsort(started_s)
+    slow = (ratio > 3.0)[order]
+    extra = (cpu_s - x @ coef)[order][slow]
+    after = slow[1:][slow[:-1]]
+    return {"share": float(slow.mean()),
+            "extra_ms_p50": float(np.median(extra) * 1e3) if extra.size else float("nan"),
+            "next_also_slow": float(after.mean()) if after.size else float("nan"),
+            "cpu_us_per_candidate": float(coef[1] * 1e6)}
+
+
+def _answer_read_us(r: dict) -> dict:
+    """Worker free -> client has read the whole answer (us): mostly the client's own delay."""
+    x = r["answered_s"] - r["free_s"]
+    return {"p50": quantile(x, 0.5) * 1e6, "p99": quantile(x, 0.99) * 1e6}
+
+
+def replay_latency_s(replicas: int, arrival_s: np.ndarray, service_s: np.ndarray) -> np.ndarray:
+    """Queue wait + service of each request (in time order) in predsim's FIFO kernel."""
+    from sim.serving import ReplicaPool
+    pool = ReplicaPool(replicas, None, start_s=float(arrival_s[0]) if arrival_s.size else 0.0)
+    wait, _ = pool.serve(arrival_s, service_s)
+    return wait + service_s
+
+
+@dataclass
+class Case:
+    replicas: int
+    rho: float
+    rate_per_s: float
+    duration_s: float
+    record: dict = field(default_factory=dict)
+    cpu: dict = field(default_factory=dict)
+    others_before: float = float("nan")
+
+
+def measure_case(server: Server, case: Case, index: int, run_dir: Path, seed: int,
+                 pool: int) -> None:
+    """Drive the server open loop at the case's rate and keep the raw record."""
+    m0 = machine_cpu()
+    p0 = {pid: process_cpu(pid) for pid in server.pids}
+    t0 = time.monotonic()
+    case.record = loadgen(server.port, run_dir / f"load_c{case.replicas}_rho{case.rho}.npz",
+                          mode="open", rate=f"{case.rate_per_s:.6f}",
+                          duration=case.duration_s, seed=seed + index,
+                          id_offset=(index + 1) * 2_000_000, max_inflight=MAX_INFLIGHT,
+                          pool=pool, drain=10)
+    wall = time.monotonic() - t0
+    m1 = machine_cpu()
+    p1 = {pid: process_cpu(pid) for pid in server.pids}
+    meta = case.record["meta"]
+    server_cpu = sum(p1[p][0] - p0[p][0] for p in server.pids)
+    workers_wait = sum(p1[p][1] - p0[p][1] for p in server.pids[1:])
+    ours = server_cpu + meta["cpu_s"]
+    case.cpu = {
+        "wall_s": wall,
+        "server_cores": server_cpu / wall,
+        "loadgen_cores": meta["cpu_s"] / wall,
+        "others_cores": max(0.0, (m1["task"] - m0["task"]) - ours) / wall,
+        "irq_cores": (m1["irq"] - m0["irq"]) / wall,
+        "steal_cores": (m1["steal"] - m0["steal"]) / wall,
+        "idle_cores": (m1["idle"] - m0["idle"]) / wall,
+        "workers_runqueue_wait_s": workers_wait,
+        "loadgen_runqueue_wait_s": meta["runqueue_wait_s"],
+    }
+
+
+def analyse_case(case: Case, log: np.ndarray, calib: dict) -> dict:
+    r = join(case.record, log)
+    meta = r["meta"]
+    start = meta["started_s"] + WARMUP_S
+    keep = r["sent_s"] >= start
+    if keep.sum() < 100:  # an overloaded run stopped within its warm-up: judge what there is
+        keep = np.ones_like(keep)
+    lat, sent = r["latency_s"][keep], r["sent_s"][keep]
+    service = r["service_s"][keep]
+    lag = (case.record["sent_s"] - case.record["scheduled_s"])
+    lag = lag[np.isfinite(lag)]
+    send_cost = case.record["send_done_s"] - case.record["sent_s"]  # connect + send
+    window = sent.max() - sent.min() if sent.size > 1 else float("nan")
+    measured = statistics_ms(lat) if lat.size else {s: float("nan") for s in STATS}
+    realised_rate = lat.size / window if window > 0 else float("nan")
+    wait = (r["accepted_s"] - r["sent_s"])[keep]
+    n_all = int(r["latency_s"].size)
+    # Non-stationarity: how much the mean service time moves from one second to the next,
+    # against what independent draws from one distribution would give.
+    second = np.floor(r["accepted_s"][keep] - r["accepted_s"][keep].min()).astype(int)
+    counts = np.bincount(second)
+    full = counts >= 20
+    per_second = (np.bincount(second, service) / np.maximum(counts, 1))[full]
+    iid = (service.std() / service.mean()) / np.sqrt(counts[full].mean()) if full.any() else 0
+    # Replay: the measured send times and per-request service times through predsim's own
+    # FIFO c-server kernel. Checks the queueing model alone, with the real inputs. Shuffled:
+    # the same service times in random order, which keeps their distribution and destroys any
+    # correlation in time (what predsim's independent draws assume).
+    order = np.argsort(r["sent_s"])
+    in_order = r["service_s"][order]
+    shuffled = np.random.default_rng(0).permutation(in_order)
+    replays = {}
+    for label, service_in_order in (("diagnostic_replay", in_order),
+                                    ("diagnostic_replay_shuffled", shuffled)):
+        latency = np.empty(order.size)
+        latency[order] = replay_latency_s(case.replicas, r["sent_s"][order], service_in_order)
+        latency = latency[keep] + calib["overhead_ms"]["mean"] / 1e3
+        stats = statistics_ms(latency) if latency.size else {s: float("nan") for s in STATS}
+        replays[label] = {"predicted": stats, "relative_error": relative_errors(measured, stats)}
+    return {
+        "measured": measured,
+        "measured_ci95": sectioned_ci(sent, lat) if lat.size > 200 else {},
+        **replays,
+        "requests": int(lat.size),
+        "unanswered": r["unanswered"],
+        "overloaded": bool(meta["overloaded"]) or r["unanswered"] > 0,
+        # the CPU work offered (server + load generator) is more than the machine has: no
+        # steady state, whatever the queueing model says
+        "cpu_saturated": bool(case.rate_per_s * calib["cpu_ms_mean"] / 1e3
+                              + case.cpu["loadgen_cores"] >= (os.cpu_count() or 1)),
+        "realised_rate_per_s": realised_rate,
+        "realised_utilisation": realised_rate * service.mean() / case.replicas,
+        "service_ms_mean": service.mean() * 1e3,
+        "service_drift": service.mean() / (calib["service_ms"]["mean"] / 1e3) - 1,
+        "worker_cpu_per_wall": float(r["cpu_s"][keep].sum() / service.sum()),
+        "stalls": stall_statistics(r["k"][keep], r["cpu_s"][keep], r["accepted_s"][keep]),
+        "service_per_second_cv": {"measured": float(per_second.std() / per_second.mean())
+                                  if per_second.size > 2 else float("nan"),
+                                  "if_independent": float(iid)},
+        "cpu_demand_cores": case.rate_per_s * calib["cpu_ms_mean"] / 1e3 + case.cpu[
+            "loadgen_cores"],
+        "queue_wait_ms_mean": float(wait.mean() * 1e3),
+        "send_lag_us": {"p50": quantile(lag, 0.5) * 1e6, "p99": quantile(lag, 0.99) * 1e6,
+                        "max": float(lag.max() * 1e6)},
+        "answer_read_us": _answer_read_us({k: v[keep] for k, v in r.items()
+                                           if isinstance(v, np.ndarray)}),
+        "send_cost_us_p50": quantile(send_cost[np.isfinite(send_cost)], 0.5) * 1e6,
+        "workers_runqueue_wait_ms_per_request": (case.cpu["workers_runqueue_wait_s"]
+                                                  / max(n_all, 1) * 1e3),
+        "loadgen_runqueue_wait_s": case.cpu["loadgen_runqueue_wait_s"],
+        "cpu_cores": {k: case.cpu[k] for k in ("server_cores", "loadgen_cores", "others_cores",
+                                                "irq_cores", "steal_cores", "idle_cores")},
+        "others_cores_before": case.others_before,
+        "_service_samples": service,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions
+# ---------------------------------------------------------------------------------------------
+
+def write_samples(path: Path, column: str, values_s: np.ndarray) -> None:
+    path.write_text(column + "\n" + "\n".join(f"{v:.9f}" for v in values_s) + "\n")
+
+
+def predict(name: str, replicas: int, rate_per_s: float, service_csv: Path, overhead_ms: float,
+            run_dir: Path, seed: int = 1) -> dict:
+    """predsim's latency statistics for the case (ms), plus the fixed overhead."""
+    import sim
+    scenario = {
+        "name": name,
+        "description": "generated by benchmarks/fidelity/fidelity.py",
+        "horizon": round(float(SIM_REQUESTS / rate_per_s), 3),
+        "warmup": 60,
+        "seed": seed,
+        "workload": {"entities": 1000, "popularity": "uniform",
+                     "arrivals": {"rate": round(float(rate_per_s), 6), "pattern": "constant"}},
+        "quality": {"metric": "ctr", "fresh": 0.2},
+        "architectures": {"server": {
+            "kind": "online",
+            "features": {"batch": {"every": "1d"}},
+            "serving": {"replicas": replicas,
+                        "service_time": {"empirical": service_csv.name}}}},
+    }
+    path = run_dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+    results = sim.simulate(sim.load_scenario(path))
+    row = results.summary.iloc[0]
+    out = {s: float(row[f"latency_ms_{s}"]) + overhead_ms for s in STATS}
+    out["utilisation"] = float(row["utilization"])
+    out["stable"] = bool(row["queue_stable"])
+    return out
+
+
+def relative_errors(measured: dict, predicted: dict) -> dict:
+    return {s: (predicted[s] - measured[s]) / measured[s] for s in STATS}
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+# ---------------------------------------------------------------------------------------------
+
+def measure_replicas(replicas: int, rhos, durations: dict, run_dir: Path, quiet_budget: list,
+                     seed: int, pool: int, log=print) -> None:
+    """Calibrate one server configuration, then drive it at every utilisation. Writes the raw
+    record to ``run_dir`` (worker logs, load generator records, ``measurement.json``)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for old in run_dir.glob("load_*.npz"):
+        old.unlink()
+    lifetime = 120 + sum(durations[r] + 30 for r in rhos)
+    started = time.monotonic()
+    server = Server(replicas, run_dir / "logs", lifetime)
+    record = {"replicas": replicas, "server": server.info, "pool": pool, "cases": [],
+              "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+              "machine": machine_description()}
+    try:
+        log(f"C={replicas}: server up on 127.0.0.1:{server.port} (model trained at start-up: "
+            f"test AUC {server.info['model']['test_auc']}, {server.info['startup_s']} s)")
+        others = wait_for_quiet(quiet_budget, server.pids, log=log)
+        calib_record = loadgen(server.port, run_dir / "calibration.npz", mode="closed",
+                               think=THINK_S, pool=pool, seed=seed, id_offset=1)
+        calib = calibration_summary(join(calib_record, server.snapshot()))
+        record["calibration_others_cores"] = others
+        record["priority"] = priority_in_force(server.proc.pid, calib_record["meta"]["policy"])
+        mean_service_s = calib["service_ms"]["mean"] / 1e3
+        log(f"C={replicas}: calibrated on {calib['requests']} requests one at a time: service "
+            f"time mean {calib['service_ms']['mean']:.3f} ms (cv {calib['service_ms']['cv']:.2f}, "
+            f"model call {calib['model_call_ms_mean']:.3f} ms), fixed overhead mean "
+            f"{calib['overhead_ms']['mean'] * 1e3:.0f} us (other processes: {others:.2f} cores)")
+        for index, rho in enumerate(rhos):
+            case = Case(replicas, rho, rho * replicas / mean_service_s, durations[rho])
+            case.others_before = wait_for_quiet(quiet_budget, server.pids, log=log)
+            log(f"C={replicas} rho={rho}: {case.rate_per_s:.1f} requests/s for "
+                f"{case.duration_s:g} s", end="", flush=True)
+            measure_case(server, case, index, run_dir, seed, pool)
+            meta = case.record["meta"]
+            log(f" -> {meta['sent']} sent" + (" (overloaded: stopped sending)"
+                                              if meta["overloaded"] else ""))
+            record["cases"].append({"rho": rho, "rate_per_s": case.rate_per_s,
+                                    "duration_s": case.duration_s, "cpu": case.cpu,
+                                    "others_before": case.others_before})
+            time.sleep(0.5)
+    finally:
+        server.stop()
+        record["wall_s"] = time.monotonic() - started
+        (run_dir / "measurement.json").write_text(json.dumps(_jsonable(record), indent=1))
+
+
+def analyse_replicas(run_dir: Path) -> dict:
+    """From the raw record of one configuration: calibrate the scenario, predict, compare."""
+    record = json.loads((run_dir / "measurement.json").read_text())
+    replicas = record["replicas"]
+    log = Server.read_logs(run_dir / "logs")
+    calib_join = join(load_record(run_dir / "calibration.npz"), log)
+    calib = calibration_summary(calib_join)
+    calib["others_cores_before"] = record["calibration_others_cores"]
+    service_csv = run_dir / f"service_time_c{replicas}.csv"
+    write_samples(service_csv, "service_time_s", calib_join["service_s"])
+    write_samples(run_dir / f"overhead_c{replicas}.csv", "overhead_s",
+                  calib_join["latency_s"] - calib_join["service_s"])
+    overhead_ms = calib["overhead_ms"]["mean"]
+    cores = os.cpu_count() or 1
+    rows = []
+    for c in record["cases"]:
+        case = Case(replicas, c["rho"], c["rate_per_s"], c["duration_s"],
+                    load_record(run_dir / f"load_c{replicas}_rho{c['rho']}.npz"), c["cpu"],
+                    c["others_before"])
+        a = analyse_case(case, log, calib)
+        name = f"fidelity-c{replicas}-rho{case.rho}"
+        predicted = predict(name, replicas, case.rate_per_s, service_csv, overhead_ms, run_dir)
+        in_run_csv = run_dir / f"service_time_in_run_c{replicas}_rho{case.rho}.csv"
+        write_samples(in_run_csv, "service_time_s", a.pop("_service_samples"))
+        diagnostic = predict(name + "-in-run-service", replicas, case.rate_per_s, in_run_csv,
+                             overhead_ms, run_dir)
+        errors = relative_errors(a["measured"], predicted)
+        target = TARGET.get(case.rho, 0.05)
+        row = {
+            "replicas": replicas, "rho": case.rho, "rate_per_s": case.rate_per_s,
+            "duration_s": case.duration_s, **a,
+            "predicted": predicted, "relative_error": errors, "target": target,
+            "within_target": all(abs(errors[s]) <= target for s in ("p50", "p95", "p99")),
+            "diagnostic_in_run_service": {
+                "predicted": diagnostic,
+                "relative_error": relative_errors(a["measured"], diagnostic)},
+        }
+        if replicas > cores:
+            # more CPU-bound workers than cores: what predsim says if given the cores instead
+            as_cores = predict(name + f"-{cores}-replicas", cores, case.rate_per_s, service_csv,
+                               overhead_ms, run_dir)
+            row["diagnostic_replicas_as_cores"] = {
+                "replicas": cores, "predicted": as_cores,
+                "relative_error": relative_errors(a["measured"], as_cores)}
+        rows.append(row)
+    return {"replicas": replicas, "measured_at": record.get("measured_at"),
+            "machine": record.get("machine"), "measurement_wall_s": record.get("wall_s"),
+            "server": record["server"], "priority": record["priority"],
+            "requests_in_pool": record["pool"], "calibration": calib, "cases": rows}
+
+
+def run(replicas=REPLICAS, rhos=RHOS, durations=None, pool=POOL, quiet_wait_s=60.0,
+        seed=1, run_root: Path = RUNS, log=print, measure: bool = True) -> dict:
+    """Measure (unless ``measure`` is False: analyse the raw record already in ``run_root``),
+    then predict and compare, for every number of workers in ``replicas``."""
+    durations = durations or DURATION_S
+    started = time.monotonic()
+    budget = [quiet_wait_s]
+    if measure:
+        for c in replicas:
+            measure_replicas(c, rhos, durations, run_root / f"c{c}", budget, seed, pool, log)
+    configs = [analyse_replicas(run_root / f"c{c}") for c in replicas]
+    first = configs[0]
+    return {
+        "date": (first["measured_at"] or dt.date.today().isoformat())[:10],
+        "machine": first["machine"] or machine_description(),
+        "method": {
+            "requests_in_pool": configs[0]["requests_in_pool"], "warmup_s": WARMUP_S,
+            "sim_requests": SIM_REQUESTS, "sections_for_ci": SECTIONS, "targets": TARGET,
+            "calibration_think_s": THINK_S, "max_inflight": MAX_INFLIGHT,
+            "prediction": "predsim latency (queue wait + empirical service time) + mean fixed "
+                          "overhead measured at low load",
+        },
+        "wall_s": round(time.monotonic() - started, 1),
+        "measurement_wall_s": (None if any(c["measurement_wall_s"] is None for c in configs)
+                               else round(sum(c["measurement_wall_s"] for c in configs), 1)),
+        "configurations": configs,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{x * 100:+.1f}%"
+
+
+def _rows(results: dict):
+    for config in results["configurations"]:
+        yield from config["cases"]
+
+
+def _met(row: dict) -> str:
+    met = "yes" if row["within_target"] else "NO"
+    if row["cpu_saturated"]:
+        return met + " (CPU demand >= cores)"
+    return met + (" (overloaded)" if row["overloaded"] else "")
+
+
+CAUSES = (  # (heading, format for one row)
+    ("real rho", lambda r: f"{r['realised_utilisation']:.3f}"),
+    ("S drift", lambda r: _pct(r["service_drift"])),
+    ("S 1s-cv meas/iid", lambda r: f"{r['service_per_second_cv']['measured'] * 100:.1f}%/"
+                                   f"{r['service_per_second_cv']['if_independent'] * 100:.1f}%"),
+    ("stalls, next too", lambda r: _stall_cell(r.get("stalls") or {})),
+    ("cpu/wall", lambda r: f"{r['worker_cpu_per_wall']:.2f}"),
+    ("CPU demand", lambda r: f"{r['cpu_demand_cores']:.2f}"),
+    ("lag p50/p99 us", lambda r: f"{r['send_lag_us']['p50']:.0f}/{r['send_lag_us']['p99']:.0f}"),
+    ("others", lambda r: f"{r['cpu_cores']['others_cores']:.2f}"),
+    ("p99 ci95", lambda r: "±" + _pct(r["measured_ci95"].get("p99", float("nan"))
+                                      / r["measured"]["p99"])[1:]),
+    ("p99 err, in-run S", lambda r: _pct(
+        r["diagnostic_in_run_service"]["relative_error"]["p99"])),
+    ("p99 err, shuffled", lambda r: _pct(
+        r["diagnostic_replay_shuffled"]["relative_error"]["p99"])),
+    ("p99 err, replay", lambda r: _pct(r["diagnostic_replay"]["relative_error"]["p99"])),
+    ("p99 err, C=cores", lambda r: _pct(r["diagnostic_replicas_as_cores"]["relative_error"]["p99"])
+     if "diagnostic_replicas_as_cores" in r else "-"),
+)
+
+
+def _stall_cell(st: dict) -> str:
+    if not st:
+        return "-"
+    after = st["next_also_slow"]
+    return f"{st['share'] * 100:.1f}%, " + ("-" if after != after else f"{after * 100:.0f}%")
+
+
+def _stalls(c: dict) -> str:
+    st = c.get("stalls") or {}
+    if not st:
+        return "n/a"
+    return (f"{st['share'] * 100:.1f}% of requests over 3x their CPU time (median "
+            f"+{st['extra_ms_p50']:.1f} ms), next request too in {st['next_also_slow'] * 100:.0f}%")
+
+
+def table_text(results: dict) -> str:
+    lines = [f"{'C':>2} {'rho':>4} {'requests':>8}  "
+             + "  ".join(f"{s + ' meas / pred ms (err)':>31}" for s in STATS) + "  target  met"]
+    for row in _rows(results):
+        cells = [f"{row['measured'][s]:9.3f} / {row['predicted'][s]:9.3f} "
+                 f"({_pct(row['relative_error'][s]):>7})" for s in STATS]
+        lines.append(f"{row['replicas']:>2} {row['rho']:>4} {row['requests']:>8}  "
+                     + "  ".join(f"{c:>31}" for c in cells)
+                     + f"  {row['target'] * 100:5.0f}%  {_met(row)}")
+    lines += ["", "What can make them differ, measured per case (see README.md):",
+              f"{'C':>2} {'rho':>4} " + " ".join(f"{h:>17}" for h, _ in CAUSES)]
+    for row in _rows(results):
+        lines.append(f"{row['replicas']:>2} {row['rho']:>4} "
+                     + " ".join(f"{fmt(row):>17}" for _, fmt in CAUSES))
+    lines.append("")
+    for config in results["configurations"]:
+        c = config["calibration"]
+        lines.append(f"C={config['replicas']} calibration: {c['requests']} requests one at a "
+                     f"time; service time mean {c['service_ms']['mean']:.3f} ms, p99 "
+                     f"{c['service_ms']['p99']:.3f} ms, cv {c['service_ms']['cv']:.2f}; fixed "
+                     f"overhead mean {c['overhead_ms']['mean'] * 1e3:.0f} us (p50 "
+                     f"{c['overhead_ms']['p50'] * 1e3:.0f}, p99 "
+                     f"{c['overhead_ms']['p99'] * 1e3:.0f}); stalls {_stalls(c)}; other processes "
+                     f"{c['others_cores_before']:.2f} cores; priority {config['priority']}")
+    return "\n".join(lines)
+
+
+DECOMPOSITION = (  # (heading, key of the row holding a prediction)
+    ("prediction", None),
+    ("i.i.d. in-run S", "diagnostic_in_run_service"),
+    ("shuffled replay", "diagnostic_replay_shuffled"),
+    ("replay", "diagnostic_replay"),
+)
+
+
+def _errors(row: dict, key: str | None) -> dict:
+    return row["relative_error"] if key is None else row[key]["relative_error"]
+
+
+def table_markdown(results: dict) -> str:
+    lines = ["| C | ρ | requests | p50 ms meas / pred (err) | p95 ms meas / pred (err) | "
+             "p99 ms meas / pred (err) | mean ms meas / pred (err) | within target |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in _rows(results):
+        cells = [f"{row['measured'][s]:.2f} / {row['predicted'][s]:.2f} "
+                 f"({_pct(row['relative_error'][s])})" for s in STATS]
+        verdict = "yes" if row["within_target"] else "**no**"
+        note = _met(row).partition(" ")[2]
+        lines.append(f"| {row['replicas']} | {row['rho']} | {row['requests']:,} | "
+                     + " | ".join(cells) + f" | {verdict} (±{row['target'] * 100:.0f}%)"
+                     + (f" {note.replace('>=', '≥')}" if note else "") + " |")
+    lines += ["", "| C | ρ | " + " | ".join(f"{s} err: " + ", ".join(h for h, _ in DECOMPOSITION)
+                                           for s in ("p50", "p99")) + " |",
+              "|---|---|---|---|"]
+    for row in _rows(results):
+        cells = [" / ".join(_pct(_errors(row, key)[s]) for _, key in DECOMPOSITION)
+                 for s in ("p50", "p99")]
+        lines.append(f"| {row['replicas']} | {row['rho']} | " + " | ".join(cells) + " |")
+    causes = [(h, fmt) for h, fmt in CAUSES  # the replays are in the table above
+              if h not in ("p99 err, in-run S", "p99 err, shuffled", "p99 err, replay")]
+    lines += ["", "| C | ρ | " + " | ".join(h for h, _ in causes) + " |",
+              "|---|---|" + "---|" * len(causes)]
+    for row in _rows(results):
+        lines.append(f"| {row['replicas']} | {row['rho']} | "
+                     + " | ".join(fmt(row) for _, fmt in causes) + " |")
+    return "\n".join(lines)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else round(float(x), 6)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--replicas", default=",".join(map(str, REPLICAS)))
+    p.add_argument("--rhos", default=",".join(map(str, RHOS)))
+    p.add_argument("--duration-scale", type=float, default=1.0)
+    p.add_argument("--quiet-wait", type=float, default=60.0,
+                   help="seconds, in all, to wait for other processes to go quiet")
+    p.add_argument("--pool", type=int, default=POOL, help="distinct requests in the mix")
+    p.add_argument("--runs-dir", type=Path, default=RUNS,
+                   help="where raw logs, CSVs and scenarios go")
+    p.add_argument("--priority", choices=("high", "normal"), default="high",
+                   help="high: shield server and load generator from other work on the machine "
+                        "(autogroup nice for the server, SCHED_FIFO for the load generator)")
+    p.add_argument("--reanalyse", action="store_true",
+                   help="do not measure: analyse the raw record left in --runs-dir")
+    p.add_argument("--markdown", action="store_true", help="also print the README table")
+    args = p.parse_args(argv)
+    PRIORITY["mode"] = args.priority
+    replicas = tuple(int(x) for x in args.replicas.split(","))
+    rhos = tuple(float(x) for x in args.rhos.split(","))
+    durations = {r: DURATION_S.get(r, 30.0) * args.duration_scale for r in rhos}
+    results = run(replicas, rhos, durations, pool=args.pool, quiet_wait_s=args.quiet_wait,
+                  run_root=args.runs_dir, measure=not args.reanalyse)
+    print()
+    print(table_text(results))
+    if args.markdown:
+        print()
+        print(table_markdown(results))
+    if args.json:
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+        tmp.replace(args.json)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
