@@ -88,9 +88,6 @@ class Outcomes:
     service_start_s: np.ndarray
     queued: np.ndarray  # went through the serving queue
 
-    def select(self, mask: np.ndarray) -> "Outcomes":
-        return Outcomes(**{k: v[mask] for k, v in self.__dict__.items()})
-
 
 TOTALS = ("requests", "fallbacks", "timeouts", "latency_s", "queue_wait_s", "queued",
           "feature_age_s", "feature_age_n", "model_age_s", "model_age_n", "quality", "value",
