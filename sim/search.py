@@ -36,6 +36,8 @@ in the column's unit), ``$50`` for money, ``99%`` for shares.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -452,20 +454,13 @@ def optimize(scenario: Scenario | Template | str | Path,
     from sim.sweep import build_scenarios
     build_scenarios(template, [Point({k.key: k.value(k.lo) for k in knobs}),
                                Point({k.key: k.value(k.hi) for k in knobs})])
-    own = executor is None
-    executor = executor or make_executor(workers, dask)
-    try:
-        if own:
-            executor.__enter__()
+    with _executor_scope(executor, workers, dask) as executor:
         problem = Problem(template, arch, objective, constraints, replications, executor,
                           common_random_numbers, on_evaluation)
         if method == "bisect":
             best = _bisect(problem, knobs[0], tolerance, max_evaluations)
         else:
             best = _pattern(problem, knobs, tolerance, max_evaluations, base.seed)
-    finally:
-        if own:
-            executor.__exit__(None, None, None)
     return SearchResult(arch, knobs, objective, constraints, method, replications,
                         problem.evaluations, best, problem.notes + best.notes)
 
@@ -628,19 +623,22 @@ def capacity(scenario: Scenario | Template | str | Path, arch: str | None = None
         raise SearchError(f"--replications: expected a number >= 1 (got {replications})")
     if not 0 < tolerance < 1:
         raise SearchError(f"--tolerance: expected a share in (0, 1) (got {tolerance})")
-    own = executor is None
-    executor = executor or make_executor(workers, dask)
-    try:
-        if own:
-            executor.__enter__()
+    with _executor_scope(executor, workers, dask) as executor:
         problem = Problem(template, arch, None, constraints, replications, executor,
                           common_random_numbers, on_evaluation)
         low, high = _capacity(problem, base.workload.arrivals.rate, tolerance, max_evaluations)
-    finally:
-        if own:
-            executor.__exit__(None, None, None)
     return CapacityResult(arch, constraints, replications, problem.evaluations, low, high,
                           tolerance, problem.notes + (low.notes if low else []))
+
+
+@contextlib.contextmanager
+def _executor_scope(executor, workers, dask):
+    """The caller's executor as is, or a new one that is shut down afterwards."""
+    if executor is not None:
+        yield executor
+        return
+    with make_executor(workers, dask) as own:
+        yield own
 
 
 def _rate(x: float) -> float:
