@@ -6,7 +6,9 @@ prints and writes as JSON:
   process per request), measured in the same run, and their ratio;
 - wall time and peak resident memory for 10^6, 10^7 and 10^8 requests, each in a fresh process
   (import and numba cache loading included), and how far wall time is from linear;
-- the numba compile time on a cold cache.
+- the numba compile time on a cold cache;
+- simulated requests per second of the online architecture alone with each serving kernel: one
+  request at a time, dynamic batching, autoscaling.
 With --full also the 7-day run (605 million requests through three architectures).
 
     python benchmarks/bench.py [--sizes 1e6,1e7,1e8] [--full] [--json benchmarks/results.json]
@@ -33,7 +35,12 @@ CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 import sim
-scenario = sim.load_scenario(sys.argv[1], {"horizon": sys.argv[2], "warmup": "0s"})
+overrides = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+scenario = sim.load_scenario(sys.argv[1], {"horizon": sys.argv[2], "warmup": "0s", **overrides})
+if len(sys.argv) > 5:
+    keep = sys.argv[5].split(",")
+    scenario = scenario.model_copy(update={"architectures": {
+        k: v for k, v in scenario.architectures.items() if k in keep}})
 t1 = time.perf_counter()
 results = sim.simulate(scenario, engine=sys.argv[3])
 t2 = time.perf_counter()
@@ -44,11 +51,24 @@ print(json.dumps({"requests": int(results.summary["requests"].iloc[0]),
 """
 
 
-def run_child(requests: float, engine: str = "fast", env: dict | None = None) -> dict:
+SERVING_VARIANTS = {
+    "one at a time": {},
+    "batching": {"architectures.online.serving.service_time": None,
+                 "architectures.online.serving.batching": {
+                     "max_batch": 16, "max_wait": "5ms", "fixed": {"constant": "10ms"},
+                     "per_item": {"constant": "2ms"}}},
+    "autoscaling": {"architectures.online.serving.autoscaling": {
+        "min": 4, "max": 40, "target_utilization": 0.6, "every": "30s", "warmup": "1m"}},
+}
+
+
+def run_child(requests: float, engine: str = "fast", env: dict | None = None,
+              overrides: dict | None = None, architectures: str | None = None) -> dict:
     horizon_s = requests / MEAN_RATE_PER_S
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, str(SCENARIO), f"{horizon_s}s", engine],
-                          capture_output=True, text=True, env=env, check=True)
+    extra = [json.dumps(overrides or {})] + ([architectures] if architectures else [])
+    done = subprocess.run([sys.executable, "-c", CHILD, str(SCENARIO), f"{horizon_s}s", engine,
+                           *extra], capture_output=True, text=True, env=env, check=True)
     out = json.loads(done.stdout.strip().splitlines()[-1])
     out["process_wall_s"] = time.perf_counter() - started
     out["requests_per_s"] = out["requests"] / out["simulate_s"]
@@ -71,6 +91,8 @@ def main() -> None:
                         help="Request counts for the scaling runs (comma-separated).")
     parser.add_argument("--reference-requests", type=float, default=2e4,
                         help="Requests for the reference-engine measurement.")
+    parser.add_argument("--serving-requests", type=float, default=1e7,
+                        help="Requests for each serving-kernel measurement.")
     parser.add_argument("--full", action="store_true",
                         help="Also the 7-day run at 1,000 requests/s (605 million requests).")
     parser.add_argument("--json", default=str(HERE / "results.json"), help="Where to write.")
@@ -106,6 +128,15 @@ def main() -> None:
     report["fast_over_reference"] = fast["requests_per_s"] / reference["requests_per_s"]
     print(f"reference engine: {reference['requests_per_s']:,.0f} requests/s; fast path "
           f"{fast['requests_per_s']:,.0f} requests/s: {report['fast_over_reference']:,.0f}x")
+
+    # The serving kernels: the online architecture alone, one request at a time (the
+    # Kiefer-Wolfowitz recursion), with dynamic batching, and with an autoscaler (the event loop).
+    serving = {}
+    for name, overrides in SERVING_VARIANTS.items():
+        r = run_child(args.serving_requests, overrides=overrides, architectures="online")
+        serving[name] = r
+        print(f"online serving, {name:<12} {r['requests_per_s'] / 1e6:6.2f} M requests/s")
+    report["serving_kernels"] = serving
 
     if args.full:
         r = run_child(7 * 86400 * MEAN_RATE_PER_S)

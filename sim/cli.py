@@ -789,3 +789,134 @@ def calibrate_latency(file, column, unit, key):
     for line in fitted.lines(f"{Path(file).name}, column {used}"):
         click.echo(line)
     click.echo(fitted.snippet(key))
+
+
+@calibrate.command("freshness")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--metric", help="Name written as quality.metric (e.g. ctr); also the metric "
+                               "column when the file has no column named metric.")
+@click.option("--fresh", type=float, metavar="VALUE",
+              help="The scenario's quality with fresh features and a just-trained model (e.g. "
+                   "a CTR of 0.02); the curves are scaled to it. Default: the fitted metric at "
+                   "age 0, or 1 (relative) for a lower-is-better metric.")
+@click.option("--lower-is-better/--higher-is-better", "lower_is_better", default=None,
+              help="Whether the metric improves downwards (log loss, NE) [default: by its name, "
+                   "else by its trend with age].")
+@click.option("--form", type=click.Choice(["auto", "exponential", "linear", "table"]),
+              default="auto", show_default=True,
+              help="Curve to write; auto: the lowest AICc among the usable fits.")
+@click.option("--age-column", help="Column of ages [default: age_s, age_hours, age_days... or "
+                                   "age with durations such as 6h].")
+@click.option("--age-unit", type=click.Choice(["s", "m", "h", "d"]),
+              help="Unit of bare numbers in the age column, when its name does not carry it.")
+@click.option("--metric-column", help="Column of the metric [default: metric, or --metric].")
+@click.option("--experiment-column", help="Column saying feature or model per row [default: "
+                                          "experiment or kind, if there is one].")
+@click.option("--experiment", type=click.Choice(["model", "feature"]), default="model",
+              show_default=True, help="What the rows measure when there is no experiment "
+                                      "column: model age or feature age.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=str),
+              help="Also write the quality: section to this file.")
+def calibrate_freshness(file, metric, fresh, lower_is_better, form, age_column, age_unit,
+                        metric_column, experiment_column, experiment, out_file):
+    """Fit staleness curves to FILE, the table of a "value of data freshness" experiment (CSV:
+    age, metric, optionally experiment = feature | model), and print a quality: section.
+
+    Each experiment is fitted three ways, exponential (half_life, floor), linear (per_day) and
+    a table of the points; the goodness of fit of each (RMSE, R², AICc, standard errors) goes
+    to stderr as a table, the chosen curves as YAML to stdout (and --out).
+    """
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from sim.calibrate import fit_freshness, read_freshness
+    from sim.fit import InputError
+    from sim.report import _atomic_write
+
+    if out_file is not None and not Path(out_file).parent.is_dir():
+        raise BadInput(f"--out {out_file}: folder {Path(out_file).parent} does not exist")
+    try:
+        table = read_freshness(file, age_column=age_column, metric_column=metric_column,
+                               experiment_column=experiment_column, age_unit=age_unit,
+                               metric=metric, experiment=experiment)
+        fitted = fit_freshness(table, lower_is_better=lower_is_better, fresh=fresh,
+                               metric=metric, form=form)
+    except InputError as exc:
+        raise BadInput("\n".join(p if file in p else f"{file}: {p}" for p in exc.problems)) \
+            from None
+    grid = Table(title=f"{Path(file).name}: {table.metric_column} by age")
+    for name in ("experiment", "form", "parameters ± standard error", "RMSE", "R²", "AICc"):
+        grid.add_column(name, justify="right" if name in ("RMSE", "R²", "AICc") else "left")
+    for row in fitted.rows():
+        status = "chosen" if row["chosen"] else "" if row["usable"] else "not usable"
+        grid.add_row(row["experiment"], row["form"] + (f"\n({status})" if status else ""),
+                     row["parameters"], f"{row['rmse']:.3g}", f"{row['r2']:.4f}",
+                     f"{row['aicc']:.1f}")
+    Console(stderr=True).print(grid)
+    text = fitted.to_yaml()
+    click.echo(text, nl=False)
+    if out_file is not None:
+        _atomic_write(Path(out_file), text)
+
+
+# --------------------------------------------------------------------------------------------
+# Retraining advice (sim/advice.py)
+# --------------------------------------------------------------------------------------------
+
+@main.command("retrain-advice")
+@click.argument("scenario", type=SCENARIO, shell_complete=_complete_scenario)
+@click.option("--intervals", default="1h,6h,1d,7d", show_default=True, metavar="T1,T2,...",
+              help="Retraining intervals to try (training.every), as durations.")
+@click.option("--policies", default="schedule", show_default=True, metavar="P1,P2,...",
+              help="Policies to try: schedule and continual at each interval; trigger once, "
+                   "with the scenario's own training.trigger section.")
+@click.option("--replications", "-r", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Replications of every candidate (means with 95% confidence intervals).")
+@_scale_out_options
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str),
+              help="Also write advice.csv, advice.json and net_value_vs_interval.png here.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
+def retrain_advice(scenario, intervals, policies, replications, workers, dask, out_dir, as_json,
+                   overrides, seed):
+    """How often to retrain: simulate SCENARIO with each retraining interval (and policy) and
+    print the net value per day (value - cost) of each, per architecture, with 95% confidence
+    intervals, and the best. Every candidate sees the same requests (common random numbers).
+
+    \b
+    predsim retrain-advice scenarios/quickstart.yaml --intervals 6h,1d,7d -r 3
+    """
+    import json
+    from pathlib import Path
+
+    from sim.advice import advise, parse_intervals, parse_policies, rich_table, write_advice
+
+    spec = _load(scenario, overrides, seed)
+    chosen = _search_errors(lambda: (parse_intervals(intervals), parse_policies(policies)))
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise BadInput(f"--out {out_dir}: exists and is not a folder")
+    result = _run_search(_executor(workers, dask), lambda executor: _with_progress(
+        lambda progress: advise(scenario, *chosen, replications=replications,
+                                executor=executor, overrides=overrides, seed=seed,
+                                progress=progress),
+        f"Retraining advice for {spec.name}"))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=180)
+        console.print(rich_table(result))
+        for line in result.lines():
+            console.print(line, highlight=False, markup=False)
+        for note in result.notes:
+            console.print(f"Note: {note}", highlight=False, markup=False)
+    if out_dir is not None:
+        try:
+            written = write_advice(result, out_dir)
+        except OSError as exc:
+            raise BadInput(f"--out {out_dir}: cannot write ({exc.strerror or exc})") from None
+        if not as_json:
+            click.echo(f"Wrote {', '.join(p.name for p in written)} to {out_dir}/")

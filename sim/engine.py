@@ -18,7 +18,7 @@ from sim.metrics import Accumulator, Outcomes
 from sim.results import Results, collect
 from sim.rng import Streams
 from sim.scenario import Scenario
-from sim.training import ModelLifecycle
+from sim.training import lifecycles
 from sim.workload import make_population, make_source
 
 REQUESTS_PER_CHUNK = 1 << 17
@@ -35,16 +35,20 @@ class Run:
         self.streams = Streams(scenario.seed, replication)
         self.end_s = scenario.end_s
         self.population = make_population(scenario.workload, self.end_s, self.streams)
-        self.model = ModelLifecycle(scenario.training)
+        # The shared model history, and per architecture the one it uses (its own when it
+        # has a training section).
+        self.model, self.models = lifecycles(scenario, self.streams)
         self.architectures = [build(name, spec, scenario)
                               for name, spec in scenario.architectures.items()]
-        lead_s = max([self.model.lead_s] +
+        distinct = list({id(m): m for m in [self.model, *self.models.values()]}.values())
+        lead_s = max([m.lead_s for m in distinct] +
                      [a.lead_s(self.population.n_slots) for a in self.architectures])
         self.env = simpy.Environment(initial_time=-lead_s)
-        world = World(scenario, self.streams, self.population, self.model,
-                      history_start_s=-lead_s)
-        self.model.start(self.env, since_s=-lead_s)
+        for model in distinct:
+            model.start(self.env, since_s=-lead_s)
         for architecture in self.architectures:
+            world = World(scenario, self.streams, self.population, self.models[architecture.name],
+                          history_start_s=-lead_s)
             architecture.start(self.env, world)
         self.source = make_source(scenario.workload, self.population, self.streams)
         n_buckets = max(1, int(-(-scenario.horizon // scenario.bucket_s)))
@@ -97,4 +101,10 @@ def simulate(scenario: Scenario, *, replication: int = 0,
             accumulator.add(outcomes)
         if progress is not None:
             progress(end_s / run.end_s)
+    for architecture, accumulator in zip(run.architectures, run.accumulators):
+        outcomes = architecture.finish()  # requests still queued when arrivals end
+        if outcomes is not None:
+            if observe is not None:
+                observe(architecture.name, outcomes)
+            accumulator.add(outcomes)
     return run.results()

@@ -210,6 +210,8 @@ def _training(s: Scenario) -> list[str]:
         return ["The model is never retrained: it was trained on data up to the start of the "
                 "simulation, so it grows older through the run (model age = time since the "
                 "start)."]
+    if t.policy != "schedule" or t.throughput is not None or t.training_mode != "stateless":
+        return [_training_policy(s, t)]
     lag = t.duration + t.deploy_delay
     runs_per_day = DAY_S / t.every
     text = (f"A training run starts {_every(t.every)}{_clock(t.every, t.start_at)} on data up "
@@ -225,15 +227,34 @@ def _training(s: Scenario) -> list[str]:
 
 def _drift(s: Scenario) -> list[str]:
     if not s.drift:
-        return ["None: no sudden shifts (drift:) are simulated."]
+        return ["None: no shifts in the world (drift:) are simulated."]
     lines = []
+    metric = s.quality.metric
     for d in s.drift:
         when = ("during the warm-up" if d.at < s.warmup else
                 f"{_dur(d.at - s.warmup)} into the measured period" if d.at < s.end_s else
                 "after the end of the run (it has no effect)")
-        lines.append(f"At {format_duration(d.at)} from the start ({when}) the world shifts: "
-                     f"models trained on data from before then lose {d.quality_drop:g} "
-                     f"{s.quality.metric} until a model trained after it is deployed.")
+        start = f"At {format_duration(d.at)} from the start ({when})"
+        if d.kind == "gradual":
+            text = (f"{start} the world starts shifting, over {_dur(d.ramp)}: models lose up to "
+                    f"{d.quality_drop:g} {metric}, in proportion to how much of the shift "
+                    f"happened after their data")
+        elif d.kind == "recurring":
+            text = (f"{start} a cycle of {_dur(d.period)} begins: a model is best at the same "
+                    f"point of the cycle as its data and loses up to {d.quality_drop:g} {metric} "
+                    f"half a cycle away")
+        else:
+            text = (f"{start} the world shifts: models trained on data from before then lose "
+                    f"{d.quality_drop:g} {metric}")
+        if d.kind != "recurring":
+            needs = (f"a model trained on at least {_dur(d.recovery_data)} of data after it"
+                     if d.recovery_data else "a model trained after it")
+            text += f"{',' if d.kind == 'gradual' else ''} until {needs} is deployed"
+        if d.visible_in_features:
+            text += (f"; {d.visible_in_features:.0%} of the loss goes away as soon as the "
+                     f"features reflect data from after the shift (fresh stream features "
+                     f"recover first)")
+        lines.append(text + ".")
     return lines
 
 
@@ -272,6 +293,32 @@ def _job_s(entities: float, throughput: float | None, duration: float | None,
     return (duration or 0.0) + overhead
 
 
+def _training_policy(s: Scenario, t) -> str:
+    """Retraining by trigger, continual updates, stateful or volume-driven runs (sim.training)."""
+    if t.policy == "trigger":
+        g = t.trigger
+        level = (f"below {g.below:g}" if g.below is not None else
+                 f"more than {g.drop:.0%} below fresh ({(1 - g.drop) * s.quality.fresh:g})")
+        when = (f"A monitor looks {_every(g.check_every)} at the {s.quality.metric} of the model "
+                f"in service over the labels that arrived in the last {_dur(g.window)} (labels "
+                f"come {g.label_delay.describe()} after the prediction) and starts a training "
+                f"run when it is {level}.")
+    elif t.policy == "continual":
+        when = (f"The model is updated {_every(t.every)} on the data since the last update, one "
+                f"update at a time.")
+    else:
+        when = f"A training run starts {_every(t.every)}{_clock(t.every, t.start_at)}."
+    how = ("Stateful runs fine-tune the last model on the data since the previous run"
+           if t.training_mode == "stateful" else
+           "Each run retrains from scratch" + (f" on {_dur(t.data_window)} of data"
+                                               if t.data_window else ""))
+    size = (f"; a run takes examples / {t.throughput:g} per second + {_dur(t.overhead)}"
+            if t.throughput is not None else f"; a run takes {_dur(t.duration + t.overhead)}")
+    return (f"{when} {how}{size}, and its model serves {_dur(t.deploy_delay)} after it ends. "
+            f"Each run costs run time x {t.nodes} node(s) x {_usd(s.costs.training_node_hour)} "
+            f"an hour + {_usd(s.costs.training_run)}.")
+
+
 def _ages(every: float, job: float) -> str:
     return (f"{_dur(job)} to {_dur(every + job)} old when read, about "
             f"{_dur(every / 2 + job)} on average")
@@ -279,7 +326,8 @@ def _ages(every: float, job: float) -> str:
 
 def _architectures(s: Scenario) -> list[str]:
     lines = []
-    training = (s.costs.training_run * DAY_S / s.training.every) if s.training else 0.0
+    training = (s.costs.training_run * DAY_S / s.training.every) \
+        if s.training and s.training.every and s.training.policy == "schedule" else 0.0
     for name, spec in s.architectures.items():
         if isinstance(spec, BatchArchitecture):
             text, costs = _batch(s, spec)
@@ -364,15 +412,33 @@ def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
 def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | HybridArchitecture,
             rate: float) -> tuple[str, dict[str, float]]:
     sv = spec.serving
-    occupancy = spec.feature_lookup.mean + sv.service_time.mean
+    occupancy = sv.mean_occupancy_s(spec.feature_lookup)
     costs = {"serving": sv.replicas * 24 * s.costs.replica_hour}
     peak, _ = _peak_trough(s)
-    text = (f"Predicts at request time on {sv.replicas} serving replica"
-            f"{'s' if sv.replicas != 1 else ''}: a request waits for a free replica (first "
-            f"come, first served), which looks up its features ({_dist(spec.feature_lookup)}) "
-            f"and runs the model ({_dist(sv.service_time)}), busy about "
-            f"{_dur(occupancy)} per request. "
+    plural = "s" if sv.replicas != 1 else ""
+    if sv.batching is None:
+        work = (f"a request waits for a free replica (first come, first served), which looks up "
+                f"its features ({_dist(spec.feature_lookup)}) and runs the model "
+                f"({_dist(sv.service_time)}), busy about {_dur(occupancy)} per request. ")
+    else:
+        b = sv.batching
+        work = (f"requests wait in one queue and a free replica takes up to {b.max_batch} of "
+                f"them together, holding the oldest back at most {_dur(b.max_wait)} for a "
+                f"fuller batch; a batch looks up its features ({_dist(spec.feature_lookup)}, "
+                f"the slowest of the batch) and runs the model ({_dist(b.fixed)} per batch plus "
+                f"{_dist(b.per_item)} per request), about {_dur(occupancy)} of replica time "
+                f"per request when batches are full. ")
+    text = (f"Predicts at request time on {sv.replicas} serving replica{plural}: " + work
             + _load(rate, peak / s.workload.arrivals.rate, occupancy, sv.replicas))
+    a = sv.autoscaling
+    if a is not None:
+        target = (f"{a.target_utilization:.0%} busy" if a.target_utilization is not None else
+                  f"{a.target_queue:g} waiting request(s) per replica")
+        text += (f" An autoscaler keeps between {a.min} and {a.max} replicas, looking every "
+                 f"{_dur(a.every)} and aiming at {target}; a new replica serves after "
+                 f"{_dur(a.warmup)}, and none is removed within {_dur(a.cooldown)} of the last "
+                 f"change (the serving cost shown here is for {sv.replicas}, where it starts; "
+                 f"the run reports the replicas that actually ran).")
     if sv.timeout:
         text += (f" Requests not answered within {format_duration(sv.timeout)} get the "
                  f"fallback.")

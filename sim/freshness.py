@@ -136,9 +136,49 @@ def quality(spec: Quality, feature_age_s: np.ndarray, model_age_s: np.ndarray,
     return np.clip(spec.fresh - loss, 0.0, spec.fresh)
 
 
-def drift_loss(drifts: list[Drift], t_s: np.ndarray, model_cutoff_s: np.ndarray) -> np.ndarray:
-    """Metric lost to drift: each shift that has happened hurts models trained before it."""
+# Feature data times are derived as request time minus feature age, which may round a cut-off
+# that is exactly at a sudden shift to a hair before it; this much slack absorbs that.
+FEATURE_TIME_SLACK_S = 1e-6
+
+
+def shift_since(drift: Drift, data_time_s: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+    """How much of ``drift`` happened between ``data_time_s`` and ``t_s``, in [0, 1].
+
+    sudden: 1 when ``data_time < at <= t``; gradual: ``max(0, S(t) - S(data_time))`` with
+    ``S(x) = clip((x - at) / ramp, 0, 1)``; recurring: ``(1 - cos(2 pi (p(t) - p(data_time)) /
+    period)) / 2`` with ``p(x) = max(x, at)`` (see :class:`sim.scenario.Drift`).
+    """
+    if drift.kind == "sudden":
+        return ((t_s >= drift.at) & (data_time_s < drift.at)).astype(float)
+    if drift.kind == "gradual":
+        now = np.clip((t_s - drift.at) / drift.ramp, 0.0, 1.0)
+        then = np.clip((data_time_s - drift.at) / drift.ramp, 0.0, 1.0)
+        return np.maximum(0.0, now - then)
+    phase = np.maximum(t_s, drift.at) - np.maximum(data_time_s, drift.at)
+    return (1.0 - np.cos(2.0 * np.pi * phase / drift.period)) / 2.0
+
+
+def drift_loss(drifts: list[Drift], t_s: np.ndarray, model_cutoff_s: np.ndarray,
+               feature_cutoff_s: np.ndarray | None = None) -> np.ndarray:
+    """Metric lost to drift: each shift hurts predictions that have not caught up with it.
+
+    A model has caught up with the shift up to its data cut-off minus ``recovery_data``; the
+    features up to their own data time ``feature_cutoff_s`` (request time minus feature age;
+    None or NaN: unknown, so they help nothing). Per drift, with ``m`` and ``f`` the shift since
+    those data times (:func:`shift_since`) and ``v = visible_in_features``:
+    ``quality_drop * (m - v * (m - min(m, f)))``. With the defaults (sudden, no recovery data,
+    nothing visible in features) this is ``quality_drop`` when ``model_cutoff < at <= t``.
+    """
+    t_s = np.asarray(t_s, dtype=float)
+    model_cutoff_s = np.asarray(model_cutoff_s, dtype=float)
     loss = np.zeros(np.shape(t_s))
     for d in drifts:
-        loss += np.where((t_s >= d.at) & (model_cutoff_s < d.at), d.quality_drop, 0.0)
+        model_shift = shift_since(d, model_cutoff_s - d.recovery_data, t_s)
+        if d.visible_in_features > 0 and feature_cutoff_s is not None:
+            feature_time = np.asarray(feature_cutoff_s, dtype=float) + FEATURE_TIME_SLACK_S
+            feature_shift = shift_since(d, feature_time, t_s)
+            feature_shift = np.where(np.isnan(feature_time), model_shift, feature_shift)
+            model_shift = model_shift - d.visible_in_features * (
+                model_shift - np.minimum(model_shift, feature_shift))
+        loss += d.quality_drop * model_shift
     return loss

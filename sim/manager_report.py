@@ -546,8 +546,9 @@ def breakeven(scenario: Scenario, architecture: str, baseline: str, analysis: An
 
 # Keys that are not magnitudes (instants, labels, settings of the run) or not worth perturbing.
 _SKIP_TOP = {"name", "description", "horizon", "warmup", "seed", "timeseries_bucket", "slo"}
-_SKIP_KEYS = {"kind", "start_at", "peak_hour", "at", "pattern", "metric", "table"}
-_DISTRIBUTIONS = {"lookup", "feature_lookup", "service_time", "lag"}
+_SKIP_KEYS = {"kind", "start_at", "peak_hour", "at", "pattern", "metric", "table", "min", "max",
+              "max_batch", "tolerance"}
+_DISTRIBUTIONS = {"lookup", "feature_lookup", "service_time", "lag", "fixed", "per_item"}
 _DISTRIBUTION_KINDS = {"constant", "exponential", "lognormal", "gamma", "empirical"}
 
 

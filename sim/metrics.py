@@ -87,19 +87,21 @@ class Outcomes:
     busy_s: np.ndarray
     service_start_s: np.ndarray
     queued: np.ndarray  # went through the serving queue
+    service_s: np.ndarray | None = None  # replica time of the request (its batch's), NaN if none
 
 
 TOTALS = ("requests", "fallbacks", "timeouts", "latency_s", "queue_wait_s", "queued",
           "feature_age_s", "feature_age_n", "model_age_s", "model_age_n", "quality", "value",
-          "busy_s", "slo_violations")
+          "busy_s", "slo_violations", "service_s", "service_n")
 SERIES = ("requests", "fallbacks", "latency_s", "quality", "value", "feature_age_s",
-          "feature_age_n", "model_age_s", "model_age_n", "busy_s", "slo_violations")
+          "feature_age_n", "model_age_s", "model_age_n", "busy_s", "slo_violations",
+          "queue_wait_s")
 # Row indices, compile-time constants for the kernel below.
 (T_REQUESTS, T_FALLBACKS, T_TIMEOUTS, T_LATENCY_S, T_QUEUE_WAIT_S, T_QUEUED, T_FEATURE_AGE_S,
  T_FEATURE_AGE_N, T_MODEL_AGE_S, T_MODEL_AGE_N, T_QUALITY, T_VALUE, T_BUSY_S,
- T_SLO_VIOLATIONS) = range(len(TOTALS))
+ T_SLO_VIOLATIONS, T_SERVICE_S, T_SERVICE_N) = range(len(TOTALS))
 (S_REQUESTS, S_FALLBACKS, S_LATENCY_S, S_QUALITY, S_VALUE, S_FEATURE_AGE_S, S_FEATURE_AGE_N,
- S_MODEL_AGE_S, S_MODEL_AGE_N, S_BUSY_S, S_SLO_VIOLATIONS) = range(len(SERIES))
+ S_MODEL_AGE_S, S_MODEL_AGE_N, S_BUSY_S, S_SLO_VIOLATIONS, S_QUEUE_WAIT_S) = range(len(SERIES))
 
 
 @njit(cache=True, nogil=True)
@@ -112,8 +114,8 @@ def _bin(x):
 
 @njit(cache=True, nogil=True)
 def _accumulate(t, latency, wait, fallback, timed_out, feature_age, model_age, quality, queued,
-                busy, start, warmup, end, bucket, slo, penalty, totals, series, h_latency,
-                h_wait, h_feature, h_model, series_latency):
+                busy, start, service, warmup, end, bucket, slo, penalty, totals, series,
+                h_latency, h_wait, h_feature, h_model, h_service, series_latency):
     """One pass over a chunk's requests: sums, histograms and per-bucket series.
 
     Requests in the warm-up are skipped, but the part of any replica's busy time that falls in
@@ -159,7 +161,13 @@ def _accumulate(t, latency, wait, fallback, timed_out, feature_age, model_age, q
         if queued[i]:
             totals[T_QUEUED] += 1
             totals[T_QUEUE_WAIT_S] += wait[i]
+            series[S_QUEUE_WAIT_S, b] += wait[i]
             h_wait[_bin(wait[i])] += 1
+            sv = service[i]
+            if sv == sv:
+                totals[T_SERVICE_S] += sv
+                totals[T_SERVICE_N] += 1
+                h_service[_bin(sv)] += 1
         if not fallback[i]:
             fa = feature_age[i]
             if fa == fa:
@@ -193,6 +201,7 @@ class Accumulator:
     queue_wait: Histogram = field(default_factory=Histogram)
     feature_age: Histogram = field(default_factory=Histogram)
     model_age: Histogram = field(default_factory=Histogram)
+    service: Histogram = field(default_factory=Histogram)
 
     def __post_init__(self):
         self._totals = np.zeros(len(TOTALS))
@@ -213,7 +222,10 @@ class Accumulator:
             return
         _accumulate(out.t_s, out.latency_s, out.queue_wait_s, out.fallback, out.timed_out,
                     out.feature_age_s, out.model_age_s, out.quality, out.queued, out.busy_s,
-                    out.service_start_s, self.warmup_s, self.end_s, self.bucket_s,
+                    out.service_start_s,
+                    np.full(out.t_s.size, np.nan) if out.service_s is None else out.service_s,
+                    self.warmup_s, self.end_s, self.bucket_s,
                     np.inf if self.slo_s is None else self.slo_s, self.penalty_per_100ms,
                     self._totals, self._series, self.latency.counts, self.queue_wait.counts,
-                    self.feature_age.counts, self.model_age.counts, self.series_latency)
+                    self.feature_age.counts, self.model_age.counts, self.service.counts,
+                    self.series_latency)

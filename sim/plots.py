@@ -27,7 +27,7 @@ def _age_unit(max_age_s: float) -> tuple[float, str]:
 
 class Plotter:
     """``results.plot.latency_cdf()``, ``.feature_age()``, ``.quality_over_time()``,
-    ``.cost_breakdown()``, ``.net_value()``."""
+    ``.serving_load()``, ``.cost_breakdown()``, ``.net_value()``."""
 
     def __init__(self, results):
         self.results = results
@@ -80,6 +80,36 @@ class Plotter:
         ax.set_ylabel(f"mean {self.results.scenario.quality.metric}")
         ax.set_title("Prediction quality over time")
         ax.legend()
+        return fig
+
+    def serving_load(self):
+        """Per time bucket: arrival rate, serving replicas, their utilisation and the mean
+        number of requests waiting, for the architectures that serve online."""
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(4, 1, figsize=(7.5, 8.0), sharex=True, layout="constrained")
+        ts = self.results.timeseries
+        panels = (("arrival_rate_per_s", "requests / s", "Load"),
+                  ("replicas", "replicas", "Serving replicas (paid for)"),
+                  ("utilization", "share busy", "Utilisation of ready replicas"),
+                  ("queue_length_mean", "requests waiting", "Mean queue length"))
+        online = [name for name, frame in ts.groupby("architecture", sort=False)
+                  if frame["replicas"].notna().any()]
+        for ax, (column, unit, title) in zip(axes, panels):
+            names = online if column != "arrival_rate_per_s" else online[:1] or \
+                list(ts["architecture"].unique()[:1])
+            for name in names:
+                frame = ts[ts["architecture"] == name]
+                ax.step(frame["bucket_start_s"] / HOUR_S, frame[column], where="post",
+                        label=name)
+            ax.set_ylabel(unit)
+            ax.set_title(title, fontsize="medium", loc="left")
+            ax.set_ylim(bottom=0)
+        if not online:
+            axes[1].text(0.5, 0.5, "no architecture serves online", ha="center",
+                         transform=axes[1].transAxes, color="grey")
+        else:
+            axes[1].legend(fontsize="small")
+        axes[-1].set_xlabel("simulated time (hours since start)")
         return fig
 
     def cost_breakdown(self):

@@ -10,12 +10,14 @@ implementation written the obvious way. It is also the yardstick for speed.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
 import simpy
 
 from sim.architectures.kinds import BatchModel, HybridModel, OnlineModel
+from sim.freshness import FEATURE_TIME_SLACK_S
 from sim.metrics import Outcomes
 from sim.results import Results
 from sim.scenario import Scenario
@@ -75,6 +77,10 @@ def simulate_reference(scenario: Scenario, *, replication: int = 0,
 
     env.process(arrivals(env))
     env.run(until=all_done)
+    every = max((m.batcher.spec.autoscaling.every for m in models
+                 if m.batcher is not None and m.batcher.spec.autoscaling), default=0.0)
+    if every:  # the autoscalers' evaluations up to the end of the horizon and one beyond
+        env.run(until=max(env.now, run.end_s) + 1.5 * every)
     for model in models:
         model.finish()
     return run.results()
@@ -110,6 +116,7 @@ class _ChunkOutcomes:
         self.busy_s = np.zeros(n)
         self.service_start_s = chunk.t_s.copy()
         self.queued = np.zeros(n, bool)
+        self.service_s = np.full(n, np.nan)
         self.job = np.full(n, -1, dtype=np.int64)
 
     def outcomes(self) -> Outcomes:
@@ -117,18 +124,53 @@ class _ChunkOutcomes:
                         fallback=self.fallback, timed_out=self.timed_out,
                         feature_age_s=self.feature_age_s, model_age_s=self.model_age_s,
                         quality=self.quality, busy_s=self.busy_s,
-                        service_start_s=self.service_start_s, queued=self.queued)
+                        service_start_s=self.service_start_s, queued=self.queued,
+                        service_s=self.service_s)
 
 
 def _quality(scenario: Scenario, t: float, feature_age: float, model_age: float,
              model_cutoff: float) -> float:
     """Quality of one prediction, written out in scalar arithmetic (DESIGN.md's definition)."""
     spec = scenario.quality
-    loss = sum(d.quality_drop for d in scenario.drift if t >= d.at and model_cutoff < d.at)
+    loss = sum(d.quality_drop * _drift_share(d, t, model_cutoff, t - feature_age)
+               for d in scenario.drift)
     for curve, age in ((spec.feature_staleness, feature_age), (spec.model_staleness, model_age)):
         if curve is not None:
             loss += spec.fresh - _curve(curve, spec.fresh, age)
     return min(max(spec.fresh - loss, 0.0), spec.fresh)
+
+
+def _drift_share(d, t: float, model_cutoff: float, feature_cutoff: float) -> float:
+    """The share of a drift's ``quality_drop`` lost by one prediction (sim.scenario.Drift)."""
+
+    def shift_since(data_time: float) -> float:
+        if d.kind == "sudden":
+            return 1.0 if data_time < d.at <= t else 0.0
+        if d.kind == "gradual":
+            def built_up(x):
+                return min(max((x - d.at) / d.ramp, 0.0), 1.0)
+            return max(0.0, built_up(t) - built_up(data_time))
+        phase = max(t, d.at) - max(data_time, d.at)
+        return (1.0 - math.cos(2.0 * math.pi * phase / d.period)) / 2.0
+
+    by_model = shift_since(model_cutoff - d.recovery_data)
+    if d.visible_in_features == 0 or math.isnan(feature_cutoff):
+        return by_model
+    by_features = shift_since(feature_cutoff + FEATURE_TIME_SLACK_S)
+    return by_model - d.visible_in_features * (by_model - min(by_model, by_features))
+
+
+def _add_losses(losses: dict, scenario: Scenario, t: float, feature_age: float,
+                model_cutoff: float) -> None:
+    """One measured prediction's losses by cause, in scalar arithmetic (as ``_quality``)."""
+    spec = scenario.quality
+    losses["predictions"] += 1
+    for key, curve, age in (("feature_staleness", spec.feature_staleness, feature_age),
+                            ("model_staleness", spec.model_staleness, t - model_cutoff)):
+        if curve is not None and not math.isnan(age):
+            losses[key] += spec.fresh - _curve(curve, spec.fresh, age)
+    losses["drift"] += sum(d.quality_drop * _drift_share(d, t, model_cutoff, t - feature_age)
+                           for d in scenario.drift)
 
 
 def _curve(curve, fresh: float, age_s: float) -> float:
@@ -159,10 +201,13 @@ class _RequestModel:
         self.name = architecture.name
         self.scenario = run.scenario
         self.population = run.population
-        self.model_deploys = run.model.deploys
-        self.resource = None
+        self.model_deploys = run.models[architecture.name].deploys
+        self.resource = self.batcher = None
         if isinstance(architecture, OnlineModel):
-            self.resource = simpy.Resource(env, capacity=architecture.serving.spec.replicas)
+            if architecture.serving.evented:
+                self.batcher = _Batcher(env, architecture.serving.spec)
+            else:
+                self.resource = simpy.Resource(env, capacity=architecture.serving.spec.replicas)
         self.store = getattr(architecture, "store", None)
         self.used: dict[int, set] = {}
 
@@ -215,6 +260,9 @@ class _RequestModel:
             refreshes = arch.features.refreshes
             feature_age = t - refreshes.rows[refreshes.current]["cutoff_s"]
         model_cutoff = self.model_deploys.rows[self.model_deploys.current]["cutoff_s"]
+        if self.batcher is not None:
+            yield from self._batched(env, chunk, i, out, feature_age, model_cutoff)
+            return
         occupancy = (float(arch.spec.feature_lookup.ppf(_one(chunk.u_feature_lookup[i]))[0]) +
                      float(arch.serving.spec.service_time.ppf(_one(chunk.u_service[i]))[0]))
         timeout = arch.serving.spec.timeout
@@ -230,6 +278,7 @@ class _RequestModel:
                 wait = env.now - t
                 out.service_start_s[i] = env.now
                 out.busy_s[i] = occupancy
+                out.service_s[i] = occupancy
                 yield env.timeout(occupancy)
         if granted:
             out.queue_wait_s[i] = wait
@@ -246,10 +295,56 @@ class _RequestModel:
             return
         self._score(out, i, t, feature_age, model_cutoff)
 
+    def _batched(self, env, chunk, i, out, feature_age, model_cutoff):
+        """A request through the batching queue: join it, wait for a batch or give up."""
+        arch = self.arch
+        serving = arch.serving.spec
+        t = chunk.t_s[i]
+        lookup = float(arch.spec.feature_lookup.ppf(_one(chunk.u_feature_lookup[i]))[0])
+        if serving.batching is None:
+            item = float(serving.service_time.ppf(_one(chunk.u_service[i]))[0])
+            fixed = 0.0
+        else:
+            item = float(serving.batching.per_item.ppf(_one(chunk.u_service[i]))[0])
+            fixed = float(serving.batching.fixed.ppf(_one(chunk.u_batch_fixed[i]))[0])
+        request = _Waiting(t, lookup, item, fixed, env.event())
+        out.queued[i] = True
+        self.batcher.join(request)
+        timeout = serving.timeout
+        if timeout is None:
+            yield request.dispatched
+        else:
+            yield request.dispatched | env.timeout(timeout)
+        if not request.dispatched.triggered:  # gave up waiting
+            self.batcher.leave(request)
+            out.queue_wait_s[i] = timeout
+            out.latency_s[i] = timeout
+            out.timed_out[i] = out.fallback[i] = True
+            out.service_start_s[i] = env.now
+            out.quality[i] = self.scenario.quality.fallback
+            return
+        start, occupancy, first = request.dispatched.value
+        wait = start - t
+        out.queue_wait_s[i] = wait
+        out.service_start_s[i] = start
+        out.service_s[i] = occupancy
+        out.busy_s[i] = occupancy if first else 0.0
+        yield env.timeout(occupancy)
+        latency = wait + occupancy
+        timed_out = timeout is not None and latency > timeout
+        out.latency_s[i] = timeout if timed_out else latency
+        out.timed_out[i] = out.fallback[i] = timed_out
+        if timed_out:
+            out.quality[i] = self.scenario.quality.fallback
+            return
+        self._score(out, i, t, feature_age, model_cutoff)
+
     def _score(self, out, i, t, feature_age, model_cutoff):
         out.quality[i] = _quality(self.scenario, t, feature_age, t - model_cutoff, model_cutoff)
         out.feature_age_s[i] = feature_age
         out.model_age_s[i] = t - model_cutoff
+        if t >= self.scenario.warmup:
+            _add_losses(self.arch.losses, self.scenario, t, feature_age, model_cutoff)
 
     # -- wasted predictions: which entities read which job's predictions ------------------------
     def record_use(self, out: _ChunkOutcomes) -> None:
@@ -257,5 +352,171 @@ class _RequestModel:
             self.used.setdefault(int(job), set()).add(int(slot))
 
     def finish(self) -> None:
+        if self.batcher is not None:
+            self.arch.serving.pool.log_rows = [self.batcher.log_array()]
         if self.store is not None:
             self.store._used = [len(self.used.get(j, ())) for j in range(len(self.store.jobs))]
+
+
+class _Waiting:
+    """A request in the batching queue; ``dispatched`` fires with (start, occupancy, first)."""
+
+    def __init__(self, t_s, lookup_s, item_s, fixed_s, dispatched):
+        self.t_s, self.lookup_s, self.item_s, self.fixed_s = t_s, lookup_s, item_s, fixed_s
+        self.dispatched = dispatched
+
+
+class _Later(simpy.events.Event):
+    """An event at ``delay`` that fires after every other event due then with a lower
+    ``rank``: arrivals (rank 1, see _AfterOthers) and give-ups come before dispatches (2),
+    which come before autoscaler evaluations (3)."""
+
+    def __init__(self, env: simpy.Environment, delay: float, rank: int):
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        env.schedule(self, priority=simpy.core.NORMAL + rank, delay=delay)
+
+
+class _Batcher:
+    """Dynamic batching and autoscaling written the obvious way: a list of waiting requests,
+    a list of replicas, a dispatcher process and an autoscaler process.
+
+    Each replica is idle, busy until a time, or warming up until a time. The dispatcher sends
+    a batch whenever a replica is idle and ``max_batch`` requests wait or the oldest has waited
+    ``max_wait``. The autoscaler integrates busy, ready and paid-for replicas and the queue
+    length over time as they change, and decides as :func:`sim.serving._evaluate` describes.
+    """
+
+    def __init__(self, env: simpy.Environment, serving):
+        self.env = env
+        self.spec = serving
+        batching = serving.batching
+        self.max_batch = batching.max_batch if batching else 1
+        self.max_wait = batching.max_wait if batching else 0.0
+        self.queue: list[_Waiting] = []
+        self.idle = serving.replicas   # ready and idle
+        self.busy = 0                  # ready and serving a batch
+        self.warming = 0
+        self.wake = env.event()
+        # areas under the curves since the last evaluation
+        self.last_s = env.now
+        self.area = dict(busy=0.0, ready=0.0, paid=0.0, queue=0.0)
+        self.rows: list[list[float]] = []
+        self.last_scale_s = -np.inf
+        env.process(self._dispatcher())
+        if serving.autoscaling is not None:
+            env.process(self._autoscaler(serving.autoscaling))
+
+    def _advance(self) -> None:
+        dt = self.env.now - self.last_s
+        if dt > 0:
+            self.area["busy"] += self.busy * dt
+            self.area["ready"] += (self.busy + self.idle) * dt
+            self.area["paid"] += (self.busy + self.idle + self.warming) * dt
+            self.area["queue"] += len(self.queue) * dt
+        self.last_s = self.env.now
+
+    def _poke(self) -> None:
+        if not self.wake.triggered:
+            self.wake.succeed()
+
+    def join(self, request: _Waiting) -> None:
+        self._advance()
+        self.queue.append(request)
+        self._poke()
+
+    def leave(self, request: _Waiting) -> None:
+        self._advance()
+        self.queue.remove(request)
+        self._poke()
+
+    def _dispatcher(self):
+        env = self.env
+        while True:
+            if not self.queue or self.idle == 0:
+                self.wake = env.event()
+                yield self.wake
+                continue
+            linger_end = self.queue[0].t_s + self.max_wait
+            if len(self.queue) < self.max_batch and env.now < linger_end:
+                self.wake = env.event()
+                yield self.wake | _Later(env, linger_end - env.now, 2)
+                continue
+            yield _Later(env, 0.0, 2)  # let arrivals and give-ups at this instant happen first
+            if not self.queue or self.idle == 0:
+                continue
+            if len(self.queue) < self.max_batch and env.now < self.queue[0].t_s + self.max_wait:
+                continue
+            self._advance()
+            batch = self.queue[:self.max_batch]
+            del self.queue[:self.max_batch]
+            occupancy = (max(r.lookup_s for r in batch) + batch[0].fixed_s +
+                         sum(r.item_s for r in batch))
+            self.idle -= 1
+            self.busy += 1
+            for k, request in enumerate(batch):
+                request.dispatched.succeed((env.now, occupancy, k == 0))
+            env.process(self._serve(occupancy))
+
+    def _serve(self, occupancy: float):
+        yield self.env.timeout(occupancy)
+        self._advance()
+        self.busy -= 1
+        self.idle += 1
+        self._poke()
+
+    def _warm_up(self, delay: float):
+        yield self.env.timeout(delay)
+        self._advance()
+        self.warming -= 1
+        self.idle += 1
+        self._poke()
+
+    def _autoscaler(self, auto):
+        env = self.env
+        if env.now < 0:  # requests, and the autoscaler, start at time 0
+            yield env.timeout(-env.now)
+        self._advance()
+        self.area = dict.fromkeys(self.area, 0.0)
+        while True:
+            yield _Later(env, auto.every, 3)
+            self._advance()
+            t = env.now
+            a = self.area
+            util = a["busy"] / a["ready"] if a["ready"] > 0 else 0.0
+            total = self.idle + self.busy + self.warming
+            ready = self.idle + self.busy
+            desired = total
+            if ready > 0:
+                if auto.target_utilization is not None:
+                    ratio = util / auto.target_utilization
+                else:
+                    ratio = a["queue"] / auto.every / ready / auto.target_queue
+                if abs(ratio - 1.0) > auto.tolerance:
+                    desired = math.ceil(ready * ratio - 1e-9)
+            desired = max(auto.min, min(auto.max, desired))
+            paid_before = total
+            if desired > total:
+                for _ in range(desired - total):
+                    if auto.warmup > 0:
+                        self.warming += 1
+                        env.process(self._warm_up(auto.warmup))
+                    else:
+                        self.idle += 1
+                self.last_scale_s = t
+                self._poke()
+            elif desired < total and self.warming == 0 and \
+                    t - self.last_scale_s >= auto.cooldown:
+                removed = min(total - desired, self.idle)
+                self.idle -= removed
+                if removed:
+                    self.last_scale_s = t
+            self.rows.append([t, paid_before * auto.every, a["ready"], a["busy"], a["queue"],
+                              len(self.queue), self.idle + self.busy + self.warming,
+                              self.idle + self.busy, util])
+            self.area = dict.fromkeys(self.area, 0.0)
+
+    def log_array(self) -> np.ndarray:
+        from sim.serving import LOG_COLUMNS
+        return np.array(self.rows, dtype=float).reshape(-1, len(LOG_COLUMNS))

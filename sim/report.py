@@ -96,6 +96,34 @@ def differences_table(results: Results) -> Table | None:
     return table
 
 
+def retraining_table(results: Results) -> Table | None:
+    """Per architecture: training runs in the measured window, training cost per day, the
+    model-age distribution and the metric lost per prediction to each kind of staleness.
+    None when the scenario never retrains and no model staleness or drift is modelled."""
+    scenario = results.scenario
+    retrains = scenario.training is not None or any(
+        getattr(a, "training", None) is not None for a in scenario.architectures.values())
+    if not (retrains or scenario.quality.model_staleness is not None or scenario.drift):
+        return None
+    metric = scenario.quality.metric
+    table = Table(title=f"Retraining and staleness ({metric} lost per prediction, by cause)",
+                  title_justify="left")
+    for i, header in enumerate(["architecture", "trainings", "training\n$/day",
+                                "model age\np50", "model age\np95", "model age\nmax",
+                                "lost to\nfeatures", "lost to\nmodel age", "lost to\ndrift"]):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in results.summary.to_dict("records"):
+        table.add_row(
+            row["architecture"],
+            _with_ci(row, "trainings", "{:,.1f}" if results.replications > 1 else "{:,.0f}"),
+            _with_ci(row, "cost_usd_per_day_training", "{:,.2f}"),
+            *("-" if _nan(row.get(f"model_age_s_{k}")) else human_duration(row[f"model_age_s_{k}"])
+              for k in ("p50", "p95", "max")),
+            *(_with_ci(row, f"quality_lost_{k}", "{:.3g}")
+              for k in ("feature_staleness", "model_staleness", "drift")))
+    return table
+
+
 def _with_ci(row: dict, column: str, pattern: str, scale: float = 1.0) -> str:
     value = row.get(column)
     if _nan(value):
@@ -130,6 +158,9 @@ def print_results(results: Results, console: Console | None = None) -> None:
         if not console.is_terminal:  # a file or a pipe: no reason to squeeze the table
             console = Console(width=180)
     console.print(comparison_table(results))
+    retraining = retraining_table(results)
+    if retraining is not None:
+        console.print(retraining)
     differences = differences_table(results)
     if differences is not None:
         console.print(differences)
@@ -173,6 +204,7 @@ def write_outputs(results: Results, out_dir: str | Path) -> list[Path]:
     plot = results.plot
     for name, figure in (("latency_cdf.png", plot.latency_cdf), ("feature_age.png", plot.feature_age),
                          ("quality_over_time.png", plot.quality_over_time),
+                         ("serving_load.png", plot.serving_load),
                          ("cost_breakdown.png", plot.cost_breakdown),
                          ("net_value.png", plot.net_value)):
         fig = figure()

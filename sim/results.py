@@ -20,6 +20,8 @@ from sim.scenario import Scenario
 DAY_S = 86400.0
 COST_COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing",
                    "training")
+# Causes of metric lost per real prediction (summary columns quality_lost_<cause>).
+LOSS_CAUSES = ("feature_staleness", "model_staleness", "drift")
 
 
 def version() -> str:
@@ -109,8 +111,10 @@ def _metrics(row: dict, suffix: str) -> dict:
         "coverage": get("coverage"),
         "latency_ms": {k: get(f"latency_ms_{k}") for k in ("mean", "p50", "p95", "p99")},
         "queue_wait_ms": {k: get(f"queue_wait_ms_{k}") for k in ("mean", "p99")},
+        "service_ms": {k: get(f"service_ms_{k}") for k in ("mean", "p99")},
+        "replicas_mean": get("replicas_mean"),
         "feature_age_s": {k: get(f"feature_age_s_{k}") for k in ("mean", "p50", "p95")},
-        "model_age_s": {"mean": get("model_age_s_mean")},
+        "model_age_s": {k: get(f"model_age_s_{k}") for k in ("mean", "p50", "p95", "max")},
         "quality": {"mean": get("quality_mean")},
         "slo_violation_rate": get("slo_violation_rate"),
         "timeout_rate": get("timeout_rate"),
@@ -121,6 +125,9 @@ def _metrics(row: dict, suffix: str) -> dict:
                          "total": get("cost_usd_per_day")},
         "value_per_day": get("value_usd_per_day"),
         "net_value_per_day": get("net_value_usd_per_day"),
+        "trainings": get("trainings"),
+        "trainings_per_day": get("trainings_per_day"),
+        "quality_lost": {k: get(f"quality_lost_{k}") for k in LOSS_CAUSES},
     }
 
 
@@ -153,7 +160,7 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
             stable = offered < 1.0
             if not stable:
                 notes.append(f"{arch.name}: the serving queue is unstable: requests arrive faster "
-                             f"than {replicas} replica(s) can serve them (offered load "
+                             f"than {replicas:.3g} replica(s) can serve them (offered load "
                              f"{offered:.2f} >= 1). Waits grow without bound; add replicas.")
         else:
             utilization = offered = float("nan")
@@ -171,10 +178,19 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
             "latency_ms_p99": acc.latency.quantile(0.99) * 1e3,
             "queue_wait_ms_mean": (t["queue_wait_s"] / t["queued"] * 1e3) if t["queued"] else float("nan"),
             "queue_wait_ms_p99": acc.queue_wait.quantile(0.99) * 1e3,
+            "service_ms_mean": (t["service_s"] / t["service_n"] * 1e3) if t["service_n"] else float("nan"),
+            "service_ms_p99": acc.service.quantile(0.99) * 1e3,
+            "replicas_mean": stats["replicas"] if stats else float("nan"),
             "feature_age_s_mean": t["feature_age_s"] / t["feature_age_n"] if t["feature_age_n"] else float("nan"),
             "feature_age_s_p50": acc.feature_age.quantile(0.50),
             "feature_age_s_p95": acc.feature_age.quantile(0.95),
             "model_age_s_mean": t["model_age_s"] / t["model_age_n"] if t["model_age_n"] else float("nan"),
+            "model_age_s_p50": acc.model_age.quantile(0.50),
+            "model_age_s_p95": acc.model_age.quantile(0.95),
+            "model_age_s_max": acc.model_age.quantile(1.0),
+            "trainings": _trainings(arch, start_s, end_s),
+            "trainings_per_day": _trainings(arch, start_s, end_s) / days,
+            **_losses(arch),
             "quality_mean": per(t["quality"]),
             "slo_violation_rate": per(t["slo_violations"]) if scenario.slo.latency_p99 else float("nan"),
             "wasted_prediction_rate": unused / scored if scored else float("nan"),
@@ -187,6 +203,7 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
             "net_value_usd_per_day": value - costs["total"],
         })
         distributions[arch.name] = {"latency_s": acc.latency, "queue_wait_s": acc.queue_wait,
+                                    "service_s": acc.service,
                                     "feature_age_s": acc.feature_age, "model_age_s": acc.model_age}
         series.append(_series_frame(scenario, arch, acc, stats))
     summary = pd.DataFrame(rows)
@@ -194,11 +211,26 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
     return Results(scenario, summary, timeseries, distributions, replication, notes)
 
 
+def _trainings(arch, start_s: float, end_s: float) -> float:
+    """Training runs started in the measured window by the model history ``arch`` serves with."""
+    count = getattr(arch, "trainings", None)
+    return float(count(start_s, end_s)) if count is not None else float("nan")
+
+
+def _losses(arch) -> dict[str, float]:
+    """Mean metric lost per real prediction to each cause (``quality_lost_<cause>``)."""
+    sums = getattr(arch, "losses", None) or {}
+    n = sums.get("predictions", 0)
+    return {f"quality_lost_{k}": sums[k] / n if n else float("nan") for k in LOSS_CAUSES}
+
+
 def _series_frame(scenario: Scenario, arch, acc: Accumulator, stats) -> pd.DataFrame:
     s = acc.series
     m = acc.n_buckets
     start = scenario.warmup + np.arange(m) * acc.bucket_s
     width = np.minimum(acc.bucket_s, scenario.end_s - start)
+    edges = np.r_[start, start[-1] + width[-1]]
+    serving = stats["serving"] if stats else None
     n = s["requests"]
     with np.errstate(invalid="ignore", divide="ignore"):
         frame = pd.DataFrame({
@@ -214,7 +246,10 @@ def _series_frame(scenario: Scenario, arch, acc: Accumulator, stats) -> pd.DataF
             "feature_age_s_mean": s["feature_age_s"] / s["feature_age_n"],
             "model_age_s_mean": s["model_age_s"] / s["model_age_n"],
             "slo_violation_rate": s["slo_violations"] / n if acc.slo_s else np.nan,
-            "utilization": s["busy_s"] / (stats["replicas"] * width) if stats else np.nan,
+            "replicas": (serving.bucket_replica_seconds(edges) / width) if stats else np.nan,
+            "utilization": (s["busy_s"] / serving.bucket_replica_seconds(edges, ready=True)
+                            if stats else np.nan),
+            "queue_length_mean": s["queue_wait_s"] / width if stats else np.nan,
             "value_usd": s["value"] * scenario.business.value_per_outcome,
         })
     return frame

@@ -618,23 +618,182 @@ class Quality(Model):
 # Training, drift, costs, business, SLO
 # --------------------------------------------------------------------------------------------
 
-class Training(Model):
-    """Scheduled retraining: a run every ``every``, deployed ``duration + deploy_delay`` later."""
+class Trigger(Model):
+    """When ``policy: trigger``: a monitor of the deployed model's quality as seen on labelled
+    predictions, which starts a training run when the windowed metric falls too low."""
 
-    every: PositiveDuration = Field(description="Time between training runs.")
-    duration: NonNegativeDuration = Field(0.0, description="Run time of one training run.")
+    label_delay: Dist = Field(ZERO, description="From a prediction to its label arriving (ad "
+                              "clicks: minutes; fraud: weeks). The monitor sees a prediction's "
+                              "outcome only after it.")
+    window: PositiveDuration = Field(description="Sliding window: the monitor averages the "
+                                     "labels that arrived in the last `window` (of predictions "
+                                     "by the model in service). Short: quick to react, noisy.")
+    check_every: PositiveDuration = Field(3600.0, description="How often the monitor looks at "
+                                          "the windowed metric.")
+    below: float | None = Field(None, ge=0, description="Retrain when the windowed metric is "
+                                "below this value. Give this or drop.")
+    drop: float | None = Field(None, gt=0, lt=1, description="Retrain when the windowed metric "
+                               "is this share below quality.fresh (the level of a just-trained "
+                               "model), e.g. 0.05. Give this or below.")
+    min_interval: NonNegativeDuration = Field(0.0, description="Cool-down: at least this long "
+                                              "from one triggered run to the next.")
+    min_labels: Count = Field(100, description="Labelled predictions the window must hold "
+                              "before the monitor decides.")
+    labelled_share: float = Field(1.0, gt=0, le=1, description="Share of predictions that ever "
+                                  "get a label.")
+    noise: bool = Field(True, description="Sampling noise of the measured metric (binomial: "
+                        "the metric read as a rate over the labelled predictions); false: the "
+                        "monitor sees the exact expected value.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Trigger":
+        if (self.below is None) == (self.drop is None):
+            raise ValueError("give exactly one of below (an absolute level of the metric) or "
+                             "drop (a share below quality.fresh, e.g. 0.05)")
+        if self.min_labels < 1:
+            raise ValueError(f"min_labels must be >= 1 (got {self.min_labels:g})")
+        return self
+
+
+class Training(Model):
+    """Retraining: when runs start (policy), what they learn from (mode), how long they take and
+    what they cost. A run deploys ``duration + deploy_delay`` after it starts, with a data
+    cut-off at its start."""
+
+    policy: Literal["schedule", "trigger", "continual"] = Field(
+        "schedule", description="schedule: a run every `every`; trigger: a run when the "
+        "monitored quality falls (see trigger); continual: small stateful updates every `every` "
+        "(minutes), one at a time.")
+    every: PositiveDuration | None = Field(None, description="Time between training runs "
+                                           "(schedule, continual).")
+    duration: NonNegativeDuration = Field(0.0, description="Run time of one training run; or "
+                                          "give throughput (and leave this 0) to derive it from "
+                                          "the data volume.")
     deploy_delay: NonNegativeDuration = Field(0.0, description="From the end of a run to the "
                                               "new model serving.")
     start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
                                           "for 02:00.")
+    mode: Literal["stateless", "stateful"] | None = Field(
+        None, description="stateless: retrain from scratch on data_window of data; stateful: "
+        "fine-tune the last model on the data since the last update (default: stateful for "
+        "continual, else stateless).")
+    examples_per_day: Count | None = Field(None, description="Training examples produced per "
+                                           "day (default: one per request, from the workload's "
+                                           "mean rate).")
+    data_window: PositiveDuration | None = Field(None, description="Stateless: how much data "
+                                                 "each run trains on (e.g. 30d). Needed with "
+                                                 "throughput.")
+    throughput: Rate | None = Field(None, description="Examples a training run processes per "
+                                    "second; the run time is then examples / throughput + "
+                                    "overhead.")
+    overhead: NonNegativeDuration = Field(0.0, description="Fixed time added to each run "
+                                          "(start-up, evaluation).")
+    nodes: int = Field(1, ge=1, description="Nodes a run occupies (cost: run time x nodes x "
+                       "costs.training_node_hour).")
+    full_retrain_every: PositiveDuration | None = Field(
+        None, description="Stateful: a stateless retrain from scratch at least this often.")
+    architecture_changes: list[NonNegativeDuration] = Field(
+        [], description="Times (from the start of the simulation, warm-up included) of model "
+        "architecture changes: the first run after each must be stateless.")
+    trigger: Trigger | None = Field(None, description="policy trigger: the quality monitor "
+                                      "{label_delay, window, check_every, below or drop, "
+                                      "min_interval, ...}.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Training":
+        if self.policy in ("schedule", "continual") and self.every is None:
+            raise ValueError(f"every is required with policy {self.policy} (time between runs)")
+        if self.policy == "trigger":
+            if self.trigger is None:
+                raise ValueError("policy trigger needs a trigger section (label_delay, window, "
+                                 "below or drop)")
+            if self.every is not None:
+                raise ValueError("every: not with policy trigger (the monitor decides when to "
+                                 "retrain; use trigger.min_interval for a cool-down)")
+        elif self.trigger is not None:
+            raise ValueError(f"trigger: only with policy trigger (got policy {self.policy})")
+        if self.policy == "continual" and self.mode == "stateless":
+            raise ValueError("policy continual makes stateful updates (mode: stateful)")
+        if self.throughput is not None and self.duration > 0:
+            raise ValueError("give either duration or throughput, not both (with throughput "
+                             "the run time follows from the data volume)")
+        retrains_from_scratch = (self.training_mode == "stateless" or self.architecture_changes
+                                 or self.full_retrain_every is not None)
+        if self.throughput is not None and retrains_from_scratch and self.data_window is None:
+            raise ValueError("training with throughput needs data_window: how much data a "
+                             "stateless run (a retrain from scratch) learns from, e.g. 30d")
+        if self.training_mode == "stateless" and self.full_retrain_every is not None:
+            raise ValueError("full_retrain_every: only with mode stateful (every stateless run "
+                             "is already a full retrain)")
+        return self
+
+    @property
+    def training_mode(self) -> str:
+        """The mode in force: as given, else stateful for continual and stateless otherwise."""
+        if self.mode is not None:
+            return self.mode
+        return "stateful" if self.policy == "continual" else "stateless"
 
 
 class Drift(Model):
-    """A sudden shift at ``at`` (time since the start of the simulation, warm-up included)."""
+    """A shift in the world at ``at`` (time since the start of the simulation, warm-up
+    included) that costs ``quality_drop`` to predictions that have not caught up with it.
 
-    at: NonNegativeDuration = Field(description="When it happens, from the start of the "
-                                    "simulation (warm-up included).")
-    quality_drop: float = Field(gt=0, description="Metric lost by models trained before it.")
+    What a prediction has caught up with is decided by two data times: the model's
+    (its data cut-off minus ``recovery_data``) and the features' (request time minus feature
+    age). ``shift(k, t)`` in [0, 1] is how much of the shift happened between data time ``k``
+    and now ``t``:
+
+    - ``sudden``: 1 when ``k < at <= t``, else 0 (with ``recovery_data: 0``, today's rule: the
+      drop hurts models whose cut-off is before ``at``);
+    - ``gradual``: the shift grows linearly over ``ramp``; with ``S(x) = clip((x - at) / ramp,
+      0, 1)``, ``shift = max(0, S(t) - S(k))``: the part of the ramp since the data time;
+    - ``recurring``: a seasonal cycle of ``period`` starting at ``at``; with ``p(x) = max(x,
+      at)``, ``shift = (1 - cos(2 pi (p(t) - p(k)) / period)) / 2``: 0 at the same phase of the
+      cycle as the data, 1 half a period away.
+
+    The loss is ``quality_drop * ((1 - v) * shift(model) + v * min(shift(model),
+    shift(features)))`` with ``v = visible_in_features``: the share ``v`` of the loss goes away
+    once either the model or the features have seen the shift, the rest only with the model.
+    """
+
+    at: NonNegativeDuration = Field(description="When it happens (sudden), starts (gradual: the "
+                                    "start of the ramp; recurring: the start of the cycle), from "
+                                    "the start of the simulation, warm-up included.")
+    quality_drop: float = Field(gt=0, description="Metric lost by predictions that have not "
+                                "caught up with the whole shift (for recurring: half a period "
+                                "out of phase).")
+    kind: Literal["sudden", "gradual", "recurring"] = Field(
+        "sudden", description="sudden: all at once at `at`; gradual: growing linearly over "
+        "`ramp`; recurring: a seasonal cycle of `period` (a model is best at the same time of "
+        "day or week as its training data, worst half a period away).")
+    ramp: PositiveDuration | None = Field(None, description="gradual only: how long the shift "
+                                          "takes to build up fully, e.g. 6h.")
+    period: PositiveDuration | None = Field(None, description="recurring only: the length of "
+                                            "the cycle, e.g. 1d (daily) or 7d (weekly).")
+    recovery_data: NonNegativeDuration = Field(0.0, description="How much data after the shift "
+                                               "a model must be trained on to learn it: a model "
+                                               "recovers once its data cut-off is at least this "
+                                               "long after the shift (0: any later cut-off).")
+    visible_in_features: float = Field(0.0, ge=0, le=1, description="Share of the loss that "
+                                       "goes away as soon as the request's features were "
+                                       "computed from data after the shift (0 to 1): stream "
+                                       "features, minutes old, recover it long before a "
+                                       "nightly batch.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Drift":
+        needs = {"sudden": None, "gradual": "ramp", "recurring": "period"}[self.kind]
+        for key in ("ramp", "period"):
+            given = getattr(self, key) is not None
+            if key == needs and not given:
+                example = "ramp: 6h" if key == "ramp" else "period: 1d"
+                raise ValueError(f"kind {self.kind} needs {key} (e.g. {example})")
+            if key != needs and given:
+                raise ValueError(f"{key} applies only to kind "
+                                 f"{'gradual' if key == 'ramp' else 'recurring'} "
+                                 f"(this drift is {self.kind})")
+        return self
 
 
 class Costs(Model):
@@ -645,7 +804,10 @@ class Costs(Model):
                                    "feature job for an hour.")
     stream_node_hour: float = Field(0.0, ge=0, description="One stream-processing node for an "
                                     "hour.")
-    training_run: float = Field(0.0, ge=0, description="One training run.")
+    training_run: float = Field(0.0, ge=0, description="One training run (a fixed cost per run, "
+                                "on top of its node-hours).")
+    training_node_hour: float = Field(0.0, ge=0, description="One training node for an hour "
+                                      "(a run costs run time x training.nodes x this).")
 
 
 class LatencyPenalty(Model):
@@ -708,14 +870,97 @@ class Features(Model):
     stream: StreamFeatures | None = Field(None, description="Features from a stream processor.")
 
 
-class Serving(Model):
-    """Serving replicas: FIFO, each runs feature lookup then inference for one request."""
+class Batching(Model):
+    """Dynamic batching: a free replica serves up to ``max_batch`` waiting requests at once.
 
-    replicas: int = Field(ge=1, description="Serving replicas, each serving one request at a "
-                          "time.")
-    service_time: Dist = Field(description="Inference time per request on a replica.")
+    A batch leaves the queue as soon as a replica is free and either ``max_batch`` requests are
+    waiting or the oldest has waited ``max_wait``; it then occupies the replica for the longest
+    feature lookup among its requests (one multi-get) plus ``fixed`` (one draw per batch) plus
+    ``per_item`` for each request (one draw per request).
+    """
+
+    max_batch: int = Field(ge=1, description="Most requests served together in one batch.")
+    max_wait: NonNegativeDuration = Field(0.0, description="Longest the oldest waiting request "
+                                          "is held back for a fuller batch (the linger).")
+    fixed: Dist = Field(ZERO, description="Time per batch, whatever its size.")
+    per_item: Dist = Field(ZERO, description="Time added for each request in the batch.")
+
+
+class Autoscaling(Model):
+    """Replicas added and removed by an autoscaler that looks at the last ``every``.
+
+    Every ``every`` the autoscaler computes ``desired = ceil(replicas x observed / target)``
+    (as the Kubernetes Horizontal Pod Autoscaler does), from the utilisation of the ready
+    replicas or from the mean number of waiting requests per ready replica over the last
+    interval, and keeps it between ``min`` and ``max``. New replicas serve ``warmup`` after they
+    are asked for (and cost from then on); replicas are removed only when idle and at least
+    ``cooldown`` after the last change.
+    """
+
+    min: int = Field(ge=1, description="Fewest replicas.")
+    max: int = Field(ge=1, description="Most replicas.")
+    target_utilization: float | None = Field(None, gt=0, le=1, description="Share of time "
+                                             "the ready replicas should be busy (0.6 = 60%).")
+    target_queue: float | None = Field(None, gt=0, description="Waiting requests per ready "
+                                       "replica to aim for, on average over the interval.")
+    every: PositiveDuration = Field(30.0, description="How often the autoscaler looks and "
+                                    "decides.")
+    tolerance: float = Field(0.1, ge=0, lt=1, description="No change while observed/target "
+                             "is within this share of 1 (Kubernetes uses 0.1).")
+    warmup: NonNegativeDuration = Field(0.0, description="From asking for a replica to it "
+                                        "serving (start-up, model load).")
+    cooldown: NonNegativeDuration = Field(300.0, description="No removal sooner than this "
+                                          "after the last change.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Autoscaling":
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be at least min ({self.min})")
+        given = [k for k in ("target_utilization", "target_queue") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of target_utilization or target_queue "
+                             f"(got {', '.join(given) or 'none'})")
+        return self
+
+
+class Serving(Model):
+    """Serving replicas: FIFO, each runs feature lookup then inference for one request (or one
+    batch of requests with ``batching``)."""
+
+    replicas: int = Field(ge=1, description="Serving replicas, each serving one request (or "
+                          "batch) at a time; with autoscaling, the number at the start.")
+    service_time: Dist | None = Field(None, description="Inference time per request on a "
+                                      "replica (without batching).")
     timeout: PositiveDuration | None = Field(None, description="Requests slower than this get "
                                              "the fallback.")
+    batching: Batching | None = Field(None, description="Dynamic batching: {max_batch, "
+                                      "max_wait, fixed, per_item}; replaces service_time.")
+    autoscaling: Autoscaling | None = Field(None, description="Add and remove replicas with "
+                                            "load: {min, max, target_utilization or "
+                                            "target_queue, every, warmup, cooldown}.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Serving":
+        if (self.service_time is None) == (self.batching is None):
+            raise ValueError("give service_time (one request at a time) or batching (fixed "
+                             "and per_item times), not both and not neither")
+        b = self.batching
+        if b is not None and self.timeout is not None and b.max_wait >= self.timeout:
+            raise ValueError(f"batching.max_wait ({format_duration(b.max_wait)}) must be "
+                             f"shorter than timeout ({format_duration(self.timeout)}), or every "
+                             f"request held for a batch would time out")
+        a = self.autoscaling
+        if a is not None and not a.min <= self.replicas <= a.max:
+            raise ValueError(f"replicas ({self.replicas}) is where autoscaling starts: it must "
+                             f"be between autoscaling.min ({a.min}) and max ({a.max})")
+        return self
+
+    def mean_occupancy_s(self, feature_lookup: Distribution) -> float:
+        """Mean replica time per request: one request at a time, or a full batch shared."""
+        if self.batching is None:
+            return feature_lookup.mean + self.service_time.mean
+        b = self.batching
+        return feature_lookup.mean / b.max_batch + b.fixed.mean / b.max_batch + b.per_item.mean
 
 
 class _Scheduled(Model):
@@ -730,6 +975,7 @@ class _Scheduled(Model):
     lookup: Dist = Field(ZERO, description="Time to read a stored prediction.")
     timeout: PositiveDuration | None = Field(None, description="Lookups slower than this get "
                                              "the fallback.")
+    training: Training | None = Field(None, description="This architecture's own retraining, instead of the\n                                      scenario's training section (shared otherwise).")
 
 
 class BatchArchitecture(_Scheduled):
@@ -742,6 +988,7 @@ class OnlineArchitecture(Model):
     """Prediction at request time with features from a batch pipeline."""
 
     kind: Literal["online"] = Field(description="online")
+    training: Training | None = Field(None, description="This architecture's own retraining, instead of the\n                                      scenario's training section (shared otherwise).")
     features: Features = Field(description="features.batch: how often features are materialised.")
     feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
     serving: Serving = Field(description="Serving replicas.")
@@ -759,6 +1006,7 @@ class StreamingArchitecture(Model):
     """Prediction at request time with batch features plus features from a stream processor."""
 
     kind: Literal["streaming"] = Field(description="streaming")
+    training: Training | None = Field(None, description="This architecture's own retraining, instead of the\n                                      scenario's training section (shared otherwise).")
     features: Features = Field(description="features.stream (lag, window) and optionally features.batch.")
     feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
     serving: Serving = Field(description="Serving replicas.")
@@ -816,8 +1064,9 @@ class Scenario(Model):
     quality: Quality = Field(description="The quality metric and how it decays with age.")
     training: Training | None = Field(None, description="Retraining schedule; none: the model is "
                                       "never retrained.")
-    drift: list[Drift] = Field([], description="Sudden shifts that hurt models trained before "
-                               "them.")
+    drift: list[Drift] = Field([], description="Shifts (sudden, gradual or recurring) that "
+                               "hurt predictions until a model trained on enough data after "
+                               "them is deployed.")
     costs: Costs = Field(Costs(), description="Unit prices, for cost per day.")
     business: Business = Field(Business(), description="Value of outcomes.")
     architectures: dict[str, Architecture] = Field(description="The architectures to compare, "
@@ -827,6 +1076,15 @@ class Scenario(Model):
     def _check(self) -> "Scenario":
         if not self.architectures:
             raise ValueError("architectures: give at least one")
+        sections = [("training", self.training)] + [
+            (f"architectures.{name}.training", getattr(a, "training", None))
+            for name, a in self.architectures.items()]
+        for where, t in sections:
+            if t is not None and t.trigger is not None and t.trigger.noise and \
+                    self.quality.fresh > 1:
+                raise ValueError(f"{where}.trigger.noise: the monitor's binomial noise needs a "
+                                 f"metric that is a rate between 0 and 1 (quality.fresh is "
+                                 f"{self.quality.fresh:g}); set noise: false")
         return self
 
     # Derived quantities the engine and the reports share.
@@ -919,8 +1177,8 @@ def _replay_problems(scenario: "Scenario", label: str) -> list[str]:
 def _parse_overrides(overrides, label, problems):
     if overrides is None:
         return []
-    if isinstance(overrides, dict):
-        return list(overrides.items())
+    if isinstance(overrides, dict):  # copied: later keys may write into an earlier value
+        return [(key, copy.deepcopy(value)) for key, value in overrides.items()]
     pairs = []
     for item in overrides:
         key, sep, text = item.partition("=")

@@ -7,6 +7,13 @@ is Lindley's recursion ``W_{n+1} = max(0, W_n + S_n - (A_{n+1} - A_n))``. A requ
 would reach its ``patience`` (the timeout) leaves the queue before it starts and never occupies a
 replica; equivalently, a replica that frees up skips requests whose deadline has passed. Checked
 against Erlang C (M/M/c) and Pollaczek-Khinchine (M/G/1) in ``tests/test_theory.py``.
+
+Dynamic batching and autoscaling need more than one decision per request (a batch waits for
+later arrivals; the autoscaler acts between arrivals), so they run in ``batch_queue``: an event
+loop over arrivals, give-ups, dispatches and autoscaler evaluations that can stop at a chunk's
+end and resume, carrying the requests still waiting. With one request per batch, no linger and
+no autoscaler it gives exactly the recursion's waits (``tests/test_batching.py``); the gated
+batch closed form and Little's law check it in ``predsim verify``.
 """
 
 from __future__ import annotations
@@ -16,9 +23,8 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _sift_down(heap, value):
-    """Replace the heap's root with ``value`` and restore the min-heap property."""
-    n = heap.shape[0]
+def _down(heap, n, value):
+    """Put ``value`` at the root of the min-heap ``heap[:n]`` and sift it down."""
     i = 0
     while True:
         left = 2 * i + 1
@@ -32,6 +38,19 @@ def _sift_down(heap, value):
             break
         heap[i] = heap[child]
         i = child
+    heap[i] = value
+
+
+@njit(cache=True, nogil=True)
+def _push(heap, n, value):
+    """Add ``value`` to the min-heap ``heap[:n]`` (which has room for one more)."""
+    i = n
+    while i > 0:
+        parent = (i - 1) // 2
+        if heap[parent] <= value:
+            break
+        heap[i] = heap[parent]
+        i = parent
     heap[i] = value
 
 
@@ -56,7 +75,7 @@ def fifo_queue(arrival_s, occupancy_s, patience_s, free_at_s, wait_s, started):
             continue
         wait_s[i] = w
         started[i] = True
-        _sift_down(free_at_s, start + occupancy_s[i])
+        _down(free_at_s, free_at_s.shape[0], start + occupancy_s[i])
         busy += occupancy_s[i]
     return busy
 
@@ -79,3 +98,251 @@ class ReplicaPool:
                        np.ascontiguousarray(occupancy_s, dtype=np.float64),
                        self.patience_s, self.free_at_s, wait_s, started)
         return wait_s, started
+
+
+# --------------------------------------------------------------------------------------------
+# Dynamic batching and autoscaling: an event loop over arrivals, dispatches, give-ups and
+# autoscaler evaluations, compiled, resumable from chunk to chunk.
+# --------------------------------------------------------------------------------------------
+
+INF = np.inf
+# Carried state, by index (one float64 array per pool).
+(N_REPLICAS, NEXT_EVAL, LAST_SCALE, BUSY_ASSIGNED, BUSY_AT_EVAL, QUEUE_AREA, QUEUE_AREA_AT_EVAL,
+ LAST_EVENT, N_WARMING, PREV_EVAL, N_LOG) = range(11)
+STATE_SIZE = 11
+# Autoscaler settings, by index.
+(A_ON, A_MIN, A_MAX, A_TARGET_UTIL, A_TARGET_QUEUE, A_EVERY, A_TOLERANCE, A_WARMUP,
+ A_COOLDOWN) = range(9)
+# Columns of the autoscaler log: one row per evaluation, describing the interval before it.
+LOG_COLUMNS = ("t_s", "replica_s", "ready_replica_s", "busy_s", "queue_area", "queue_now",
+               "replicas", "ready_replicas", "utilization")
+(L_T, L_REPLICA_S, L_READY_S, L_BUSY_S, L_QUEUE_AREA, L_QUEUE_NOW, L_REPLICAS, L_READY,
+ L_UTIL) = range(len(LOG_COLUMNS))
+
+
+@njit(cache=True, nogil=True)
+def batch_queue(arrival, lookup, item, fixed, n_arrived, patience, max_batch, max_wait, until,
+                final, eval_until, heap, warming, state, auto, log, wait, start, occupancy,
+                started, busy):
+    """FIFO replicas with dynamic batching and an optional autoscaler, as an event loop.
+
+    Requests ``[0, n_arrived)`` arrived in an earlier call and are still waiting; the rest
+    arrive at ``arrival``. Events at one instant happen in this order: arrivals, give-ups
+    (a request waiting ``patience`` leaves), dispatches, autoscaler evaluations. A batch is
+    dispatched when a replica is free and either ``max_batch`` requests wait or the oldest has
+    waited ``max_wait``; it takes up to ``max_batch`` from the head of the queue and occupies
+    the replica for ``max(lookup) + fixed[first] + sum(item)``.
+
+    Without ``final`` the loop stops before the first event at or after ``until`` (the next
+    chunk's requests could come first); the requests still waiting then are a suffix of the
+    input, and the returned count says how many from the front have their outcome (``wait``,
+    ``start``, ``occupancy``, ``started``, ``busy`` filled). ``heap`` (free-at times of the
+    replicas, ``state[N_REPLICAS]`` of them, including those warming up), ``warming`` (ready
+    times of replicas still warming up) and ``state`` carry over between calls.
+    """
+    n = arrival.shape[0]
+    i = n_arrived
+    head = 0
+    every = auto[A_EVERY]
+    while True:
+        t_arr = arrival[i] if i < n else INF
+        qlen = i - head
+        t_exp = INF
+        t_disp = INF
+        t_last = state[LAST_EVENT]
+        if qlen > 0:
+            t_exp = arrival[head] + patience
+            t_disp = heap[0]
+            if qlen < max_batch:
+                t_disp = max(t_disp, arrival[head] + max_wait)
+            t_disp = max(t_disp, t_last)
+        t_eval = state[NEXT_EVAL]
+        if t_eval > eval_until:
+            t_eval = INF
+        t = min(min(t_arr, t_exp), min(t_disp, t_eval))
+        if t == INF or (not final and t >= until):
+            break
+        state[QUEUE_AREA] += qlen * (t - t_last)
+        state[LAST_EVENT] = t
+        if t_arr <= t:
+            i += 1
+        elif t_exp <= t:
+            wait[head] = patience
+            start[head] = t
+            occupancy[head] = np.nan
+            started[head] = False
+            busy[head] = 0.0
+            head += 1
+        elif t_disp <= t:
+            k = min(qlen, max_batch)
+            longest = 0.0
+            total = fixed[head]
+            for j in range(head, head + k):
+                if lookup[j] > longest:
+                    longest = lookup[j]
+                total += item[j]
+            occ = longest + total
+            _down(heap, int(state[N_REPLICAS]), t + occ)
+            state[BUSY_ASSIGNED] += occ
+            for j in range(head, head + k):
+                wait[j] = t - arrival[j]
+                start[j] = t
+                occupancy[j] = occ
+                started[j] = True
+                busy[j] = 0.0
+            busy[head] = occ
+            head += k
+        else:
+            _evaluate(t, heap, warming, state, auto, log, qlen)
+            state[NEXT_EVAL] = t + every
+    return head
+
+
+@njit(cache=True, nogil=True)
+def _evaluate(t, heap, warming, state, auto, log, qlen):
+    """One autoscaler evaluation at ``t``: measure the last interval, log it, decide."""
+    n = int(state[N_REPLICAS])
+    prev = state[PREV_EVAL]
+    n_warm = int(state[N_WARMING])
+    busy_now = state[BUSY_ASSIGNED]
+    for j in range(n):
+        if heap[j] > t:
+            busy_now -= heap[j] - t  # work booked after t (each replica's is contiguous)
+    not_ready = 0.0
+    for j in range(n_warm):
+        if warming[j] > t:
+            busy_now += warming[j] - t  # a warming replica's free-at includes its start-up
+        not_ready += min(warming[j], t) - prev
+    span = t - prev
+    ready_s = n * span - not_ready
+    busy_s = busy_now - state[BUSY_AT_EVAL]
+    area = state[QUEUE_AREA] - state[QUEUE_AREA_AT_EVAL]
+    util = busy_s / ready_s if ready_s > 0 else 0.0
+    # replicas that finished warming up are ready now
+    kept = 0
+    for j in range(n_warm):
+        if warming[j] > t:
+            warming[kept] = warming[j]
+            kept += 1
+    n_warm = kept
+    ready = n - n_warm
+    # decide
+    desired = n
+    if ready > 0:
+        if auto[A_TARGET_UTIL] > 0:
+            ratio = util / auto[A_TARGET_UTIL]
+        else:
+            ratio = area / span / ready / auto[A_TARGET_QUEUE]
+        if abs(ratio - 1.0) > auto[A_TOLERANCE]:
+            desired = int(np.ceil(ready * ratio - 1e-9))
+    desired = max(int(auto[A_MIN]), min(int(auto[A_MAX]), desired))
+    if desired > n:
+        for _ in range(desired - n):
+            ready_at = t + auto[A_WARMUP]
+            _push(heap, n, ready_at)
+            n += 1
+            if ready_at > t:
+                warming[n_warm] = ready_at
+                n_warm += 1
+        state[LAST_SCALE] = t
+    elif desired < n and n_warm == 0 and t - state[LAST_SCALE] >= auto[A_COOLDOWN]:
+        removed = 0
+        while n > desired and heap[0] <= t:  # idle replicas only
+            n -= 1
+            _down(heap, n, heap[n])
+            removed += 1
+        if removed:
+            state[LAST_SCALE] = t
+    row = int(state[N_LOG])
+    log[row, L_T] = t
+    log[row, L_REPLICA_S] = int(state[N_REPLICAS]) * span
+    log[row, L_READY_S] = ready_s
+    log[row, L_BUSY_S] = busy_s
+    log[row, L_QUEUE_AREA] = area
+    log[row, L_QUEUE_NOW] = qlen
+    log[row, L_REPLICAS] = n
+    log[row, L_READY] = n - n_warm
+    log[row, L_UTIL] = util
+    state[N_LOG] = row + 1
+    state[N_REPLICAS] = n
+    state[N_WARMING] = n_warm
+    state[BUSY_AT_EVAL] = busy_now
+    state[QUEUE_AREA_AT_EVAL] = state[QUEUE_AREA]
+    state[PREV_EVAL] = t
+
+
+class BatchingPool:
+    """Serving replicas with dynamic batching and/or an autoscaler, carried across chunks.
+
+    Requests still waiting at the end of a chunk (their batch, or their give-up, depends on
+    requests not generated yet) are carried into the next call, with their ``payload`` (any
+    per-request arrays the caller wants back alongside the outcomes); :meth:`serve` returns
+    outcomes for the requests decided so far, in arrival order.
+    """
+
+    def __init__(self, serving, eval_until_s: float, start_s: float = 0.0):
+        self.spec = serving
+        auto = serving.autoscaling
+        batching = serving.batching
+        self.patience_s = np.inf if serving.timeout is None else float(serving.timeout)
+        self.max_batch = batching.max_batch if batching else 1
+        self.max_wait_s = batching.max_wait if batching else 0.0
+        capacity = auto.max if auto else serving.replicas
+        self.heap = np.full(capacity, start_s, dtype=float)
+        self.warming = np.zeros(capacity)
+        self.state = np.zeros(STATE_SIZE)
+        self.state[N_REPLICAS] = serving.replicas
+        self.state[NEXT_EVAL] = start_s + auto.every if auto else np.inf
+        self.state[LAST_SCALE] = -np.inf
+        self.state[LAST_EVENT] = start_s
+        self.state[PREV_EVAL] = start_s
+        self.auto = np.zeros(9)
+        if auto:
+            self.auto[:] = (1, auto.min, auto.max, auto.target_utilization or 0.0,
+                            auto.target_queue or 0.0, auto.every, auto.tolerance, auto.warmup,
+                            auto.cooldown)
+        self.eval_until_s = eval_until_s
+        self.log_rows: list[np.ndarray] = []
+        self._carry: dict[str, np.ndarray] | None = None
+
+    @property
+    def replicas_now(self) -> int:
+        return int(self.state[N_REPLICAS])
+
+    def serve(self, inputs: dict[str, np.ndarray], until_s: float, final: bool = False):
+        """Outcomes of the requests decided by ``until_s`` (or all, with ``final``).
+
+        ``inputs`` holds ``t_s``, ``lookup_s``, ``item_s`` and ``fixed_s`` per new request and
+        any payload arrays. Returns a dict with those arrays for the decided requests plus
+        ``wait_s``, ``start_s``, ``occupancy_s``, ``started`` and ``busy_s``.
+        """
+        carried = 0
+        if self._carry is not None:
+            carried = self._carry["t_s"].size
+            inputs = {k: np.concatenate([self._carry[k], v]) for k, v in inputs.items()}
+        n = inputs["t_s"].size
+        out = dict(wait_s=np.empty(n), start_s=np.empty(n), occupancy_s=np.empty(n),
+                   started=np.empty(n, dtype=np.bool_), busy_s=np.empty(n))
+        every = self.auto[A_EVERY] if self.auto[A_ON] else 0.0
+        span_end = self.eval_until_s if final else until_s
+        rows = int((span_end - self.state[NEXT_EVAL]) / every) + 2 if every > 0 else 0
+        log = np.empty((max(rows, 0), len(LOG_COLUMNS)))
+        self.state[N_LOG] = 0
+        f64 = lambda k: np.ascontiguousarray(inputs[k], dtype=np.float64)  # noqa: E731
+        decided = batch_queue(f64("t_s"), f64("lookup_s"), f64("item_s"), f64("fixed_s"),
+                              carried, self.patience_s, self.max_batch, self.max_wait_s,
+                              until_s, final, self.eval_until_s, self.heap, self.warming,
+                              self.state, self.auto, log, out["wait_s"], out["start_s"],
+                              out["occupancy_s"], out["started"], out["busy_s"])
+        if self.state[N_LOG]:
+            self.log_rows.append(log[:int(self.state[N_LOG])].copy())
+        self._carry = {k: v[decided:] for k, v in inputs.items()} if decided < n else None
+        result = {k: v[:decided] for k, v in inputs.items()}
+        result.update({k: v[:decided] for k, v in out.items()})
+        return result
+
+    def log(self) -> dict[str, np.ndarray]:
+        """The autoscaler's evaluations so far, one row each (columns ``LOG_COLUMNS``)."""
+        rows = (np.concatenate(self.log_rows) if self.log_rows
+                else np.empty((0, len(LOG_COLUMNS))))
+        return {name: rows[:, k] for k, name in enumerate(LOG_COLUMNS)}

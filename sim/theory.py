@@ -44,3 +44,18 @@ def renewal_age_mean(lag_mean_s: float, interval_mean_s: float,
     """Renewal refreshes with intervals X: mean age E[L] + E[X^2] / (2 E[X])
     (age of information; Kaul, Yates and Gruteser, INFOCOM 2012)."""
     return lag_mean_s + interval_second_moment_s2 / (2 * interval_mean_s)
+
+
+def gated_batch_wait(arrival_per_s: float, batch_time_s: float) -> float:
+    """One server that, whenever it is free, takes every waiting request as one batch of fixed
+    duration D (no batch limit, no linger), Poisson arrivals: the mean wait.
+
+    At the end of a batch another starts at once if anyone arrived during it (probability
+    1 - e^{-lambda D}), so a busy period is a geometric number of batches with mean e^{lambda D}
+    and the server is busy a share p = lambda D e^{lambda D} / (lambda D e^{lambda D} + 1) of the
+    time. By PASTA an arrival finds it busy with probability p and then waits for the rest of
+    the batch in service, D/2 on average; an arrival to an idle server starts at once. So
+    E[W] = p D / 2. Stable at every load: batches grow with the queue.
+    """
+    x = arrival_per_s * batch_time_s * math.exp(arrival_per_s * batch_time_s)
+    return batch_time_s / 2 * x / (x + 1)

@@ -165,6 +165,24 @@ def _md1(rho: float, horizon: str, n: int) -> list[Check]:
                   reference="arrival rate x mean time in system")]
 
 
+def _gated_batches(load: float, horizon: str, n: int) -> list[Check]:
+    # Dynamic batching with no linger and a batch limit never reached: the free replica takes
+    # everything waiting, and a batch takes 10 ms whatever its size.
+    batch_s = 0.010
+    lam = load / batch_s
+    arch = _queue(1, None)
+    arch["online"]["serving"] = {"replicas": 1, "batching": {
+        "max_batch": 100000, "max_wait": "0s", "fixed": {"constant": "10ms"}}}
+    s = _scenario(f"{lam}/s", arch, horizon, "10s")
+    wait, l_grid, l_little = _replicate(s, n, lambda res, row, req: (
+        row["queue_wait_ms_mean"] / 1e3, *req.littles_law(s.horizon)), observe=True)
+    case = f"batching, take all waiting, 10 ms batches, {lam:g} requests/s"
+    return [Check(case, "mean wait (s)", wait, theory.gated_batch_wait(lam, batch_s),
+                  reference="p D/2, p = x/(x+1), x = lam D e^(lam D)"),
+            Check(case, "Little's law: mean number in system", l_grid, float(np.mean(l_little)),
+                  reference="arrival rate x mean time in system")]
+
+
 def _periodic_features(n: int) -> list[Check]:
     period, lag = 3600.0, 600.0
     s = _scenario("5/s", _queue(8, {"constant": "1ms"}, "1h", "10m"), "1d", "2h")
@@ -265,6 +283,7 @@ def cases(quick: bool) -> list[Check]:
         checks += _mmc(0.75, 4, "240s", n)
         checks += _erlang_example("60d", n)
         checks += _md1(0.7, "300s", n)
+        checks += _gated_batches(2.0, "120s", n)
     else:
         for rho, horizon in ((0.5, "300s"), (0.8, "600s"), (0.95, "3000s")):
             checks += _mm1(rho, horizon, n)
@@ -273,6 +292,8 @@ def cases(quick: bool) -> list[Check]:
         checks += _erlang_example("120d", n)
         for rho, horizon in ((0.5, "300s"), (0.9, "1200s")):
             checks += _md1(rho, horizon, n)
+        for load, horizon in ((0.5, "300s"), (2.0, "300s")):
+            checks += _gated_batches(load, horizon, n)
         ciw_check = mgc_against_ciw()
         if ciw_check is not None:
             checks.append(ciw_check)

@@ -278,7 +278,7 @@ class Population:
         return zipf_slots(rng, self.n_slots, self.popularity.exponent, size)
 
 
-UNIFORM_STREAMS = ("lookup", "feature_lookup", "service", "stream_lag")
+UNIFORM_STREAMS = ("lookup", "feature_lookup", "service", "stream_lag", "batch_fixed")
 
 
 @dataclass
@@ -319,10 +319,11 @@ class Chunk:
     u_feature_lookup = property(lambda self: self.uniforms("feature_lookup"))
     u_service = property(lambda self: self.uniforms("service"))
     u_stream_lag = property(lambda self: self.uniforms("stream_lag"))
+    u_batch_fixed = property(lambda self: self.uniforms("batch_fixed"))
 
     def sample(self, distribution, stream: str) -> np.ndarray:
         """``distribution`` applied to the named per-request uniforms (``lookup``,
-        ``feature_lookup``, ``service``, ``stream_lag``), computed once per chunk for
+        ``feature_lookup``, ``service``, ``stream_lag``, ``batch_fixed``), computed once per chunk for
         architectures that share a distribution."""
         key = (stream, distribution.kind, tuple(sorted(distribution.params.items())),
                distribution.source)

@@ -23,8 +23,8 @@ PREDSIM = Path(sys.executable).parent / "predsim"
 # A couple of seconds per run: a short horizon and a single replication.
 SHORT = ["--set", "horizon=2h", "--set", "warmup=30m", "--replications", "1"]
 
-PNGS = ["latency_cdf.png", "feature_age.png", "quality_over_time.png", "cost_breakdown.png",
-        "net_value.png"]
+PNGS = ["latency_cdf.png", "feature_age.png", "quality_over_time.png", "serving_load.png",
+        "cost_breakdown.png", "net_value.png"]
 OUT_FILES = ["summary.csv", "timeseries.csv", "results.json", "scenario.resolved.yaml", *PNGS]
 
 
@@ -85,14 +85,17 @@ def test_run_json_prints_one_json_object(json_run):
 ARCH_KEYS = {
     "name", "kind", "requests", "coverage", "latency_ms", "queue_wait_ms", "feature_age_s",
     "model_age_s", "quality", "slo_violation_rate", "wasted_prediction_rate", "utilization",
-    "cost_per_day", "value_per_day", "net_value_per_day",
+    "cost_per_day", "value_per_day", "net_value_per_day", "service_ms", "replicas_mean",
+    "trainings", "trainings_per_day", "quality_lost",
 }
 NESTED_KEYS = {
     "latency_ms": {"mean", "p50", "p95", "p99"},
     "queue_wait_ms": {"mean", "p99"},
+    "service_ms": {"mean", "p99"},
     "feature_age_s": {"mean", "p50", "p95"},
-    "model_age_s": {"mean"},
+    "model_age_s": {"mean", "p50", "p95", "max"},
     "quality": {"mean"},
+    "quality_lost": {"feature_staleness", "model_staleness", "drift"},
 }
 
 

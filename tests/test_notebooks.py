@@ -13,7 +13,8 @@ nbclient = pytest.importorskip("nbclient")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-EXPECTED = {"quickstart.ipynb", "batch_vs_online.ipynb", "streaming_features.ipynb"}
+EXPECTED = {"quickstart.ipynb", "batch_vs_online.ipynb", "streaming_features.ipynb",
+            "retraining_cadence.ipynb", "serving_at_scale.ipynb"}
 # Short runs: the notebooks read these and default to the scenario's own horizon and warm-up.
 SHORT = {"PREDSIM_NOTEBOOK_HORIZON": "2h", "PREDSIM_NOTEBOOK_WARMUP": "30m"}
 

@@ -15,7 +15,7 @@ from sim import engine
 from tests.conftest import SCENARIOS, make_scenario, online
 
 FIELDS = ("t_s", "latency_s", "queue_wait_s", "feature_age_s", "model_age_s", "quality",
-          "fallback", "timed_out")
+          "fallback", "timed_out", "service_s", "busy_s")
 
 
 def per_request(scenario, which):
@@ -24,6 +24,12 @@ def per_request(scenario, which):
                            observe=lambda name, out: seen[name].append(out))
     arrays = {name: {f: np.concatenate([getattr(o, f) for o in outs]).astype(float)
                      for f in FIELDS} for name, outs in seen.items()}
+    # With batching or autoscaling a request's outcome may come a chunk after it arrives (and a
+    # hybrid's stored-prediction reads first): compare in arrival order.
+    for columns in arrays.values():
+        order = np.argsort(columns["t_s"], kind="stable")
+        for f in FIELDS:
+            columns[f] = columns[f][order]
     return results, arrays
 
 

@@ -173,6 +173,16 @@ def test_overrides_do_not_modify_the_callers_data(raw):
     assert raw == before
 
 
+def test_overrides_do_not_modify_the_callers_override_values(raw):
+    # a section given as a value, then a dotted key inside it: the caller's section is untouched
+    section = copy.deepcopy(raw["architectures"]["online"])
+    before = copy.deepcopy(section)
+    s = scenario_from_dict(raw, overrides={"architectures": {"online": section},
+                                           "architectures.online.serving.replicas": 9})
+    assert s.architectures["online"].serving.replicas == 9
+    assert section == before
+
+
 def test_list_overrides_parse_values_as_yaml(raw):
     s = scenario_from_dict(raw, overrides=[
         "architectures.online.serving.replicas=8",           # int

@@ -5,6 +5,7 @@ independent replications, and requires each closed form to lie inside the simula
 confidence interval. Here it runs as part of the suite, and we check that the checks can fail.
 """
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_verify_quick_passes_every_case():
                           env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout + done.stderr
     for case in ("M/M/1", "M/M/4", "Erlang C worked example", "M/D/1", "Little's law",
-                 "feature age", "coverage"):
+                 "feature age", "coverage", "batching, take all waiting"):
         assert case in done.stdout
     assert "FAIL" not in done.stdout
 
@@ -64,6 +65,29 @@ def test_verify_catches_stale_feature_timestamps(monkeypatch):
 
     monkeypatch.setattr(parts.BatchFeaturePipeline, "_materialise", stamped_at_finish)
     rows = [c.row(0.99) for c in verify._periodic_features(3)]
+    assert not rows[0]["passed"]
+
+
+def test_gated_batch_wait_has_the_right_limits():
+    # light load: almost every request finds the server idle; heavy: always half a batch
+    assert theory.gated_batch_wait(1e-6, 0.01) == pytest.approx(0.0, abs=1e-9)
+    assert theory.gated_batch_wait(1e4, 0.01) == pytest.approx(0.005)
+    # lambda D = 1: x = e, E[W] = D/2 * e / (e + 1)
+    assert theory.gated_batch_wait(100, 0.01) == pytest.approx(0.005 * math.e / (math.e + 1))
+
+
+def test_verify_catches_a_batcher_that_lingers(monkeypatch):
+    # A batcher that holds a free replica back 3 ms for a fuller batch must fail the gated check.
+    from sim import serving
+
+    original = serving.BatchingPool.__init__
+
+    def lingering(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.max_wait_s = 0.003
+
+    monkeypatch.setattr(serving.BatchingPool, "__init__", lingering)
+    rows = [c.row(0.99) for c in verify._gated_batches(0.5, "60s", 4)]
     assert not rows[0]["passed"]
 
 

@@ -17,7 +17,8 @@ from sim.workload import Chunk, Population
 
 @dataclass
 class World:
-    """State shared by every architecture in a run: the same entities, the same model history."""
+    """What an architecture sees in a run: the same entities as every other, and the model
+    history it serves with (shared, or its own when it has a training section)."""
 
     scenario: Scenario
     streams: Streams
@@ -54,4 +55,4 @@ def empty_outcomes(n: int, t_s: np.ndarray) -> dict:
                 fallback=np.zeros(n, bool), timed_out=np.zeros(n, bool),
                 feature_age_s=np.full(n, np.nan), model_age_s=np.full(n, np.nan),
                 quality=np.zeros(n), busy_s=np.zeros(n), service_start_s=t_s.copy(),
-                queued=np.zeros(n, bool))
+                queued=np.zeros(n, bool), service_s=np.full(n, np.nan))

@@ -10,14 +10,15 @@ import simpy
 from sim.architectures.base import World, empty_outcomes
 from sim.architectures.parts import (BatchFeaturePipeline, OnlineServing, StoredPredictions,
                                      StreamPipeline)
-from sim.control import apportioned_usd
 from sim.freshness import drift_loss, quality
 from sim.metrics import Outcomes
+from sim.training import feature_staleness_loss, model_staleness_loss
 from sim.scenario import (BatchArchitecture, HybridArchitecture, OnlineArchitecture, Scenario,
                           StreamingArchitecture)
 from sim.workload import Chunk
 
 COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training")
+LOSS_KEYS = ("predictions", "feature_staleness", "model_staleness", "drift")
 
 
 class _Common:
@@ -28,6 +29,8 @@ class _Common:
         self.kind = spec.kind
         self.spec = spec
         self.scenario = scenario
+        # Metric lost per real prediction in the measured window, by cause (see _quality).
+        self.losses = dict.fromkeys(LOSS_KEYS, 0.0)
 
     def start(self, env: simpy.Environment, world: World) -> None:
         self.world = world
@@ -35,9 +38,24 @@ class _Common:
     def _quality(self, t_s, feature_age_s, model_cutoff_s, fallback):
         q = self.scenario.quality
         model_age = t_s - model_cutoff_s
-        loss = drift_loss(self.scenario.drift, t_s, model_cutoff_s)
+        loss = drift_loss(self.scenario.drift, t_s, model_cutoff_s, t_s - feature_age_s)
         value = quality(q, feature_age_s, model_age, loss)
+        self._add_losses(t_s, feature_age_s, model_age, loss, fallback)
         return np.where(fallback, q.fallback, value), model_age
+
+    def _add_losses(self, t_s, feature_age_s, model_age_s, drift, fallback):
+        """Add the measured real predictions' losses to ``self.losses``: feature staleness,
+        model staleness and drift, each against ``fresh`` (before the clamp to [0, fresh])."""
+        measured = (~np.asarray(fallback, bool)) & (t_s >= self.scenario.warmup)
+        if not measured.any():
+            return
+        q = self.scenario.quality
+        self.losses["predictions"] += float(measured.sum())
+        self.losses["feature_staleness"] += float(
+            feature_staleness_loss(q, feature_age_s[measured]).sum())
+        self.losses["model_staleness"] += float(
+            model_staleness_loss(q, model_age_s[measured]).sum())
+        self.losses["drift"] += float(np.broadcast_to(drift, t_s.shape)[measured].sum())
 
     def _model_cutoff_now(self, t_s):
         deploys = self.world.model.deploys
@@ -46,8 +64,7 @@ class _Common:
     def cost_usd_per_day(self, start_s: float, end_s: float) -> dict[str, float]:
         prices = self.scenario.costs
         costs = dict.fromkeys(COMPONENTS, 0.0)
-        costs["training"] = apportioned_usd(self.world.model.runs, lambda r: prices.training_run,
-                                            start_s, end_s)
+        costs["training"] = self.world.model.cost_usd_per_day(prices, start_s, end_s)
         self._add_costs(costs, prices, start_s, end_s)
         costs["total"] = sum(costs[c] for c in COMPONENTS)
         return costs
@@ -55,7 +72,15 @@ class _Common:
     def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
         return 0, 0
 
+    def trainings(self, start_s: float, end_s: float) -> int:
+        """Training runs started in the window by the model history this architecture uses."""
+        return self.world.model.trainings(start_s, end_s)
+
     def serving_stats(self):
+        return None
+
+    def finish(self) -> Outcomes | None:
+        """Outcomes of requests still undecided when arrivals end (none by default)."""
         return None
 
 
@@ -99,7 +124,7 @@ class OnlineModel(_Common):
         super().__init__(name, spec, scenario)
         self.features = BatchFeaturePipeline(spec.features.batch) if spec.features.batch else None
         self.stream = StreamPipeline(spec.features.stream) if spec.features.stream else None
-        self.serving = OnlineServing(spec.serving, spec.feature_lookup)
+        self.serving = OnlineServing(spec.serving, spec.feature_lookup, scenario.end_s)
 
     def lead_s(self, population_size: int) -> float:
         return max(self.features.lead_s(population_size) if self.features else 0.0,
@@ -123,34 +148,85 @@ class OnlineModel(_Common):
         return occupancy, lag
 
     def _serve_online(self, t, occupancy, lag):
-        latency, wait, timed_out, busy, start = self.serving.serve(t, occupancy)
+        latency, wait, timed_out, busy, start, service = self.serving.serve(t, occupancy)
+        return self._online_outcomes(t, latency, wait, timed_out, busy, start, service,
+                                     self._feature_age(t, lag), self._model_cutoff_now(t))
+
+    def _feature_age(self, t, lag):
         if self.stream is not None:
-            feature_age = self.stream.age_s(t, lag)
-        else:
-            feature_age = t - self.features.feature_cutoff_s(t)
-        model_cutoff = self._model_cutoff_now(t)
+            return self.stream.age_s(t, lag)
+        return t - self.features.feature_cutoff_s(t)
+
+    def _online_outcomes(self, t, latency, wait, timed_out, busy, start, service, feature_age,
+                         model_cutoff) -> dict:
         q, model_age = self._quality(t, feature_age, model_cutoff, timed_out)
         return dict(latency_s=latency, queue_wait_s=wait, fallback=timed_out.copy(),
                     timed_out=timed_out, quality=q, busy_s=busy, service_start_s=start,
-                    queued=np.ones(t.size, bool),
+                    service_s=service, queued=np.ones(t.size, bool),
                     feature_age_s=np.where(timed_out, np.nan, feature_age),
                     model_age_s=np.where(timed_out, np.nan, model_age))
 
     def serve(self, chunk: Chunk) -> Outcomes:
+        if self.serving.evented:
+            return Outcomes(**self._evented(chunk, np.ones(chunk.size, bool)))
         out = empty_outcomes(chunk.size, chunk.t_s)
         out.update(self._serve_online(chunk.t_s, *self._draws(chunk)))
         return Outcomes(**out)
 
+    # -- batching and autoscaling: requests may be decided a chunk after they arrive ------------
+    def _evented(self, chunk: Chunk | None, mask: np.ndarray | None) -> dict:
+        """Outcomes of the online requests decided by the end of ``chunk`` (all of the rest
+        when ``chunk`` is None, at the end of the run), in arrival order."""
+        if chunk is None:
+            inputs = {k: np.empty(0) for k in ("t_s", "lookup_s", "item_s", "fixed_s",
+                                                "feature_age_s", "model_cutoff_s")}
+            r = self.serving.serve_evented(inputs, np.inf, final=True)
+        else:
+            r = self.serving.serve_evented(self._queue_inputs(chunk, mask), chunk.end_s)
+        t = r["t_s"]
+        out = empty_outcomes(t.size, t)
+        out.update(self._online_outcomes(t, r["latency_s"], r["wait_s"], r["timed_out"],
+                                         r["busy_s"], r["start_s"], r["service_s"],
+                                         r["feature_age_s"], r["model_cutoff_s"]))
+        return out
+
+    def _queue_inputs(self, chunk: Chunk, mask: np.ndarray) -> dict:
+        """What the batching queue needs per request, and what quality needs once decided."""
+        spec = self.spec
+        batching = spec.serving.batching
+        t = chunk.t_s[mask]
+        if batching is None:
+            item = chunk.sample(spec.serving.service_time, "service")[mask]
+            fixed = np.zeros(t.size)
+        else:
+            item = chunk.sample(batching.per_item, "service")[mask]
+            fixed = chunk.sample(batching.fixed, "batch_fixed")[mask]
+        lag = None
+        if self.stream is not None and self.stream.spec.window.is_zero:
+            lag = chunk.sample(self.stream.spec.lag, "stream_lag")[mask]
+        return dict(t_s=t, lookup_s=chunk.sample(spec.feature_lookup, "feature_lookup")[mask],
+                    item_s=item, fixed_s=fixed, feature_age_s=self._feature_age(t, lag),
+                    model_cutoff_s=self._model_cutoff_now(t))
+
+    def finish(self) -> Outcomes | None:
+        """The requests still waiting when arrivals end (batching and autoscaling only)."""
+        if not self.serving.evented:
+            return None
+        return Outcomes(**self._evented(None, None))
+
     def _add_costs(self, costs, prices, start_s, end_s):
-        costs["serving"] = self.serving.cost_usd_per_day(prices)
+        costs["serving"] = self.serving.cost_usd_per_day(prices, start_s, end_s)
         if self.features:
             costs["feature_pipeline"] = self.features.cost_usd_per_day(prices, start_s, end_s)
         if self.stream:
             costs["stream_processing"] = self.stream.cost_usd_per_day(prices)
 
     def serving_stats(self):
-        return {"replicas": self.serving.spec.replicas,
-                "mean_occupancy_s": self.serving.mean_occupancy_s}
+        start_s, end_s = self.scenario.warmup, self.scenario.end_s
+        ready_s = self.serving.replica_seconds(start_s, end_s, ready=True)
+        return {"replicas": ready_s / (end_s - start_s),
+                "mean_occupancy_s": self.serving.mean_occupancy_s,
+                "serving": self.serving}
 
 
 class HybridModel(OnlineModel):
@@ -185,6 +261,9 @@ class HybridModel(OnlineModel):
                                model_age_s=np.where(fallback, np.nan, model_age)).items():
             out[key][head] = value
         tail = ~head
+        if self.serving.evented:  # the tail's outcomes may come a chunk later: append them
+            online = self._evented(chunk, tail)
+            return Outcomes(**{k: np.concatenate([v[head], online[k]]) for k, v in out.items()})
         occupancy, lag = self._draws(chunk)
         online = self._serve_online(t[tail], occupancy[tail], None if lag is None else lag[tail])
         for key, value in online.items():

@@ -10,7 +10,7 @@ from sim.architectures.base import World
 from sim.control import Run, apportioned_usd, periodic
 from sim.freshness import Timeline
 from sim.scenario import BatchFeatures, Serving, StreamFeatures, _Scheduled
-from sim.serving import ReplicaPool
+from sim.serving import BatchingPool, ReplicaPool
 from sim.workload import Population
 
 DAY_S = 86400.0
@@ -219,20 +219,32 @@ class StreamPipeline:
 
 class OnlineServing:
     """Serving replicas: each request waits FIFO for a replica, which looks up its features and
-    runs the model (both occupy the replica, as in a synchronous serving worker)."""
+    runs the model (both occupy the replica, as in a synchronous serving worker).
 
-    def __init__(self, serving: Serving, feature_lookup):
+    With ``batching`` or ``autoscaling`` the queue is the event loop of
+    :class:`~sim.serving.BatchingPool`, which carries requests still waiting at a chunk's end
+    into the next chunk; otherwise it is the Kiefer-Wolfowitz recursion of
+    :class:`~sim.serving.ReplicaPool`.
+    """
+
+    def __init__(self, serving: Serving, feature_lookup, end_s: float):
         self.spec = serving
         self.feature_lookup = feature_lookup
-        self.pool = ReplicaPool(serving.replicas, serving.timeout)
+        self.end_s = end_s
+        self.evented = serving.batching is not None or serving.autoscaling is not None
+        if self.evented:
+            every = serving.autoscaling.every if serving.autoscaling else 0.0
+            self.pool = BatchingPool(serving, eval_until_s=end_s + every)
+        else:
+            self.pool = ReplicaPool(serving.replicas, serving.timeout)
 
     @property
     def mean_occupancy_s(self) -> float:
-        return self.feature_lookup.mean + self.spec.service_time.mean
+        return self.spec.mean_occupancy_s(self.feature_lookup)
 
     def serve(self, t_s: np.ndarray, occupancy: np.ndarray):
-        """(latency, queue_wait, timed_out, busy, service start) for requests served online,
-        given the replica time each needs (feature lookup + inference)."""
+        """(latency, queue_wait, timed_out, busy, service start, service time) for requests
+        served online, given the replica time each needs (feature lookup + inference)."""
         wait, started = self.pool.serve(t_s, occupancy)
         timeout = self.spec.timeout
         latency = wait + occupancy
@@ -242,7 +254,42 @@ class OnlineServing:
             timed_out = ~started | (latency > timeout)
             latency = np.where(timed_out, timeout, latency)
         busy = np.where(started, occupancy, 0.0)
-        return latency, wait, timed_out, busy, t_s + wait
+        return latency, wait, timed_out, busy, t_s + wait, np.where(started, occupancy, np.nan)
 
-    def cost_usd_per_day(self, prices) -> float:
-        return self.spec.replicas * 24 * prices.replica_hour
+    def serve_evented(self, inputs: dict[str, np.ndarray], until_s: float, final: bool = False):
+        """The requests decided by ``until_s`` (see :meth:`BatchingPool.serve`), with their
+        ``latency_s``, ``timed_out`` and ``service_s`` (replica time of their batch)."""
+        r = self.pool.serve(inputs, until_s, final)
+        timeout = self.spec.timeout
+        latency = r["wait_s"] + np.where(r["started"], r["occupancy_s"], 0.0)
+        if timeout is None:
+            timed_out = np.zeros(latency.size, bool)
+        else:
+            timed_out = ~r["started"] | (latency > timeout)
+            latency = np.where(timed_out, timeout, latency)
+        r.update(latency_s=latency, timed_out=timed_out,
+                 service_s=np.where(r["started"], r["occupancy_s"], np.nan))
+        return r
+
+    def replica_seconds(self, start_s: float, end_s: float, ready: bool = False) -> float:
+        """Replica-seconds in [start_s, end_s]: paid for (warming up included), or ``ready``."""
+        if self.spec.autoscaling is None:
+            return self.spec.replicas * (end_s - start_s)
+        log = self.pool.log()
+        column = log["ready_replica_s" if ready else "replica_s"]
+        return float(np.sum(column * _overlap(log["t_s"], self.spec.autoscaling.every,
+                                              start_s, end_s)))
+
+    def bucket_replica_seconds(self, edges_s: np.ndarray, ready: bool = False) -> np.ndarray:
+        """Replica-seconds per time bucket between consecutive ``edges_s``."""
+        return np.array([self.replica_seconds(a, b, ready) for a, b in zip(edges_s, edges_s[1:])])
+
+    def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
+        return self.replica_seconds(start_s, end_s) / (end_s - start_s) * 24 * prices.replica_hour
+
+
+def _overlap(t_s: np.ndarray, every_s: float, start_s: float, end_s: float) -> np.ndarray:
+    """Share of each autoscaler interval ``[t - every, t]`` inside ``[start_s, end_s]``."""
+    lo = np.maximum(t_s - every_s, start_s)
+    hi = np.minimum(t_s, end_s)
+    return np.clip(hi - lo, 0.0, None) / every_s
