@@ -111,6 +111,10 @@ def read_freshness(path: str | Path, age_column: str | None = None,
     header = [c.strip() for c in next(csv.reader(io.StringIO(header_text)))]
     columns = ", ".join(header)
 
+    def missing(name: str) -> InputError:
+        return InputError([f"{label}: line {header_line}: no column {name!r} (the columns are "
+                           f"{columns})"])
+
     if age_column is None:
         age_column = next((c for c in header if c.lower() in AGE_COLUMNS_S or c.lower() == "age"),
                           None)
@@ -119,8 +123,7 @@ def read_freshness(path: str | Path, age_column: str | None = None,
                               f"age_s, age_hours, age_days or age (durations such as 6h), or "
                               f"name it with --age-column (the columns are {columns})"])
     elif age_column not in header:
-        raise InputError([f"{label}: line {header_line}: no column {age_column!r} (the columns "
-                          f"are {columns})"])
+        raise missing(age_column)
     if age_unit is not None and age_unit not in AGE_UNITS_S:
         raise InputError([f"age unit must be one of {', '.join(AGE_UNITS_S)} (got {age_unit!r})"])
     scale = AGE_UNITS_S[age_unit] if age_unit else AGE_COLUMNS_S.get(age_column.lower())
@@ -128,8 +131,7 @@ def read_freshness(path: str | Path, age_column: str | None = None,
     if experiment_column is None:
         experiment_column = next((c for c in header if c.lower() in EXPERIMENT_COLUMNS), None)
     elif experiment_column not in header:
-        raise InputError([f"{label}: line {header_line}: no column {experiment_column!r} (the "
-                          f"columns are {columns})"])
+        raise missing(experiment_column)
 
     if metric_column is None:
         named = [c for c in header if c.lower() == "metric" or (metric and c == metric)]
@@ -143,8 +145,7 @@ def read_freshness(path: str | Path, age_column: str | None = None,
                               f"expected a column named metric{f' or {metric}' if metric else ''}"
                               f", or give --metric-column (the columns are {columns})"])
     elif metric_column not in header:
-        raise InputError([f"{label}: line {header_line}: no column {metric_column!r} (the "
-                          f"columns are {columns})"])
+        raise missing(metric_column)
 
     at = {name: header.index(name) for name in (age_column, metric_column, experiment_column)
           if name is not None}

@@ -457,19 +457,13 @@ class _Batcher:
             self.busy += 1
             for k, request in enumerate(batch):
                 request.dispatched.succeed((env.now, occupancy, k == 0))
-            env.process(self._serve(occupancy))
+            env.process(self._idle_after(occupancy, "busy"))
 
-    def _serve(self, occupancy: float):
-        yield self.env.timeout(occupancy)
-        self._advance()
-        self.busy -= 1
-        self.idle += 1
-        self._poke()
-
-    def _warm_up(self, delay: float):
+    def _idle_after(self, delay: float, was: str):
+        """A replica that is ``was`` (busy with a batch, or warming up) is idle ``delay`` later."""
         yield self.env.timeout(delay)
         self._advance()
-        self.warming -= 1
+        setattr(self, was, getattr(self, was) - 1)
         self.idle += 1
         self._poke()
 
@@ -501,7 +495,7 @@ class _Batcher:
                 for _ in range(desired - total):
                     if auto.warmup > 0:
                         self.warming += 1
-                        env.process(self._warm_up(auto.warmup))
+                        env.process(self._idle_after(auto.warmup, "warming"))
                     else:
                         self.idle += 1
                 self.last_scale_s = t
