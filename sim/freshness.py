@@ -126,14 +126,19 @@ def quality(spec: Quality, feature_age_s: np.ndarray, model_age_s: np.ndarray,
 
     Ages that are NaN (no such age, e.g. no model curve) contribute no loss.
     """
-    loss = np.zeros(np.shape(feature_age_s)) + drift_loss
-    if spec.feature_staleness is not None:
-        loss += np.nan_to_num(spec.fresh - curve_value(spec.feature_staleness, spec.fresh,
-                                                       feature_age_s))
-    if spec.model_staleness is not None:
-        loss += np.nan_to_num(spec.fresh - curve_value(spec.model_staleness, spec.fresh,
-                                                       model_age_s))
+    loss = (staleness_loss(spec.feature_staleness, spec.fresh, feature_age_s) +
+            staleness_loss(spec.model_staleness, spec.fresh, model_age_s) + drift_loss)
     return np.clip(spec.fresh - loss, 0.0, spec.fresh)
+
+
+def staleness_loss(curve: Curve | None, fresh: float, age_s: np.ndarray) -> np.ndarray:
+    """Metric lost to one age alone (the other held at zero): ``fresh - curve(age)``; no loss
+    without a curve or where the age is NaN."""
+    age_s = np.asarray(age_s, dtype=float)
+    if curve is None:
+        return np.zeros(age_s.shape)
+    loss = fresh - curve_value(curve, fresh, age_s)
+    return np.where(np.isnan(loss), 0.0, loss)
 
 
 # Feature data times are derived as request time minus feature age, which may round a cut-off

@@ -39,9 +39,9 @@ import numpy as np
 import simpy
 
 from sim.control import Run, first_run_at, periodic
-from sim.freshness import Timeline, curve_value
+from sim.freshness import Timeline, staleness_loss
 from sim.freshness import drift_loss as _drift_loss
-from sim.scenario import Costs, Quality, Training
+from sim.scenario import Costs, Training
 
 DAY_S = 86400.0
 # The monitor cuts its window into bins this many times shorter than min(check_every, window).
@@ -49,22 +49,6 @@ BINS_PER_CHECK = 10
 MAX_BINS = 2000
 # Label-delay CDF from this many quantiles of the distribution (works for every kind).
 CDF_POINTS = 2000
-
-
-def model_staleness_loss(spec: Quality, model_age_s: np.ndarray) -> np.ndarray:
-    """Metric lost to the model's age alone (feature age held at zero); NaN ages lose nothing."""
-    if spec.model_staleness is None:
-        return np.zeros(np.shape(model_age_s))
-    return np.nan_to_num(spec.fresh - curve_value(spec.model_staleness, spec.fresh,
-                                                  np.asarray(model_age_s, dtype=float)))
-
-
-def feature_staleness_loss(spec: Quality, feature_age_s: np.ndarray) -> np.ndarray:
-    """Metric lost to the features' age alone (model age held at zero); NaN ages lose nothing."""
-    if spec.feature_staleness is None:
-        return np.zeros(np.shape(feature_age_s))
-    return np.nan_to_num(spec.fresh - curve_value(spec.feature_staleness, spec.fresh,
-                                                  np.asarray(feature_age_s, dtype=float)))
 
 
 def model_drift_loss(drifts, t_s: np.ndarray, model_cutoff_s: np.ndarray) -> np.ndarray:
@@ -280,7 +264,7 @@ class ModelLifecycle:
         # labels of predictions made at mid that arrived within the window [t - window, t]
         share = self.label_cdf(t_s - mid) - self.label_cdf(t_s - g.window - mid)
         age = mid - current["cutoff_s"]
-        q = spec.fresh - model_staleness_loss(spec, age) - \
+        q = spec.fresh - staleness_loss(spec.model_staleness, spec.fresh, age) - \
             model_drift_loss(self.scenario.drift, mid, np.full(mid.shape, current["cutoff_s"]))
         q = np.clip(q, 0.0, spec.fresh)
         expected = self.examples_per_s * g.labelled_share * widths * share

@@ -10,9 +10,8 @@ import simpy
 from sim.architectures.base import World, empty_outcomes
 from sim.architectures.parts import (BatchFeaturePipeline, OnlineServing, StoredPredictions,
                                      StreamPipeline)
-from sim.freshness import drift_loss, quality
+from sim.freshness import drift_loss, staleness_loss
 from sim.metrics import Outcomes
-from sim.training import feature_staleness_loss, model_staleness_loss
 from sim.scenario import (BatchArchitecture, HybridArchitecture, OnlineArchitecture, Scenario,
                           StreamingArchitecture)
 from sim.workload import Chunk
@@ -36,26 +35,21 @@ class _Common:
         self.world = world
 
     def _quality(self, t_s, feature_age_s, model_cutoff_s, fallback):
+        """Each request's quality (DESIGN.md) and model age; adds the measured real
+        predictions' losses by cause to ``self.losses``."""
         q = self.scenario.quality
         model_age = t_s - model_cutoff_s
-        loss = drift_loss(self.scenario.drift, t_s, model_cutoff_s, t_s - feature_age_s)
-        value = quality(q, feature_age_s, model_age, loss)
-        self._add_losses(t_s, feature_age_s, model_age, loss, fallback)
+        feature_loss = staleness_loss(q.feature_staleness, q.fresh, feature_age_s)
+        model_loss = staleness_loss(q.model_staleness, q.fresh, model_age)
+        drift = drift_loss(self.scenario.drift, t_s, model_cutoff_s, t_s - feature_age_s)
+        value = np.clip(q.fresh - (feature_loss + model_loss + drift), 0.0, q.fresh)
+        measured = ~np.asarray(fallback, bool) & (t_s >= self.scenario.warmup)
+        if measured.any():  # each against fresh, before the clamp to [0, fresh]
+            self.losses["predictions"] += float(measured.sum())
+            self.losses["feature_staleness"] += float(feature_loss[measured].sum())
+            self.losses["model_staleness"] += float(model_loss[measured].sum())
+            self.losses["drift"] += float(np.broadcast_to(drift, t_s.shape)[measured].sum())
         return np.where(fallback, q.fallback, value), model_age
-
-    def _add_losses(self, t_s, feature_age_s, model_age_s, drift, fallback):
-        """Add the measured real predictions' losses to ``self.losses``: feature staleness,
-        model staleness and drift, each against ``fresh`` (before the clamp to [0, fresh])."""
-        measured = (~np.asarray(fallback, bool)) & (t_s >= self.scenario.warmup)
-        if not measured.any():
-            return
-        q = self.scenario.quality
-        self.losses["predictions"] += float(measured.sum())
-        self.losses["feature_staleness"] += float(
-            feature_staleness_loss(q, feature_age_s[measured]).sum())
-        self.losses["model_staleness"] += float(
-            model_staleness_loss(q, model_age_s[measured]).sum())
-        self.losses["drift"] += float(np.broadcast_to(drift, t_s.shape)[measured].sum())
 
     def _model_cutoff_now(self, t_s):
         deploys = self.world.model.deploys
