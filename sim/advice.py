@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from sim.replications import t_half_width
 from sim.results import version
 from sim.scenario import Scenario
 from sim.sweep import (Point, SweepError, Template, build_scenarios, make_executor,
@@ -115,8 +116,10 @@ def candidates(scenario: Scenario, intervals: Sequence[float], policies: Sequenc
             for p in prefixes:
                 values.update({f"{p}.policy": policy, f"{p}.every": format_duration(seconds),
                                f"{p}.trigger": None})
-                if policy == "continual":
-                    values[f"{p}.mode"] = "stateful"
+                # continual updates are stateful; a schedule keeps the section's own mode, so
+                # candidates differ in cadence only
+                values[f"{p}.mode"] = ("stateful" if policy == "continual" else
+                                       _section(scenario, p).training_mode)
             out.append(Candidate(f"{policy} every {format_duration(seconds)}", policy, seconds,
                                  values))
     return out
@@ -136,6 +139,9 @@ class Advice:
     table: pd.DataFrame
     replications: int
     notes: list[str] = field(default_factory=list)
+    # net value per day of each replication, by (candidate, architecture): every candidate runs
+    # on the same requests, so differences between candidates are paired
+    net_by_replication: dict = field(default_factory=dict)
 
     @property
     def best(self) -> pd.DataFrame:
@@ -158,10 +164,16 @@ class Advice:
             if not others.empty:
                 runner = others.loc[others["net_value_usd_per_day"].idxmax()]
                 gap = row["net_value_usd_per_day"] - runner["net_value_usd_per_day"]
-                both = (ci or 0.0) + (runner.get("net_value_usd_per_day_ci95") or 0.0)
-                sure = ("" if _nan(both) or gap > both else
-                        "; the confidence intervals overlap, run more replications to be sure")
-                line += (f", {_money(gap)}/day ahead of {runner['candidate']}{sure}")
+                name = row["architecture"]
+                best = self.net_by_replication.get((row["candidate"], name))
+                second = self.net_by_replication.get((runner["candidate"], name))
+                half = (t_half_width(best - second) if best is not None and second is not None
+                        else float("nan"))
+                detail = "" if _nan(half) else f" (paired 95% CI ±{_money(half)})"
+                sure = ("" if _nan(half) or gap > half else
+                        "; the difference is within its confidence interval, run more "
+                        "replications to be sure")
+                line += (f", {_money(gap)}/day ahead of {runner['candidate']}{detail}{sure}")
             out.append(line + ".")
         return out
 
@@ -218,10 +230,14 @@ def advise(scenario: Scenario | Template | str | Path,
     finally:
         if own:
             executor.__exit__(None, None, None)
-    rows, notes = [], []
+    rows, notes, by_replication = [], [], {}
     for c, point in zip(chosen, points):
         result = results[point.id]
         notes.extend(result.notes)
+        if result.per_replication is not None:
+            for name, group in result.per_replication.groupby("architecture", sort=False):
+                by_replication[(c.label, name)] = group.sort_values("replication")[
+                    "net_value_usd_per_day"].to_numpy(float)
         for row in result.summary.to_dict("records"):
             entry = {"candidate": c.label, "policy": c.policy,
                      "interval": None if c.interval_s is None else format_duration(c.interval_s),
@@ -232,13 +248,15 @@ def advise(scenario: Scenario | Template | str | Path,
                 entry[f"{column}_ci95"] = row.get(f"{column}_ci95", math.nan)
             rows.append(entry)
     table = pd.DataFrame(rows)
-    longest = max((c.interval_s for c in chosen if c.interval_s is not None), default=0.0)
-    if longest > spec.horizon:
-        notes.insert(0, f"the horizon ({format_duration(spec.horizon)}) is shorter than the "
-                        f"longest interval ({format_duration(longest)}), so that interval is "
-                        f"measured over part of its cycle only; set horizon to at least "
-                        f"{format_duration(longest)} (--set horizon=...) for a fair comparison")
-    return Advice(spec, table, replications, list(dict.fromkeys(notes)))
+    partial = [c.interval_s for c in chosen if c.interval_s is not None and
+               abs(spec.horizon / c.interval_s - round(spec.horizon / c.interval_s)) > 1e-6]
+    if partial:
+        notes.insert(0, f"the horizon ({format_duration(spec.horizon)}) is not a whole number of "
+                        f"cycles of {', '.join(format_duration(x) for x in partial)}, so those "
+                        f"are measured over part of a cycle (the part where the model is "
+                        f"freshest or stalest counts more); set a horizon that is a multiple of "
+                        f"every interval (--set horizon=...) for a fair comparison")
+    return Advice(spec, table, replications, list(dict.fromkeys(notes)), by_replication)
 
 
 def rich_table(advice: Advice):

@@ -54,6 +54,9 @@ EXPERIMENTS = {"feature": "feature", "features": "feature", "feature_age": "feat
 # Metrics where lower is better, recognised by name (case and punctuation ignored).
 LOWER_IS_BETTER = {"ne", "normalizedentropy", "normalisedentropy", "logloss", "crossentropy",
                    "mse", "rmse", "mae", "error", "errorrate", "brier", "brierscore", "loss"}
+HIGHER_IS_BETTER = {"ctr", "auc", "rocauc", "prauc", "accuracy", "precision", "recall", "f1",
+                    "ndcg", "map", "mrr", "hitrate", "conversion", "conversionrate", "revenue",
+                    "engagement", "quality"}
 FORMS = ("exponential", "linear", "table")
 
 
@@ -459,7 +462,8 @@ class FreshnessFit:
         out = [f"# {part}" if i == 0 else f"#   {part}" for line in self.comments()
                for i, part in enumerate(textwrap.wrap(line, 96))]
         section = self.section()
-        out += ["quality:", f"  metric: {section['metric']}", f"  fresh: {section['fresh']}"]
+        out += ["quality:", f"  metric: {section['metric']}",
+                f"  fresh: {_plain(section['fresh'])}"]
         for key in ("feature_staleness", "model_staleness"):
             if key not in section:
                 continue
@@ -467,9 +471,9 @@ class FreshnessFit:
             form, value = next(iter(curve.items()))
             if form == "table":
                 out += [f"  {key}:", "    table:"]
-                out += [f"      - [{a}, {v}]" for a, v in value]
+                out += [f"      - [{a}, {_plain(v)}]" for a, v in value]
             else:
-                inner = ", ".join(f"{k}: {v}" for k, v in value.items())
+                inner = ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
                 out.append(f"  {key}: {{{form}: {{{inner}}}}}")
         return "\n".join(out) + "\n"
 
@@ -501,10 +505,13 @@ def fit_freshness(table: FreshnessTable, lower_is_better: bool | None = None,
     if fresh is not None and not fresh > 0:
         raise InputError([f"--fresh must be > 0 (got {fresh:g})"])
     column = table.metric_column
+    key = "".join(ch for ch in column.lower() if ch.isalnum())
     if lower_is_better is not None:
         reason = f"{'lower' if lower_is_better else 'higher'} is better (as given)"
-    elif "".join(ch for ch in column.lower() if ch.isalnum()) in LOWER_IS_BETTER:
+    elif key in LOWER_IS_BETTER:
         lower_is_better, reason = True, "lower is better (by its name)"
+    elif key in HIGHER_IS_BETTER:
+        lower_is_better, reason = False, "higher is better (by its name)"
     else:
         slopes = [np.polyfit(s.ages_s, s.values, 1)[0] for s in table.series.values()]
         lower_is_better = float(np.mean(slopes)) > 0
@@ -529,6 +536,13 @@ def _num(x: float) -> float | int:
         return 0
     return float(np.format_float_positional(x, precision=5, unique=False, fractional=False,
                                             trim="-"))
+
+
+def _plain(value):
+    """A number as YAML text without an exponent (PyYAML reads ``-5e-06`` as a string)."""
+    if isinstance(value, float):
+        return np.format_float_positional(value, trim="-")
+    return value
 
 
 def _parameters(f: CurveFit) -> str:

@@ -975,7 +975,9 @@ class _Scheduled(Model):
     lookup: Dist = Field(ZERO, description="Time to read a stored prediction.")
     timeout: PositiveDuration | None = Field(None, description="Lookups slower than this get "
                                              "the fallback.")
-    training: Training | None = Field(None, description="This architecture's own retraining, instead of the\n                                      scenario's training section (shared otherwise).")
+    training: Training | None = Field(None, description="This architecture's own retraining, "
+                                      "instead of the scenario's training section (shared "
+                                      "otherwise).")
 
 
 class BatchArchitecture(_Scheduled):
@@ -988,7 +990,9 @@ class OnlineArchitecture(Model):
     """Prediction at request time with features from a batch pipeline."""
 
     kind: Literal["online"] = Field(description="online")
-    training: Training | None = Field(None, description="This architecture's own retraining, instead of the\n                                      scenario's training section (shared otherwise).")
+    training: Training | None = Field(None, description="This architecture's own retraining, "
+                                      "instead of the scenario's training section (shared "
+                                      "otherwise).")
     features: Features = Field(description="features.batch: how often features are materialised.")
     feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
     serving: Serving = Field(description="Serving replicas.")
@@ -1006,7 +1010,9 @@ class StreamingArchitecture(Model):
     """Prediction at request time with batch features plus features from a stream processor."""
 
     kind: Literal["streaming"] = Field(description="streaming")
-    training: Training | None = Field(None, description="This architecture's own retraining, instead of the\n                                      scenario's training section (shared otherwise).")
+    training: Training | None = Field(None, description="This architecture's own retraining, "
+                                      "instead of the scenario's training section (shared "
+                                      "otherwise).")
     features: Features = Field(description="features.stream (lag, window) and optionally features.batch.")
     feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
     serving: Serving = Field(description="Serving replicas.")
@@ -1080,8 +1086,12 @@ class Scenario(Model):
             (f"architectures.{name}.training", getattr(a, "training", None))
             for name, a in self.architectures.items()]
         for where, t in sections:
-            if t is not None and t.trigger is not None and t.trigger.noise and \
-                    self.quality.fresh > 1:
+            g = t.trigger if t is not None else None
+            if g is not None and g.below is not None and g.below >= self.quality.fresh:
+                raise ValueError(f"{where}.trigger.below ({g.below:g}) must be below "
+                                 f"quality.fresh ({self.quality.fresh:g}), or every check "
+                                 f"would start a retrain")
+            if g is not None and g.noise and self.quality.fresh > 1:
                 raise ValueError(f"{where}.trigger.noise: the monitor's binomial noise needs a "
                                  f"metric that is a rate between 0 and 1 (quality.fresh is "
                                  f"{self.quality.fresh:g}); set noise: false")

@@ -517,6 +517,7 @@ class PointResult:
     replications: int
     summary: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    per_replication: pd.DataFrame | None = None  # one summary row per replication
 
 
 def point_seed(point: Point, base_seed: int, common_random_numbers: bool = False) -> int:
@@ -568,7 +569,7 @@ def simulate_points(template: Template, points: Sequence[Point], replications: i
             ordered = [runs[k] for k in range(replications)]
             combined = combine(ordered, default_baseline(scenarios[i]))
             yield PointResult(points[i], scenarios[i].seed, replications, combined.summary,
-                              combined.notes)
+                              combined.notes, combined.per_replication)
 
 
 # --------------------------------------------------------------------------------------------

@@ -109,7 +109,8 @@ class ModelLifecycle:
 
     def __post_init__(self):
         self.deploys = Timeline("model" if self.name is None else f"model/{self.name}")
-        self._busy = 0
+        self._busy = 0     # runs started and not yet deployed (the trigger waits for none)
+        self._running = 0  # runs still training (a continual tick skips while one is)
         self._last_cutoff_s: float | None = None
         self._last_start_s = -math.inf
         self._last_trigger_s = -math.inf
@@ -171,8 +172,12 @@ class ModelLifecycle:
             self._last_cutoff_s = first_run_at(t.every, t.start_at, since_s) - t.every
             env.process(self._continual(env, since_s))
         else:
-            self.deploys.append(env.now, env.now, version=0)
-            self._last_cutoff_s = env.now
+            # The first model's cut-off is this policy's own lead before time 0, whatever the
+            # other architectures need, so that an architecture's numbers do not depend on them.
+            own_s = max(since_s, -self.lead_s)
+            self.deploys.append(env.now, own_s, version=0)
+            self._last_cutoff_s = own_s
+            since_s = own_s
             self._rng = self.streams[f"training_monitor/{self.name}" if self.name
                                      else "training_monitor"] if self.streams else None
             self._label_quantiles = np.sort(t.trigger.label_delay.ppf(
@@ -188,7 +193,7 @@ class ModelLifecycle:
         if first > env.now:
             yield env.timeout(first - env.now)
         while True:
-            if self._busy:
+            if self._running:
                 self.skipped.append(env.now)
             else:
                 # period 0: counted when it starts (skipped ticks make the gaps uneven)
@@ -225,8 +230,11 @@ class ModelLifecycle:
         self._last_cutoff_s = start_s
         self._last_start_s = start_s
         self._busy += 1
+        self._running += 1
         try:
-            yield env.timeout(duration + t.deploy_delay)
+            yield env.timeout(duration)
+            self._running -= 1
+            yield env.timeout(t.deploy_delay)
         finally:
             self._busy -= 1
         self.deploys.append(env.now, start_s, version=len(self.deploys))
@@ -267,7 +275,8 @@ class ModelLifecycle:
         q = spec.fresh - staleness_loss(spec.model_staleness, spec.fresh, age) - \
             model_drift_loss(self.scenario.drift, mid, np.full(mid.shape, current["cutoff_s"]))
         q = np.clip(q, 0.0, spec.fresh)
-        expected = self.examples_per_s * g.labelled_share * widths * share
+        rate = self.scenario.workload.arrivals.rate  # predictions made per second
+        expected = rate * g.labelled_share * widths * share
         if g.noise and self._rng is not None:
             k = self._rng.poisson(expected)
             hits = self._rng.binomial(k, np.clip(q, 0.0, 1.0))

@@ -13,6 +13,7 @@ import yaml
 
 import sim
 from sim.advice import AdviceError, advise, parse_intervals
+from sim.replications import t_half_width
 
 BIN = Path(sys.executable).parent
 DAY = 86400.0
@@ -51,6 +52,14 @@ def test_advice_picks_the_optimum_computed_by_hand():
             row["net_value_usd_per_day_ci95"], label
         assert row["cost_usd_per_day_training"] == pytest.approx(C / days)
     assert "Best for online: schedule every 1d" in advice.lines()[0]
+    # every candidate runs on the same requests: the gap is judged by its paired interval,
+    # narrower than the two candidates' own intervals together
+    assert "paired 95% CI" in advice.lines()[0]
+    by_rep = advice.net_by_replication
+    paired = t_half_width(by_rep[("schedule every 1d", "online")] -
+                          by_rep[("schedule every 6h", "online")])
+    assert paired < (table.loc["schedule every 1d", "net_value_usd_per_day_ci95"] +
+                     table.loc["schedule every 6h", "net_value_usd_per_day_ci95"])
 
 
 def test_every_policy_can_be_tried():

@@ -81,7 +81,7 @@ def test_both_experiments_in_one_file_give_both_curves(tmp_path):
     path.write_text("\n".join(rows) + "\n")
     fitted = fit_freshness(read_freshness(path))
     assert set(fitted.fits) == {"feature", "model"}
-    assert not fitted.lower_is_better and "by its trend" in fitted.direction_reason
+    assert not fitted.lower_is_better and "by its name" in fitted.direction_reason
     section = fitted.section()
     assert "exponential" in section["feature_staleness"]
     assert "linear" in section["model_staleness"]
@@ -138,3 +138,20 @@ def test_bad_input_names_the_file_line_and_column_with_exit_code_2(tmp_path, tex
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("column, decaying, lower", [
+    ("auc", False, False),    # flat and noisy: the name decides, not the noise
+    ("ndcg", False, False),
+    ("score", True, False),   # an unknown name: the trend decides
+    ("score", False, True),
+])
+def test_which_way_is_better_by_name_then_by_trend(tmp_path, column, decaying, lower):
+    rng = np.random.default_rng(9)
+    rows = [f"age_days,{column}"]
+    for age in range(0, 8):
+        trend = (-0.004 if decaying else 0.004) * age if column == "score" else 0.0
+        rows.append(f"{age},{0.75 + trend + rng.normal(0, 5e-4):.5f}")
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(rows) + "\n")
+    assert fit_freshness(read_freshness(path)).lower_is_better is lower

@@ -12,7 +12,8 @@ server", has the table they come from):
   full table the C = 1 replays are within 2.5%; ten runs of this 10-second case stayed within
   1.9% (p50), 2.7% (mean), 7.0% (p95) and 8.1% (p99): a window this short has about 950
   requests, so its p99 is about 10 of them. This checks that the real server is the queue
-  predsim models, whatever the machine is doing.
+  predsim models. With another process using a whole core during the run (a test suite run in
+  parallel) one run's p50 was off by 3.8%: the replay, too, is judged only on a quiet machine.
 - The prediction (service times calibrated at low load, Poisson arrivals, predsim's own
   simulation): within PREDICTION_BOUNDS. The full table has this case at +2.4% (p50), -3.3%
   (p95), -19.9% (p99) and 0.0% (mean), an earlier full run at -8%, -37%, -41% and -20%; eight
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STATS = ("p50", "p95", "p99", "mean")
 REPLAY_BOUNDS = {"p50": 0.03, "mean": 0.04, "p95": 0.10, "p99": 0.12}
 PREDICTION_BOUNDS = {"p50": 0.20, "mean": 0.45, "p95": 0.70, "p99": 0.75}
-BUSY_CORES = 0.25  # other processes' CPU during the run above which the prediction is not judged
+BUSY_CORES = 0.25  # other processes' CPU during the run above which the server is not judged
 
 
 def _load_harness():
@@ -74,8 +75,16 @@ def test_the_real_server_answered_everything_on_schedule(small_case):
     assert row["send_lag_us"]["p50"] < 500
 
 
+def _skip_if_busy(config: dict, row: dict) -> None:
+    busy = max(row["cpu_cores"]["others_cores"], config["calibration"]["others_cores_before"])
+    if busy > BUSY_CORES:
+        pytest.skip(f"other processes used {busy:.2f} cores during the measurement; the "
+                    f"real server is judged on a machine without other work")
+
+
 def test_the_real_server_is_the_queue_predsim_models(small_case):
-    _, row = small_case
+    config, row = small_case
+    _skip_if_busy(config, row)
     replay = row["diagnostic_replay"]
     report = _report(row, replay["predicted"], replay["relative_error"])
     for stat, bound in REPLAY_BOUNDS.items():
@@ -84,10 +93,7 @@ def test_the_real_server_is_the_queue_predsim_models(small_case):
 
 def test_predsim_predicts_the_real_server(small_case):
     config, row = small_case
-    busy = max(row["cpu_cores"]["others_cores"], config["calibration"]["others_cores_before"])
-    if busy > BUSY_CORES:
-        pytest.skip(f"other processes used {busy:.2f} cores during the measurement; the "
-                    f"prediction is judged on a machine without other work")
+    _skip_if_busy(config, row)
     report = _report(row, row["predicted"], row["relative_error"])
     for stat, bound in PREDICTION_BOUNDS.items():
         assert abs(row["relative_error"][stat]) <= bound, f"{stat} beyond {bound:.0%}: {report}"

@@ -265,3 +265,52 @@ def test_monitor_noise_needs_a_rate_metric():
     monitor = {"policy": "trigger", "trigger": {"window": "1h", "below": 1.5}}
     with pytest.raises(ScenarioError, match="training.trigger.noise: .* rate between 0 and 1"):
         make_scenario({"online": online()}, training=monitor, **{"quality.fresh": 2.0})
+
+
+# -- found in review ----------------------------------------------------------------------------
+
+def test_a_triggered_models_numbers_do_not_depend_on_other_architectures():
+    # The first model of a trigger policy starts from the policy's own lead, not from the
+    # longest lead of every architecture in the scenario.
+    def run(batch_every):
+        scenario = make_scenario(
+            {"online": online(features_every="1h"),
+             "batch": {"kind": "batch", "every": batch_every, "throughput": "100/s"}},
+            training=trigger(below=0.0449), horizon="1d", warmup="1d",
+            **{"quality.model_staleness": LINEAR})
+        return sim.simulate(scenario).summary.set_index("architecture").loc["online"]
+
+    a, b = run("1d"), run("7d")
+    assert a["model_age_s_mean"] == b["model_age_s_mean"]
+    assert a["quality_mean"] == b["quality_mean"]
+
+
+def test_the_monitor_counts_labels_from_requests_not_from_the_training_data():
+    plain = lifecycle(trigger(below=0.0449), 2 * DAY, **{"quality.model_staleness": LINEAR})
+    with_volume = lifecycle({**trigger(below=0.0449), "examples_per_day": 1000}, 2 * DAY,
+                            **{"quality.model_staleness": LINEAR})
+    assert [c.labels for c in plain.checks] == [c.labels for c in with_volume.checks]
+
+
+def test_a_continual_tick_is_not_skipped_for_a_deploy_still_in_progress():
+    # each update trains 50 min and deploys 15 min later: the next tick (at 60 min) finds no
+    # update training, so none is skipped
+    training = {"policy": "continual", "every": "1h", "duration": "50m", "deploy_delay": "15m",
+                "examples_per_day": 86400}
+    model = lifecycle(training, 12 * HOUR, since_s=0.0)
+    assert model.skipped == []
+    assert [r.start_s for r in model.runs] == [k * HOUR for k in range(12)]
+
+
+def test_model_ages_of_rare_retraining_are_measured_not_capped():
+    # runs every 180 days; measured 160-162 days after one (ages ~1.4e7 s, past 10^7 s)
+    scenario = make_scenario({"online": online()}, training={"every": "180d"}, horizon="2d",
+                             warmup="340d", **{"workload.arrivals.rate": "0.02/s"})
+    row = sim.simulate(scenario).summary.iloc[0]
+    assert row["model_age_s_max"] >= row["model_age_s_mean"] >= row["model_age_s_p50"] * 0.9
+    assert row["model_age_s_max"] > 1e7
+
+
+def test_a_trigger_level_at_or_above_fresh_is_refused():
+    with pytest.raises(ScenarioError, match=r"training.trigger.below \(0.05\) must be below"):
+        make_scenario({"online": online()}, training=trigger(below=0.05))
