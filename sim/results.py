@@ -159,9 +159,12 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
             offered = t["queued"] / scenario.horizon * stats["mean_occupancy_s"] / replicas
             stable = offered < 1.0
             if not stable:
+                auto = stats["serving"].spec.autoscaling
+                fix = ("raise autoscaling.max" if auto is not None and
+                       replicas >= auto.max - 1e-9 else "add replicas")
                 notes.append(f"{arch.name}: the serving queue is unstable: requests arrive faster "
                              f"than {replicas:.3g} replica(s) can serve them (offered load "
-                             f"{offered:.2f} >= 1). Waits grow without bound; add replicas.")
+                             f"{offered:.2f} >= 1). Waits grow without bound; {fix}.")
         else:
             utilization = offered = float("nan")
             stable = None

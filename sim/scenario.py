@@ -893,8 +893,10 @@ class Autoscaling(Model):
     (as the Kubernetes Horizontal Pod Autoscaler does), from the utilisation of the ready
     replicas or from the mean number of waiting requests per ready replica over the last
     interval, and keeps it between ``min`` and ``max``. New replicas serve ``warmup`` after they
-    are asked for (and cost from then on); replicas are removed only when idle and at least
-    ``cooldown`` after the last change.
+    are asked for and are paid for from the moment they are asked for; replicas are removed only
+    when idle, never while one warms up, and at least ``cooldown`` after the last change. The
+    queue target counts every waiting request, those a batcher holds back for ``max_wait``
+    included.
     """
 
     min: int = Field(ge=1, description="Fewest replicas.")
@@ -956,11 +958,15 @@ class Serving(Model):
         return self
 
     def mean_occupancy_s(self, feature_lookup: Distribution) -> float:
-        """Mean replica time per request: one request at a time, or a full batch shared."""
+        """Mean replica time per request: one request at a time, or a full batch shared (which
+        waits for the slowest of its ``max_batch`` feature lookups)."""
         if self.batching is None:
             return feature_lookup.mean + self.service_time.mean
         b = self.batching
-        return feature_lookup.mean / b.max_batch + b.fixed.mean / b.max_batch + b.per_item.mean
+        # E[max of B draws] = integral of F^-1(u) B u^(B-1) du, on a midpoint grid
+        u = (np.arange(4096) + 0.5) / 4096
+        slowest = float(np.mean(feature_lookup.ppf(u) * b.max_batch * u ** (b.max_batch - 1)))
+        return (slowest + b.fixed.mean) / b.max_batch + b.per_item.mean
 
 
 class _Scheduled(Model):

@@ -118,16 +118,17 @@ LOG_COLUMNS = ("t_s", "replica_s", "ready_replica_s", "busy_s", "queue_area", "q
                "replicas", "ready_replicas", "utilization")
 (L_T, L_REPLICA_S, L_READY_S, L_BUSY_S, L_QUEUE_AREA, L_QUEUE_NOW, L_REPLICAS, L_READY,
  L_UTIL) = range(len(LOG_COLUMNS))
+LOG_ROWS_PER_CALL = 4096  # the log buffer of one kernel call; a call that fills it resumes
 
 
 @njit(cache=True, nogil=True)
-def batch_queue(arrival, lookup, item, fixed, n_arrived, patience, max_batch, max_wait, until,
+def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_wait, until,
                 final, eval_until, heap, warming, state, auto, log, wait, start, occupancy,
                 started, busy):
     """FIFO replicas with dynamic batching and an optional autoscaler, as an event loop.
 
-    Requests ``[0, n_arrived)`` arrived in an earlier call and are still waiting; the rest
-    arrive at ``arrival``. Events at one instant happen in this order: arrivals, give-ups
+    Requests ``[head, i)`` have arrived and are waiting; those from ``i`` on arrive at
+    ``arrival``. Events at one instant happen in this order: arrivals, give-ups
     (a request waiting ``patience`` leaves), dispatches, autoscaler evaluations. A batch is
     dispatched when a replica is free and either ``max_batch`` requests wait or the oldest has
     waited ``max_wait``; it takes up to ``max_batch`` from the head of the queue and occupies
@@ -135,14 +136,15 @@ def batch_queue(arrival, lookup, item, fixed, n_arrived, patience, max_batch, ma
 
     Without ``final`` the loop stops before the first event at or after ``until`` (the next
     chunk's requests could come first); the requests still waiting then are a suffix of the
-    input, and the returned count says how many from the front have their outcome (``wait``,
-    ``start``, ``occupancy``, ``started``, ``busy`` filled). ``heap`` (free-at times of the
-    replicas, ``state[N_REPLICAS]`` of them, including those warming up), ``warming`` (ready
-    times of replicas still warming up) and ``state`` carry over between calls.
+    input. Evaluations go on to ``eval_until`` and, in the ``final`` call, for as long as
+    requests wait. Returns ``(head, i, log_full)``: the requests before ``head`` have their
+    outcome (``wait``, ``start``, ``occupancy``, ``started``, ``busy`` filled); with
+    ``log_full`` the loop stopped before an evaluation because ``log`` had no room, and is
+    resumed by calling again with ``head`` and ``i`` and an emptied log. ``heap`` (free-at times
+    of the replicas, ``state[N_REPLICAS]`` of them, including those warming up), ``warming``
+    (ready times of replicas still warming up) and ``state`` carry over between calls.
     """
     n = arrival.shape[0]
-    i = n_arrived
-    head = 0
     every = auto[A_EVERY]
     while True:
         t_arr = arrival[i] if i < n else INF
@@ -157,11 +159,14 @@ def batch_queue(arrival, lookup, item, fixed, n_arrived, patience, max_batch, ma
                 t_disp = max(t_disp, arrival[head] + max_wait)
             t_disp = max(t_disp, t_last)
         t_eval = state[NEXT_EVAL]
-        if t_eval > eval_until:
+        if t_eval > eval_until and not (final and qlen > 0):
             t_eval = INF
         t = min(min(t_arr, t_exp), min(t_disp, t_eval))
         if t == INF or (not final and t >= until):
             break
+        if t_eval == t and t_arr > t and t_exp > t and t_disp > t and \
+                state[N_LOG] >= log.shape[0]:
+            return head, i, True
         state[QUEUE_AREA] += qlen * (t - t_last)
         state[LAST_EVENT] = t
         if t_arr <= t:
@@ -195,7 +200,7 @@ def batch_queue(arrival, lookup, item, fixed, n_arrived, patience, max_batch, ma
         else:
             _evaluate(t, heap, warming, state, auto, log, qlen)
             state[NEXT_EVAL] = t + every
-    return head
+    return head, i, False
 
 
 @njit(cache=True, nogil=True)
@@ -325,17 +330,23 @@ class BatchingPool:
                    started=np.empty(n, dtype=np.bool_), busy_s=np.empty(n))
         every = self.auto[A_EVERY] if self.auto[A_ON] else 0.0
         span_end = self.eval_until_s if final else until_s
-        rows = int((span_end - self.state[NEXT_EVAL]) / every) + 2 if every > 0 else 0
-        log = np.empty((max(rows, 0), len(LOG_COLUMNS)))
-        self.state[N_LOG] = 0
-        f64 = lambda k: np.ascontiguousarray(inputs[k], dtype=np.float64)  # noqa: E731
-        decided = batch_queue(f64("t_s"), f64("lookup_s"), f64("item_s"), f64("fixed_s"),
-                              carried, self.patience_s, self.max_batch, self.max_wait_s,
-                              until_s, final, self.eval_until_s, self.heap, self.warming,
-                              self.state, self.auto, log, out["wait_s"], out["start_s"],
-                              out["occupancy_s"], out["started"], out["busy_s"])
-        if self.state[N_LOG]:
-            self.log_rows.append(log[:int(self.state[N_LOG])].copy())
+        expected = int((span_end - self.state[NEXT_EVAL]) / every) + 2 if every > 0 else 0
+        log = np.empty((min(max(expected, 1), LOG_ROWS_PER_CALL), len(LOG_COLUMNS)))
+        f64 = {k: np.ascontiguousarray(inputs[k], dtype=np.float64)
+               for k in ("t_s", "lookup_s", "item_s", "fixed_s")}
+        decided, arrived = 0, carried
+        while True:  # resumed whenever the log fills up
+            self.state[N_LOG] = 0
+            decided, arrived, full = batch_queue(
+                f64["t_s"], f64["lookup_s"], f64["item_s"], f64["fixed_s"], decided, arrived,
+                self.patience_s, self.max_batch, self.max_wait_s, until_s, final,
+                self.eval_until_s, self.heap, self.warming, self.state, self.auto, log,
+                out["wait_s"], out["start_s"], out["occupancy_s"], out["started"],
+                out["busy_s"])
+            if self.state[N_LOG]:
+                self.log_rows.append(log[:int(self.state[N_LOG])].copy())
+            if not full:
+                break
         self._carry = {k: v[decided:] for k, v in inputs.items()} if decided < n else None
         result = {k: v[:decided] for k, v in inputs.items()}
         result.update({k: v[:decided] for k, v in out.items()})

@@ -264,3 +264,49 @@ def test_batching_and_autoscaling_match_the_reference_engine(serving, rate, seed
     scenario = make_scenario({"a": arch}, horizon="5m", warmup="1m", seed=seed,
                              **{"workload.arrivals.rate": f"{rate}/s"})
     assert_same(scenario)
+
+
+def test_a_full_autoscaler_log_resumes_with_the_same_outcomes(monkeypatch):
+    from sim import serving
+    auto = {"min": 1, "max": 6, "target_utilization": 0.5, "every": "1s", "warmup": "2s",
+            "cooldown": "3s"}
+    t = np.cumsum(np.random.default_rng(2).exponential(1 / 60, 3000))
+    item = np.full(t.size, 0.03)
+
+    def run():
+        pool = pool_for(replicas=1, service_time={"constant": "30ms"}, autoscaling=auto)
+        pool.eval_until_s = float(t[-1]) + 1.0
+        return run_pool(pool, t, item=item, splits=[10.0, 25.0]), pool.log()
+
+    (whole, log), _ = run(), monkeypatch.setattr(serving, "LOG_ROWS_PER_CALL", 3)
+    resumed, log_resumed = run()
+    for k in ("wait_s", "start_s", "started"):
+        np.testing.assert_array_equal(whole[k], resumed[k])
+    for k in log:
+        np.testing.assert_array_equal(log[k], log_resumed[k])
+
+
+def test_the_autoscaler_keeps_working_while_an_overloaded_queue_drains(monkeypatch):
+    # No timeout, overloaded at the end: requests still waiting when arrivals stop are served
+    # by the replicas the autoscaler keeps adding, in both engines alike.
+    monkeypatch.setattr(engine, "REQUESTS_PER_CHUNK", 2048)
+    arch = online(1, {"constant": "40ms"}, features_every="10m",
+                  feature_lookup={"exponential": {"mean": "2ms"}})
+    arch["serving"]["autoscaling"] = {"min": 1, "max": 10, "target_utilization": 0.9,
+                                      "every": "10s", "warmup": "10s", "cooldown": "30s"}
+    scenario = make_scenario({"a": arch}, horizon="1m", warmup="10s", seed=1,
+                             **{"workload.arrivals.rate": "300/s"})
+    assert_same(scenario)
+
+
+def test_replica_seconds_spread_each_autoscaler_interval_evenly():
+    from sim.architectures.parts import _accumulated
+    rng = np.random.default_rng(4)
+    every = 30.0
+    t = every * np.arange(1, 41)
+    values = rng.uniform(0, 4 * every, t.size)
+    edges = np.sort(rng.uniform(-50, 1300, 12))
+    by_brute = [sum(v * max(0.0, min(b, tk) - max(a, tk - every)) / every
+                    for tk, v in zip(t, values)) for a, b in zip(edges, edges[1:])]
+    np.testing.assert_allclose(np.diff(_accumulated(t, values, every, edges)), by_brute,
+                               rtol=1e-12, atol=1e-9)

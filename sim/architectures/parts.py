@@ -273,23 +273,29 @@ class OnlineServing:
 
     def replica_seconds(self, start_s: float, end_s: float, ready: bool = False) -> float:
         """Replica-seconds in [start_s, end_s]: paid for (warming up included), or ``ready``."""
-        if self.spec.autoscaling is None:
-            return self.spec.replicas * (end_s - start_s)
-        log = self.pool.log()
-        column = log["ready_replica_s" if ready else "replica_s"]
-        return float(np.sum(column * _overlap(log["t_s"], self.spec.autoscaling.every,
-                                              start_s, end_s)))
+        return float(self.bucket_replica_seconds(np.array([start_s, end_s]), ready)[0])
 
     def bucket_replica_seconds(self, edges_s: np.ndarray, ready: bool = False) -> np.ndarray:
         """Replica-seconds per time bucket between consecutive ``edges_s``."""
-        return np.array([self.replica_seconds(a, b, ready) for a, b in zip(edges_s, edges_s[1:])])
+        edges_s = np.asarray(edges_s, dtype=float)
+        if self.spec.autoscaling is None:
+            return self.spec.replicas * np.diff(edges_s)
+        log = self.pool.log()
+        column = log["ready_replica_s" if ready else "replica_s"]
+        return np.diff(_accumulated(log["t_s"], column, self.spec.autoscaling.every, edges_s))
 
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
         return self.replica_seconds(start_s, end_s) / (end_s - start_s) * 24 * prices.replica_hour
 
 
-def _overlap(t_s: np.ndarray, every_s: float, start_s: float, end_s: float) -> np.ndarray:
-    """Share of each autoscaler interval ``[t - every, t]`` inside ``[start_s, end_s]``."""
-    lo = np.maximum(t_s - every_s, start_s)
-    hi = np.minimum(t_s, end_s)
-    return np.clip(hi - lo, 0.0, None) / every_s
+def _accumulated(t_s: np.ndarray, values: np.ndarray, every_s: float,
+                 x_s: np.ndarray) -> np.ndarray:
+    """The sum of ``values`` up to each time in ``x_s``, each value spread evenly over its
+    autoscaler interval ``[t - every, t]`` (the intervals follow one another)."""
+    if t_s.size == 0:
+        return np.zeros(x_s.shape)
+    cum = np.r_[0.0, np.cumsum(values)]
+    j = np.searchsorted(t_s, x_s, side="right")  # intervals wholly before x
+    k = np.minimum(j, t_s.size - 1)
+    part = np.clip((x_s - (t_s[k] - every_s)) / every_s, 0.0, 1.0)
+    return cum[j] + np.where(j < t_s.size, values[k] * part, 0.0)
