@@ -97,6 +97,10 @@ def format_duration(seconds: float) -> str:
         short = round(value, 3)
         if abs(value) >= 1 and short * size == seconds:
             return f"{_short(short)}{unit}"
+    for unit, size in (("ms", 1e-3), ("s", 1.0)):  # 0.44ms, 1.5e-05s -> 0.015ms
+        text = f"{_short(round(seconds / size, 6))}{unit}"
+        if parse_duration(text) == seconds:
+            return text
     return f"{seconds!r}s"
 
 

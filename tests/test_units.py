@@ -143,6 +143,8 @@ def test_parse_count_rejects_bad_input_with_a_clear_message(bad):
     (21600, "6h"),
     (604800, "7d"),
     (86400, "1d"),
+    (0.00044, "0.44ms"),  # under a millisecond: a fraction of one, not 0.00044s
+    (0.0001, "0.1ms"),
 ])
 def test_format_duration_picks_the_natural_unit(seconds, text):
     assert format_duration(seconds) == text
