@@ -205,24 +205,37 @@ def _quality(s: Scenario) -> list[str]:
 
 
 def _training(s: Scenario) -> list[str]:
-    t = s.training
+    own = {name: a.training for name, a in s.architectures.items()
+           if getattr(a, "training", None) is not None}
+    shared = [name for name in s.architectures if name not in own]
+    lines = []
+    if shared:
+        whose = "" if not own else f" (for {', '.join(shared)})"
+        lines.append(_training_text(s, s.training, whose))
+    for name, t in own.items():
+        lines.append(f"{name} has a training section of its own (and so a model history of "
+                     f"its own). " + _training_text(s, t, ""))
+    return lines
+
+
+def _training_text(s: Scenario, t, whose: str) -> str:
     if t is None:
-        return ["The model is never retrained: it was trained on data up to the start of the "
-                "simulation, so it grows older through the run (model age = time since the "
-                "start)."]
+        return (f"The model{whose} is never retrained: it was trained on data up to the start of "
+                f"the simulation, so it grows older through the run (model age = time since the "
+                f"start).")
     if t.policy != "schedule" or t.throughput is not None or t.training_mode != "stateless":
-        return [_training_policy(s, t)]
+        return _training_policy(s, t)
     lag = t.duration + t.deploy_delay
     runs_per_day = DAY_S / t.every
-    text = (f"A training run starts {_every(t.every)}{_clock(t.every, t.start_at)} on data up "
-            f"to its start, takes {_dur(t.duration)}, and its model serves "
+    text = (f"A training run{whose} starts {_every(t.every)}{_clock(t.every, t.start_at)} on "
+            f"data up to its start, takes {_dur(t.duration)}, and its model serves "
             f"{_dur(t.deploy_delay)} after it ends; models in service are {_dur(lag)} to "
             f"{_dur(t.every + lag)} old, {_dur(t.every / 2 + lag)} on average.")
     if s.costs.training_run:
         text += (f" Each run costs {_usd(s.costs.training_run)}, about "
                  f"{_usd(s.costs.training_run * runs_per_day)} a day, charged to every "
-                 f"architecture.")
-    return [text]
+                 f"architecture that uses it.")
+    return text
 
 
 def _drift(s: Scenario) -> list[str]:

@@ -281,6 +281,27 @@ def test_explain_reflects_overrides_and_rough_costs(tmp_path):
     assert "$96.00 serving" in " ".join(result.output.split())
 
 
+def test_explain_describes_own_training_drift_kinds_batching_and_autoscaling():
+    quick = ROOT / "scenarios" / "quickstart.yaml"
+    scenario = load_scenario(quick, {
+        "architectures.streaming.training": {"policy": "continual", "every": "10m",
+                                             "duration": "2m"},
+        "drift": [{"at": "1d", "kind": "gradual", "ramp": "6h", "quality_drop": 0.002},
+                  {"at": "0s", "kind": "recurring", "period": "1d", "quality_drop": 0.001}],
+        "architectures.online.serving.service_time": None,
+        "architectures.online.serving.batching": {"max_batch": 8, "max_wait": "5ms",
+                                                  "fixed": "8ms", "per_item": "1ms"},
+        "architectures.hybrid.serving.autoscaling": {"min": 1, "max": 4,
+                                                     "target_utilization": 0.6}})
+    text = " ".join(explain(scenario).split())
+    assert "A training run (for batch, online, hybrid) starts every week" in text
+    assert "streaming has a training section of its own" in text
+    assert "updated every 10m" in text
+    assert "starts shifting, over 6h" in text and "a cycle of 1d begins" in text
+    assert "takes up to 8 of them together" in text
+    assert "An autoscaler keeps between 1 and 4 replicas" in text
+
+
 def test_explain_of_a_bad_file_is_bad_input(tmp_path):
     (tmp_path / "bad.yaml").write_text("horizon: soon\n")
     result = CliRunner().invoke(main, ["explain", str(tmp_path / "bad.yaml")])
