@@ -43,12 +43,12 @@ class _Common:
         model_loss = staleness_loss(q.model_staleness, q.fresh, model_age)
         drift = drift_loss(self.scenario.drift, t_s, model_cutoff_s, t_s - feature_age_s)
         value = np.clip(q.fresh - (feature_loss + model_loss + drift), 0.0, q.fresh)
-        measured = ~np.asarray(fallback, bool) & (t_s >= self.scenario.warmup)
-        if measured.any():  # each against fresh, before the clamp to [0, fresh]
-            self.losses["predictions"] += float(measured.sum())
-            self.losses["feature_staleness"] += float(feature_loss[measured].sum())
-            self.losses["model_staleness"] += float(model_loss[measured].sum())
-            self.losses["drift"] += float(np.broadcast_to(drift, t_s.shape)[measured].sum())
+        # losses of the measured real predictions, each against fresh (before the clamp)
+        weight = (~np.asarray(fallback, bool) & (t_s >= self.scenario.warmup)).astype(float)
+        self.losses["predictions"] += float(weight.sum())
+        self.losses["feature_staleness"] += float(feature_loss @ weight)
+        self.losses["model_staleness"] += float(model_loss @ weight)
+        self.losses["drift"] += float(np.broadcast_to(drift, t_s.shape) @ weight)
         return np.where(fallback, q.fallback, value), model_age
 
     def _model_cutoff_now(self, t_s):
