@@ -384,7 +384,7 @@ class _Batcher:
 
     Each replica is idle, busy until a time, or warming up until a time. The dispatcher sends
     a batch whenever a replica is idle and ``max_batch`` requests wait or the oldest has waited
-    ``max_wait``. The autoscaler integrates busy, ready and paid-for replicas and the queue
+    ``max_wait``. The autoscaler integrates busy and ready replicas and the queue
     length over time as they change, and decides as :func:`sim.serving._evaluate` describes.
     """
 
@@ -401,7 +401,7 @@ class _Batcher:
         self.wake = env.event()
         # areas under the curves since the last evaluation
         self.last_s = env.now
-        self.area = dict(busy=0.0, ready=0.0, paid=0.0, queue=0.0)
+        self.area = dict(busy=0.0, ready=0.0, queue=0.0)
         self.rows: list[list[float]] = []
         self.last_scale_s = -np.inf
         env.process(self._dispatcher())
@@ -413,7 +413,6 @@ class _Batcher:
         if dt > 0:
             self.area["busy"] += self.busy * dt
             self.area["ready"] += (self.busy + self.idle) * dt
-            self.area["paid"] += (self.busy + self.idle + self.warming) * dt
             self.area["queue"] += len(self.queue) * dt
         self.last_s = self.env.now
 

@@ -136,10 +136,13 @@ class OnlineModel(_Common):
         spec = self.spec
         occupancy = chunk.sample(spec.feature_lookup, "feature_lookup") + \
             chunk.sample(spec.serving.service_time, "service")
-        lag = None
+        return occupancy, self._stream_lag(chunk)
+
+    def _stream_lag(self, chunk: Chunk) -> np.ndarray | None:
+        """Each request's own stream lag, when every event is its own update (window 0)."""
         if self.stream is not None and self.stream.spec.window.is_zero:
-            lag = chunk.sample(self.stream.spec.lag, "stream_lag")
-        return occupancy, lag
+            return chunk.sample(self.stream.spec.lag, "stream_lag")
+        return None
 
     def _serve_online(self, t, occupancy, lag):
         latency, wait, timed_out, busy, start, service = self.serving.serve(t, occupancy)
@@ -195,9 +198,8 @@ class OnlineModel(_Common):
         else:
             item = chunk.sample(batching.per_item, "service")[mask]
             fixed = chunk.sample(batching.fixed, "batch_fixed")[mask]
-        lag = None
-        if self.stream is not None and self.stream.spec.window.is_zero:
-            lag = chunk.sample(self.stream.spec.lag, "stream_lag")[mask]
+        lag = self._stream_lag(chunk)
+        lag = None if lag is None else lag[mask]
         return dict(t_s=t, lookup_s=chunk.sample(spec.feature_lookup, "feature_lookup")[mask],
                     item_s=item, fixed_s=fixed, feature_age_s=self._feature_age(t, lag),
                     model_cutoff_s=self._model_cutoff_now(t))
