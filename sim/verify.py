@@ -4,7 +4,7 @@ Every case runs the *whole engine* on a scenario built for it, over independent 
 and compares the mean with a closed form. A check passes when the closed form lies inside the
 simulated mean's confidence interval. The intervals are Bonferroni-corrected (family-wise 99%
 over all checks of a run), and quantities read from the log-bucketed histograms also allow the
-histograms' stated 0.5% resolution. Nothing else is tolerated: a failing case is a bug.
+histograms' stated 0.4% resolution. Nothing else is tolerated: a failing case is a bug.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from scipy import stats
 
 from sim import theory
 from sim.engine import simulate
-from sim.metrics import GAMMA
+from sim.metrics import RESOLUTION as HISTOGRAM_RESOLUTION  # a percentile's relative error
 from sim.scenario import Scenario, scenario_from_dict
 
 FAMILY_CONFIDENCE = 0.99
-HISTOGRAM_RESOLUTION = math.sqrt(GAMMA) - 1  # relative error of a histogram quantile
 
 
 @dataclass

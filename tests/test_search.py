@@ -16,14 +16,13 @@ from scipy import optimize as roots
 from scipy import stats
 
 import sim
-from sim.metrics import GAMMA
+from sim.metrics import RESOLUTION
 from sim.search import Constraint, Objective, SearchError, capacity, optimize
 from sim.theory import erlang_c
 from tests.conftest import make_scenario, online
 
 REPLICAS = "architectures.online.serving.replicas"
 MU_PER_S = 1000.0          # exponential service, mean 1 ms
-RESOLUTION = math.sqrt(GAMMA) - 1
 
 
 def mmc(replicas: int, rate: str, horizon: str, **changes) -> sim.Scenario:
