@@ -74,9 +74,21 @@ class Timeline:
     def value(self, index: np.ndarray, key: str, missing: float = np.nan) -> np.ndarray:
         """Values of ``key`` for refresh indices from :meth:`lookup` (``missing`` where -1)."""
         column = self.arrays()[key]
+        index = np.asarray(index, dtype=np.int64)
         if column.size == 0:
-            return np.full(np.shape(index), missing)
-        return np.where(index >= 0, column[np.maximum(index, 0)], missing)
+            return np.full(index.shape, missing)
+        out = np.empty(index.size)
+        _gather(np.ascontiguousarray(index).ravel(), column, missing, out)
+        return out.reshape(index.shape)
+
+    def at(self, t_s: np.ndarray, key: str, missing: float = np.nan) -> np.ndarray:
+        """``value(lookup(t_s), key, missing)`` in one pass."""
+        arrays = self.arrays()
+        t_s = np.asarray(t_s, dtype=float)
+        out = np.full(t_s.shape, missing)
+        if t_s.size and arrays[key].size:
+            _value_in_force(arrays["visible_at_s"], arrays["best"], arrays[key], t_s, out)
+        return out
 
     def cutoff_at(self, t_s: float) -> float:
         """The data cut-off in force at one time (scalar form, for control-plane processes)."""
@@ -89,22 +101,47 @@ class Timeline:
 
 
 @njit(cache=True, nogil=True)
-def _in_force(visible_at_s, best, t_s, out):
-    """For sorted request times, the freshest refresh visible at each: a merge, O(n + m)."""
-    m = visible_at_s.shape[0]
-    # start from a binary search for the first request, then walk forward with the requests
-    lo, hi = 0, m
+def _last_visible(visible_at_s, t0):
+    """Index of the last refresh visible at ``t0`` (-1 if none): a binary search."""
+    lo, hi = 0, visible_at_s.shape[0]
     while lo < hi:
         mid = (lo + hi) // 2
-        if visible_at_s[mid] <= t_s[0]:
+        if visible_at_s[mid] <= t0:
             lo = mid + 1
         else:
             hi = mid
-    j = lo - 1
+    return lo - 1
+
+
+@njit(cache=True, nogil=True)
+def _in_force(visible_at_s, best, t_s, out):
+    """For sorted request times, the freshest refresh visible at each: a merge, O(n + m)."""
+    m = visible_at_s.shape[0]
+    j = _last_visible(visible_at_s, t_s[0])  # then walk forward with the requests
     for i in range(t_s.shape[0]):
         while j + 1 < m and visible_at_s[j + 1] <= t_s[i]:
             j += 1
         out[i] = best[j] if j >= 0 else -1
+
+
+@njit(cache=True, nogil=True)
+def _gather(index, column, missing, out):
+    for i in range(index.shape[0]):
+        k = index[i]
+        out[i] = column[k] if k >= 0 else missing
+
+
+@njit(cache=True, nogil=True)
+def _value_in_force(visible_at_s, best, column, t_s, out):
+    """``column`` of the freshest refresh visible at each sorted request time (``out`` keeps
+    its value before any): :func:`_in_force` and a gather in one pass."""
+    m = visible_at_s.shape[0]
+    j = _last_visible(visible_at_s, t_s[0])
+    for i in range(t_s.shape[0]):
+        while j + 1 < m and visible_at_s[j + 1] <= t_s[i]:
+            j += 1
+        if j >= 0:
+            out[i] = column[best[j]]
 
 
 def curve_value(curve: Curve, fresh: float, age_s: np.ndarray) -> np.ndarray:
@@ -112,9 +149,11 @@ def curve_value(curve: Curve, fresh: float, age_s: np.ndarray) -> np.ndarray:
     if curve.exponential is not None:
         c = curve.exponential
         return c.floor + (fresh - c.floor) * np.exp2(-age_s / c.half_life)
-    if curve.linear is not None:
+    if curve.linear is not None:  # max(floor, fresh + per_day * age / 1 day), in place
         c = curve.linear
-        return np.maximum(c.floor, fresh + c.per_day * age_s / DAY_S)
+        value = np.multiply(age_s, c.per_day / DAY_S)
+        value += fresh
+        return np.maximum(value, c.floor, out=value)
     ages = np.array([a for a, _ in curve.table])
     values = np.array([v for _, v in curve.table])
     return np.interp(age_s, ages, values)
@@ -137,7 +176,17 @@ def staleness_loss(curve: Curve | None, fresh: float, age_s: np.ndarray) -> np.n
     age_s = np.asarray(age_s, dtype=float)
     if curve is None:
         return np.zeros(age_s.shape)
-    loss = fresh - curve_value(curve, fresh, age_s)
+    if curve.exponential is not None:  # (fresh - floor)(1 - 2^(-age / half-life)), in place
+        c = curve.exponential
+        loss = np.multiply(age_s, -1.0 / c.half_life)
+        np.exp2(loss, out=loss)
+        np.subtract(1.0, loss, out=loss)
+        loss *= fresh - c.floor
+    else:
+        loss = fresh - curve_value(curve, fresh, age_s)
+    if loss.ndim:
+        np.copyto(loss, 0.0, where=np.isnan(loss))
+        return loss
     return np.where(np.isnan(loss), 0.0, loss)
 
 

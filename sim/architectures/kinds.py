@@ -41,19 +41,27 @@ class _Common:
         model_age = t_s - model_cutoff_s
         feature_loss = staleness_loss(q.feature_staleness, q.fresh, feature_age_s)
         model_loss = staleness_loss(q.model_staleness, q.fresh, model_age)
-        drift = drift_loss(self.scenario.drift, t_s, model_cutoff_s, t_s - feature_age_s)
-        value = np.clip(q.fresh - (feature_loss + model_loss + drift), 0.0, q.fresh)
         # losses of the measured real predictions, each against fresh (before the clamp)
-        weight = (~np.asarray(fallback, bool) & (t_s >= self.scenario.warmup)).astype(float)
+        weight = np.logical_not(fallback)
+        if t_s.size and t_s[0] < self.scenario.warmup:
+            weight &= t_s >= self.scenario.warmup
+        weight = weight.astype(float)
         self.losses["predictions"] += float(weight.sum())
         self.losses["feature_staleness"] += float(feature_loss @ weight)
         self.losses["model_staleness"] += float(model_loss @ weight)
-        self.losses["drift"] += float(np.broadcast_to(drift, t_s.shape) @ weight)
-        return np.where(fallback, q.fallback, value), model_age
+        loss = np.add(feature_loss, model_loss, out=feature_loss)
+        if self.scenario.drift:
+            drift = drift_loss(self.scenario.drift, t_s, model_cutoff_s, t_s - feature_age_s)
+            self.losses["drift"] += float(np.broadcast_to(drift, t_s.shape) @ weight)
+            loss += drift
+        value = np.subtract(q.fresh, loss, out=loss)
+        np.clip(value, 0.0, q.fresh, out=value)
+        np.copyto(value, q.fallback, where=np.asarray(fallback, bool))
+        return value, model_age
 
     def _model_cutoff_now(self, t_s):
         deploys = self.world.model.deploys
-        return deploys.value(deploys.lookup(t_s), "cutoff_s")
+        return deploys.at(t_s, "cutoff_s")
 
     def cost_usd_per_day(self, start_s: float, end_s: float) -> dict[str, float]:
         prices = self.scenario.costs

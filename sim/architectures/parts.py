@@ -154,7 +154,7 @@ class BatchFeaturePipeline:
         self.refreshes.append(env.now, scheduled_s)
 
     def feature_cutoff_s(self, t_s: np.ndarray) -> np.ndarray:
-        return self.refreshes.value(self.refreshes.lookup(t_s), "cutoff_s")
+        return self.refreshes.at(t_s, "cutoff_s")
 
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
         return apportioned_usd(self.runs, lambda r: r.duration_s / 3600 * r.nodes *
@@ -211,7 +211,7 @@ class StreamPipeline:
         """Stream-feature age; ``lag_s`` (each request's own lag) is used when window is 0."""
         if self.spec.window.is_zero:
             return lag_s
-        return t_s - self.windows.value(self.windows.lookup(t_s), "cutoff_s")
+        return t_s - self.windows.at(t_s, "cutoff_s")
 
     def cost_usd_per_day(self, prices) -> float:
         return self.spec.nodes * 24 * prices.stream_node_hour
@@ -246,15 +246,15 @@ class OnlineServing:
         """(latency, queue_wait, timed_out, busy, service start, service time) for requests
         served online, given the replica time each needs (feature lookup + inference)."""
         wait, started = self.pool.serve(t_s, occupancy)
-        timeout = self.spec.timeout
-        latency = wait + occupancy
-        if timeout is None:
-            timed_out = np.zeros(t_s.size, bool)
-        else:
-            timed_out = ~started | (latency > timeout)
-            latency = np.where(timed_out, timeout, latency)
-        busy = np.where(started, occupancy, 0.0)
-        return latency, wait, timed_out, busy, t_s + wait, np.where(started, occupancy, np.nan)
+        timeout = np.inf if self.spec.timeout is None else float(self.spec.timeout)
+        n = t_s.size
+        latency, busy, start, service = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+        timed_out = np.empty(n, dtype=np.bool_)
+        if n:
+            _decide(np.ascontiguousarray(t_s, dtype=np.float64),
+                    np.ascontiguousarray(occupancy, dtype=np.float64), wait, started, timeout,
+                    latency, timed_out, busy, start, service)
+        return latency, wait, timed_out, busy, start, service
 
     def serve_evented(self, inputs: dict[str, np.ndarray], until_s: float, final: bool = False):
         """The requests decided by ``until_s`` (see :meth:`BatchingPool.serve`), with their
@@ -286,6 +286,21 @@ class OnlineServing:
 
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
         return self.replica_seconds(start_s, end_s) / (end_s - start_s) * 24 * prices.replica_hour
+
+
+@njit(cache=True, nogil=True)
+def _decide(t_s, occupancy, wait, started, timeout, latency, timed_out, busy, start, service):
+    """Per request served online: latency (the timeout for a request that gave up or would
+    answer later), whether it timed out, the replica time it used, when and for how long."""
+    for i in range(t_s.shape[0]):
+        s = started[i]
+        lat = wait[i] + occupancy[i]
+        late = (not s) or lat > timeout
+        timed_out[i] = late
+        latency[i] = timeout if late else lat
+        busy[i] = occupancy[i] if s else 0.0
+        start[i] = t_s[i] + wait[i]
+        service[i] = occupancy[i] if s else np.nan
 
 
 def _accumulated(t_s: np.ndarray, values: np.ndarray, every_s: float,
