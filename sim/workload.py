@@ -69,6 +69,39 @@ class RateProfile:
             base = self.mean_per_s * (1.0 + self.amplitude) * float(self.day_factor.max())
         return base * self._max_burst_factor()
 
+    def max_between(self, start_s: float, end_s: float) -> float:
+        """An upper bound of the rate over [start_s, end_s]: the thinning rate of a chunk.
+
+        Exact maxima of each factor over the interval (the cosine peaks inside it or at an end;
+        the hours or days it touches; the bursts overlapping it, each counted as at least 1),
+        times ``1 + 1e-9`` against rounding; never above :attr:`peak_per_s`.
+        """
+        if self.hourly is not None:
+            first, last = math.floor(start_s / 3600.0), math.floor(end_s / 3600.0)
+            if last - first + 1 >= self.hourly.size:
+                m = float(self.hourly.max())
+            else:
+                m = float(self.hourly[np.arange(first, last + 1) % self.hourly.size].max())
+        else:
+            m = self._cosine_max(start_s, end_s)
+            if self.pattern == "weekly":
+                first, last = math.floor(start_s / DAY_S), math.floor(end_s / DAY_S)
+                days = np.arange(first, min(last, first + 6) + 1) % 7
+                m *= float(self.day_factor[days].max())
+        for start, end, multiplier in self.bursts:
+            if start <= end_s and end > start_s:
+                m *= max(multiplier, 1.0)
+        return min(self.mean_per_s * m * (1.0 + 1e-9), self.peak_per_s)
+
+    def _cosine_max(self, start_s: float, end_s: float) -> float:
+        """The largest ``1 + a cos(2 pi (t - peak) / 1 day)`` for t in [start_s, end_s]."""
+        first = (start_s - self.peak_s) / DAY_S
+        last = (end_s - self.peak_s) / DAY_S
+        if math.floor(last) > math.floor(first) or first == math.floor(first):
+            return 1.0 + self.amplitude  # a peak inside the interval (or at its start)
+        return 1.0 + self.amplitude * max(math.cos(2 * math.pi * first),
+                                          math.cos(2 * math.pi * last))
+
     def _max_burst_factor(self) -> float:
         if not self.bursts:
             return 1.0
@@ -167,24 +200,29 @@ def zipf_slots(rng: np.random.Generator, n_slots: int, exponent: float, size: in
     sv = 2.0 - _h_integral_inverse(_h_integral(2.5, s) - _h(2.0, s), s)
     out = np.empty(size, dtype=np.int64)
     todo = np.arange(size)
-    while todo.size:
-        ranks = np.empty(todo.size, dtype=np.int64)
-        accepted = np.empty(todo.size, dtype=np.bool_)
-        _zipf_invert(rng.random(todo.size), s, n_slots, h_x1, h_n, sv, ranks, accepted)
-        out[todo[accepted]] = ranks[accepted]
-        todo = todo[~accepted]
+    while todo.size:  # draw again, in order, for the rejected ones
+        rejected = np.empty(todo.size, dtype=np.int64)
+        n = _zipf_invert(rng.random(todo.size), s, n_slots, h_x1, h_n, sv, todo, out, rejected)
+        todo = rejected[:n]
     return out
 
 
 @njit(cache=True, nogil=True)
-def _zipf_invert(u, s, n_slots, h_x1, h_n, sv, ranks, accepted):
+def _zipf_invert(u, s, n_slots, h_x1, h_n, sv, todo, out, rejected):
+    """One round of rejection-inversion: ``out[todo[i]]`` from ``u[i]`` when accepted; the
+    rejected ``todo[i]`` are listed in ``rejected``; returns how many."""
+    n_rejected = 0
     for i in range(u.shape[0]):
         v = h_n + u[i] * (h_x1 - h_n)
         x = _h_integral_inverse(v, s)
         k = math.floor(x + 0.5)
         k = min(max(k, 1.0), float(n_slots))
-        accepted[i] = (k - x <= sv) or (v >= _h_integral(k + 0.5, s) - _h(k, s))
-        ranks[i] = int(k) - 1
+        if (k - x <= sv) or (v >= _h_integral(k + 0.5, s) - _h(k, s)):
+            out[todo[i]] = int(k) - 1
+        else:
+            rejected[n_rejected] = todo[i]
+            n_rejected += 1
+    return n_rejected
 
 
 @njit(cache=True, nogil=True)
@@ -264,18 +302,36 @@ class Population:
 
     def sample(self, rng: np.random.Generator, t_s: np.ndarray) -> np.ndarray:
         """One entity slot per request time, among entities that exist at that time."""
-        n = t_s.size
-        slots = self._draw(rng, n)
-        bad = np.flatnonzero(self.created_at_s(slots) > t_s)
+        slots = self._draw(rng, t_s.size)
+        bad = self._unborn(slots, t_s)
         while bad.size:
             slots[bad] = self._draw(rng, bad.size)
-            bad = bad[self.created_at_s(slots[bad]) > t_s[bad]]
+            bad = bad[self._unborn(slots[bad], t_s[bad])]
         return slots
+
+    def _unborn(self, slots: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+        """Positions of the slots whose entity is created after the request's time."""
+        if self._new_slots.size == 0:
+            return np.empty(0, dtype=np.int64)
+        bad = np.empty(slots.size, dtype=np.int64)
+        n = _unborn(slots, t_s, self._is_new, self._new_slots, self._new_created_at_s, bad)
+        return bad[:n]
 
     def _draw(self, rng, size):
         if self.popularity.kind == "uniform":
             return rng.integers(0, self.n_slots, size=size)
         return zipf_slots(rng, self.n_slots, self.popularity.exponent, size)
+
+
+@njit(cache=True, nogil=True)
+def _unborn(slots, t_s, is_new, new_slots, new_created_at_s, bad):
+    n_bad = 0
+    for i in range(slots.shape[0]):
+        slot = slots[i]
+        if is_new[slot] and new_created_at_s[np.searchsorted(new_slots, slot)] > t_s[i]:
+            bad[n_bad] = i
+            n_bad += 1
+    return n_bad
 
 
 UNIFORM_STREAMS = ("lookup", "feature_lookup", "service", "stream_lag", "batch_fixed")
@@ -355,8 +411,13 @@ class RequestSource:
         return rate * self.modulation(t_s) if self.modulation else rate
 
     def chunk(self, start_s: float, end_s: float) -> Chunk:
+        """The requests of [start_s, end_s): a homogeneous Poisson process at an upper bound of
+        the rate over the chunk, thinned to the rate (exact for any bound; the tighter the
+        bound, the fewer points are drawn only to be dropped)."""
         arrivals = self.streams["arrivals"]
-        peak = self.peak_per_s
+        peak = self.profile.max_between(start_s, end_s)
+        if self.modulation is not None:
+            peak *= self.modulation.max_multiplier
         n = int(arrivals.poisson(peak * (end_s - start_s)))
         # n sorted uniform points on the chunk: normalised partial sums of n + 1 exponentials
         spacings = np.cumsum(arrivals.standard_exponential(n + 1))

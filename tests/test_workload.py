@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from scipy import stats
 
 from sim.rng import Streams
@@ -60,6 +61,33 @@ def test_arrivals_follow_the_rate_profile(pattern):
     chi2 = float(np.sum((counts - expected) ** 2 / expected))
     assert stats.chi2.sf(chi2, counts.size) > 0.001, chi2
     assert counts.sum() == pytest.approx(expected.sum(), rel=0.01)
+
+
+patterns = st.one_of(
+    st.fixed_dictionaries({"pattern": st.sampled_from(["constant", "diurnal", "weekly"]),
+                           "peak_to_trough": st.floats(1.0, 10.0),
+                           "peak_hour": st.floats(0.0, 23.99),
+                           "weekend_factor": st.floats(0.1, 3.0)}),
+    st.fixed_dictionaries({"profile": st.lists(st.floats(0.0, 5.0), min_size=24, max_size=24)
+                           .filter(lambda p: sum(p) > 0)}))
+bursts = st.lists(st.fixed_dictionaries({"at": st.floats(0, 3 * DAY), "duration":
+                                         st.floats(1.0, DAY), "multiplier": st.floats(0.1, 8.0)}),
+                  max_size=3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(patterns, bursts, st.floats(0, 8 * DAY), st.sampled_from([0.0, 1.0, 90.0, 3600.0, 5e4,
+                                                                  2e5, 9e5]))
+def test_a_chunks_thinning_rate_bounds_the_rate_over_the_chunk(pattern, bursts, start_s, span_s):
+    # Thinning is exact only if the chunk's rate bound is never below the rate within it.
+    profile = RateProfile(workload(**pattern, bursts=bursts).arrivals)
+    t = np.concatenate([np.linspace(start_s, start_s + span_s, 4001), [start_s + span_s]])
+    for b in bursts:  # just inside each burst's edges, where the rate jumps
+        t = np.concatenate([t, [b["at"], b["at"] + b["duration"] * (1 - 1e-12)]])
+    t = t[(t >= start_s) & (t <= start_s + span_s)]
+    bound = profile.max_between(start_s, start_s + span_s)
+    assert bound >= profile(t).max() * (1 - 1e-12)
+    assert bound <= profile.peak_per_s
 
 
 def test_diurnal_peak_to_trough_and_mean():
