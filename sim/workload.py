@@ -286,10 +286,9 @@ class Population:
     def created_at_s(self, slots: np.ndarray) -> np.ndarray:
         """Creation time of each slot's entity (-inf for entities present from the start)."""
         created = np.full(slots.shape, -np.inf)
-        if self._new_slots.size == 0:
-            return created
-        new = np.flatnonzero(self._is_new[slots])
-        created[new] = self._new_created_at_s[np.searchsorted(self._new_slots, slots[new])]
+        if self._new_slots.size and slots.size:
+            _created_at(np.ascontiguousarray(slots).ravel(), self._is_new, self._new_slots,
+                        self._new_created_at_s, created.reshape(-1))
         return created
 
     def count_at(self, t_s: float, head_slots: int | None = None) -> int:
@@ -321,6 +320,13 @@ class Population:
         if self.popularity.kind == "uniform":
             return rng.integers(0, self.n_slots, size=size)
         return zipf_slots(rng, self.n_slots, self.popularity.exponent, size)
+
+
+@njit(cache=True, nogil=True)
+def _created_at(slots, is_new, new_slots, new_created_at_s, out):
+    for i in range(slots.shape[0]):
+        if is_new[slots[i]]:
+            out[i] = new_created_at_s[np.searchsorted(new_slots, slots[i])]
 
 
 @njit(cache=True, nogil=True)
