@@ -122,8 +122,12 @@ class RateProfile:
         if self.hourly is not None:
             hour = np.floor(t_s / 3600.0).astype(np.int64) % self.hourly.size
             m = self.hourly[hour]
-        else:
-            m = 1.0 + self.amplitude * np.cos(2 * math.pi * (t_s - self.peak_s) / DAY_S)
+        else:  # 1 + a cos(2 pi (t - peak) / 1 day), in place
+            m = np.subtract(t_s, self.peak_s, out=np.empty(np.shape(t_s)))
+            m *= 2 * math.pi / DAY_S
+            np.cos(m, out=m)
+            m *= self.amplitude
+            m += 1.0
             if self.pattern == "weekly":
                 day = (np.floor(t_s / DAY_S).astype(np.int64)) % 7
                 m = m * self.day_factor[day]
