@@ -174,9 +174,7 @@ class OnlineModel(_Common):
     def serve(self, chunk: Chunk) -> Outcomes:
         if self.serving.evented:
             return Outcomes(**self._evented(chunk, np.ones(chunk.size, bool)))
-        out = empty_outcomes(chunk.size, chunk.t_s)
-        out.update(self._serve_online(chunk.t_s, *self._draws(chunk)))
-        return Outcomes(**out)
+        return Outcomes(t_s=chunk.t_s, **self._serve_online(chunk.t_s, *self._draws(chunk)))
 
     # -- batching and autoscaling: requests may be decided a chunk after they arrive ------------
     def _evented(self, chunk: Chunk | None, mask: np.ndarray | None) -> dict:
