@@ -8,7 +8,9 @@ prints and writes as JSON:
   (import and numba cache loading included), and how far wall time is from linear;
 - the numba compile time on a cold cache;
 - simulated requests per second of the online architecture alone with each serving kernel: one
-  request at a time, dynamic batching, autoscaling.
+  request at a time, dynamic batching, autoscaling;
+- where the time goes, in nanoseconds per request by pipeline stage, for the online and the
+  batch architecture alone (benchmarks/stages.py, under cProfile).
 With --full also the 7-day run (605 million requests through three architectures).
 
     python benchmarks/bench.py [--sizes 1e6,1e7,1e8] [--full] [--json benchmarks/results.json]
@@ -137,6 +139,21 @@ def main() -> None:
         serving[name] = r
         print(f"online serving, {name:<12} {r['requests_per_s'] / 1e6:6.2f} M requests/s")
     report["serving_kernels"] = serving
+
+    # Where the time goes (benchmarks/stages.py), each architecture kind alone.
+    stages = {}
+    for name in ("online", "batch"):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "stages.json"
+            subprocess.run([sys.executable, str(HERE / "stages.py"), "--requests", "3e6",
+                            "--architectures", name, "--json", str(out)],
+                           capture_output=True, check=True)
+            stages[name] = json.loads(out.read_text())
+        print(f"where the time goes, {name} alone ({stages[name]['ns_per_request']:.0f} ns per "
+              "request under the profiler): " + ", ".join(
+                  f"{stage} {ns:.0f}" for stage, ns in
+                  stages[name]["stages_ns_per_request"].items()))
+    report["stages"] = stages
 
     if args.full:
         r = run_child(7 * 86400 * MEAN_RATE_PER_S)
