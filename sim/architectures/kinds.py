@@ -107,8 +107,7 @@ class BatchModel(_Common):
         q, model_age = self._quality(t, feature_age, model_cutoff, fallback)
         out = empty_outcomes(t.size, t)
         out.update(latency_s=latency, fallback=fallback, timed_out=timed_out, quality=q,
-                   feature_age_s=np.where(fallback, np.nan, feature_age),
-                   model_age_s=np.where(fallback, np.nan, model_age))
+                   feature_age_s=feature_age, model_age_s=np.where(fallback, np.nan, model_age))
         return Outcomes(**out)
 
     def _add_costs(self, costs, prices, start_s, end_s):
@@ -259,7 +258,7 @@ class HybridModel(OnlineModel):
             t[head], chunk.slot[head], chunk.sample(self.spec.lookup, "lookup")[head])
         q, model_age = self._quality(t[head], feature_age, model_cutoff, fallback)
         for key, value in dict(latency_s=latency, fallback=fallback, timed_out=timed_out,
-                               quality=q, feature_age_s=np.where(fallback, np.nan, feature_age),
+                               quality=q, feature_age_s=feature_age,
                                model_age_s=np.where(fallback, np.nan, model_age)).items():
             out[key][head] = value
         tail = ~head

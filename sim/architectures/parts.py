@@ -8,7 +8,7 @@ from numba import njit
 
 from sim.architectures.base import World
 from sim.control import Run, apportioned_usd, periodic
-from sim.freshness import Timeline
+from sim.freshness import Timeline, _last_visible
 from sim.scenario import BatchFeatures, Serving, StreamFeatures, _Scheduled
 from sim.serving import BatchingPool, ReplicaPool
 from sim.workload import Population
@@ -33,7 +33,8 @@ class StoredPredictions:
         self.runs: list[Run] = []
         self.population: Population | None = None
         self._last_used_by_job: np.ndarray | None = None
-        self._used: list[int] = []
+        self._used: list[int] = []  # per job, the entities that read its predictions
+        self._counts = np.zeros(0, dtype=np.int64)  # scratch: new readers per job in a chunk
 
     def lead_s(self, population_size: int) -> float:
         longest = population_size / self.spec.throughput + self.spec.overhead
@@ -58,25 +59,27 @@ class StoredPredictions:
 
     def serve(self, t_s: np.ndarray, slot: np.ndarray, lookup: np.ndarray):
         """(latency, fallback, timed_out, feature_age, model_cutoff) for requests read from store,
-        given each request's store-lookup time."""
-        job = self.jobs.lookup(t_s)
-        cutoff = self.jobs.value(job, "cutoff_s")
-        model_cutoff = self.jobs.value(job, "model_cutoff_s")
-        has = (job >= 0) & (self.population.created_at_s(slot) <= cutoff)
-        timeout = self.spec.timeout
-        timed_out = lookup > timeout if timeout is not None else np.zeros(t_s.size, bool)
-        latency = np.minimum(lookup, timeout) if timeout is not None else lookup
-        fallback = ~has | timed_out
-        self._track_use(job[~fallback], slot[~fallback])
-        return latency, fallback, timed_out, t_s - cutoff, model_cutoff
-
-    def _track_use(self, job: np.ndarray, slot: np.ndarray) -> None:
-        if job.size == 0:
-            return
-        counts = np.zeros(len(self._used), dtype=np.int64)
-        _count_first_uses(job, slot, self._last_used_by_job, counts)
-        for k in np.flatnonzero(counts):
-            self._used[k] += int(counts[k])
+        given each request's store-lookup time; the feature age is NaN for a fallback."""
+        n = t_s.size
+        latency, feature_age, model_cutoff = np.empty(n), np.empty(n), np.empty(n)
+        fallback, timed_out = np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.bool_)
+        if n == 0:
+            return latency, fallback, timed_out, feature_age, model_cutoff
+        jobs = self.jobs.arrays()
+        if len(self._used) > self._counts.size:
+            self._counts = np.zeros(len(self._used), dtype=np.int64)
+        timeout = np.inf if self.spec.timeout is None else float(self.spec.timeout)
+        _read_store(np.ascontiguousarray(t_s, dtype=np.float64), np.ascontiguousarray(slot),
+                    self.population.created_at_s(slot),
+                    np.ascontiguousarray(lookup, dtype=np.float64), jobs["visible_at_s"],
+                    jobs["best"], jobs["cutoff_s"],
+                    jobs.get("model_cutoff_s", jobs["cutoff_s"]), timeout,
+                    self._last_used_by_job, self._counts, latency, fallback, timed_out,
+                    feature_age, model_cutoff)
+        for k in np.flatnonzero(self._counts):
+            self._used[k] += int(self._counts[k])
+            self._counts[k] = 0
+        return latency, fallback, timed_out, feature_age, model_cutoff
 
     def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
         """(scored, unused) over jobs whose predictions were replaced within the window.
@@ -111,18 +114,41 @@ class StoredPredictions:
 
 
 @njit(cache=True, nogil=True)
-def _count_first_uses(job, slot, last_used_by_job, counts):
-    """Count, per job, the entities reading its predictions for the first time.
+def _read_store(t_s, slot, created_at_s, lookup_s, visible_at_s, best, cutoff_s, model_cutoff_s,
+                timeout_s, last_used_by_job, counts, latency, fallback, timed_out, feature_age,
+                model_cutoff):
+    """Each request reads the prediction of the job in force at its time (the visible job with
+    the newest cut-off); it has none if there is no job yet or its entity was created after the
+    job's cut-off, and falls back then or when the lookup exceeds the timeout.
 
-    The job in force never goes back in time, so a (job, entity) pair is new exactly when the
-    entity's last-read job differs.
+    Counts, per job, the entities reading its predictions for the first time (for wasted
+    predictions): the job in force never goes back in time, so a (job, entity) pair is new
+    exactly when the entity's last-read job differs.
     """
-    for i in range(job.shape[0]):
-        j = job[i]
-        s = slot[i]
-        if last_used_by_job[s] != j:
-            last_used_by_job[s] = j
-            counts[j] += 1
+    m = visible_at_s.shape[0]
+    j = _last_visible(visible_at_s, t_s[0])
+    for i in range(t_s.shape[0]):
+        while j + 1 < m and visible_at_s[j + 1] <= t_s[i]:
+            j += 1
+        job = best[j] if j >= 0 else -1
+        late = lookup_s[i] > timeout_s
+        timed_out[i] = late
+        latency[i] = timeout_s if late else lookup_s[i]
+        if job < 0:
+            fallback[i] = True
+            feature_age[i] = np.nan
+            model_cutoff[i] = np.nan
+            continue
+        cut = cutoff_s[job]
+        model_cutoff[i] = model_cutoff_s[job]
+        missed = late or created_at_s[i] > cut
+        fallback[i] = missed
+        feature_age[i] = np.nan if missed else t_s[i] - cut
+        if not missed:
+            s = slot[i]
+            if last_used_by_job[s] != job:
+                last_used_by_job[s] = job
+                counts[job] += 1
 
 
 class BatchFeaturePipeline:
