@@ -74,12 +74,9 @@ class Timeline:
     def value(self, index: np.ndarray, key: str, missing: float = np.nan) -> np.ndarray:
         """Values of ``key`` for refresh indices from :meth:`lookup` (``missing`` where -1)."""
         column = self.arrays()[key]
-        index = np.asarray(index, dtype=np.int64)
         if column.size == 0:
-            return np.full(index.shape, missing)
-        out = np.empty(index.size)
-        _gather(np.ascontiguousarray(index).ravel(), column, missing, out)
-        return out.reshape(index.shape)
+            return np.full(np.shape(index), missing)
+        return np.where(index >= 0, column[np.maximum(index, 0)], missing)
 
     def at(self, t_s: np.ndarray, key: str, missing: float = np.nan) -> np.ndarray:
         """``value(lookup(t_s), key, missing)`` in one pass."""
@@ -122,13 +119,6 @@ def _in_force(visible_at_s, best, t_s, out):
         while j + 1 < m and visible_at_s[j + 1] <= t_s[i]:
             j += 1
         out[i] = best[j] if j >= 0 else -1
-
-
-@njit(cache=True, nogil=True)
-def _gather(index, column, missing, out):
-    for i in range(index.shape[0]):
-        k = index[i]
-        out[i] = column[k] if k >= 0 else missing
 
 
 @njit(cache=True, nogil=True)

@@ -85,6 +85,8 @@ def test_timeline_picks_the_newest_cutoff_even_when_jobs_finish_out_of_order():
     timeline.append(25.0, 5.0)    # older data, finished later: must not replace it
     idx = timeline.lookup(np.array([5.0, 10.0, 22.0, 30.0]))
     assert timeline.value(idx, "cutoff_s", missing=-1).tolist() == [-1, 0.0, 15.0, 15.0]
+    assert timeline.at(np.array([5.0, 10.0, 22.0, 30.0]), "cutoff_s", missing=-1).tolist() == \
+        [-1, 0.0, 15.0, 15.0]
 
 
 def test_drift_hurts_models_trained_before_it_until_a_new_model_is_deployed():
