@@ -69,38 +69,43 @@ class RateProfile:
             base = self.mean_per_s * (1.0 + self.amplitude) * float(self.day_factor.max())
         return base * self._max_burst_factor()
 
-    def max_between(self, start_s: float, end_s: float) -> float:
-        """An upper bound of the rate over [start_s, end_s]: the thinning rate of a chunk.
+    def bounds_between(self, start_s: float, end_s: float) -> tuple[float, float]:
+        """A lower and an upper bound of the rate over [start_s, end_s], for thinning a chunk.
 
-        Exact maxima of each factor over the interval (the cosine peaks inside it or at an end;
-        the hours or days it touches; the bursts overlapping it, each counted as at least 1),
-        times ``1 + 1e-9`` against rounding; never above :attr:`peak_per_s`.
+        Exact extremes of each factor over the interval (the cosine peaks or bottoms inside it
+        or is extreme at an end; the hours or days it touches; a burst overlapping it counts as
+        at least 1 for the upper bound and at most 1 for the lower), widened by 1e-9 against
+        rounding; the upper bound is never above :attr:`peak_per_s`.
         """
         if self.hourly is not None:
             first, last = math.floor(start_s / 3600.0), math.floor(end_s / 3600.0)
-            if last - first + 1 >= self.hourly.size:
-                m = float(self.hourly.max())
-            else:
-                m = float(self.hourly[np.arange(first, last + 1) % self.hourly.size].max())
+            hours = self.hourly if last - first + 1 >= self.hourly.size else \
+                self.hourly[np.arange(first, last + 1) % self.hourly.size]
+            low, high = float(hours.min()), float(hours.max())
         else:
-            m = self._cosine_max(start_s, end_s)
+            low, high = self._cosine_bounds(start_s, end_s)
             if self.pattern == "weekly":
                 first, last = math.floor(start_s / DAY_S), math.floor(end_s / DAY_S)
-                days = np.arange(first, min(last, first + 6) + 1) % 7
-                m *= float(self.day_factor[days].max())
+                days = self.day_factor[np.arange(first, min(last, first + 6) + 1) % 7]
+                low, high = low * float(days.min()), high * float(days.max())
         for start, end, multiplier in self.bursts:
             if start <= end_s and end > start_s:
-                m *= max(multiplier, 1.0)
-        return min(self.mean_per_s * m * (1.0 + 1e-9), self.peak_per_s)
+                low, high = low * min(multiplier, 1.0), high * max(multiplier, 1.0)
+        return (self.mean_per_s * low * (1.0 - 1e-9),
+                min(self.mean_per_s * high * (1.0 + 1e-9), self.peak_per_s))
 
-    def _cosine_max(self, start_s: float, end_s: float) -> float:
-        """The largest ``1 + a cos(2 pi (t - peak) / 1 day)`` for t in [start_s, end_s]."""
+    def _cosine_bounds(self, start_s: float, end_s: float) -> tuple[float, float]:
+        """The least and largest ``1 + a cos(2 pi (t - peak) / 1 day)`` for t in [start_s,
+        end_s]: at the ends, unless a peak (whole phase) or a trough (half phase) is inside."""
         first = (start_s - self.peak_s) / DAY_S
         last = (end_s - self.peak_s) / DAY_S
-        if math.floor(last) > math.floor(first) or first == math.floor(first):
-            return 1.0 + self.amplitude  # a peak inside the interval (or at its start)
-        return 1.0 + self.amplitude * max(math.cos(2 * math.pi * first),
-                                          math.cos(2 * math.pi * last))
+        ends = (math.cos(2 * math.pi * first), math.cos(2 * math.pi * last))
+        peak_inside = math.floor(last) > math.floor(first) or first == math.floor(first)
+        trough_inside = math.floor(last - 0.5) > math.floor(first - 0.5) or \
+            first - 0.5 == math.floor(first - 0.5)
+        a = self.amplitude
+        return (1.0 - a if trough_inside else 1.0 + a * min(ends),
+                1.0 + a if peak_inside else 1.0 + a * max(ends))
 
     def _max_burst_factor(self) -> float:
         if not self.bursts:
@@ -425,15 +430,21 @@ class RequestSource:
         the rate over the chunk, thinned to the rate (exact for any bound; the tighter the
         bound, the fewer points are drawn only to be dropped)."""
         arrivals = self.streams["arrivals"]
-        peak = self.profile.max_between(start_s, end_s)
+        low, peak = self.profile.bounds_between(start_s, end_s)
         if self.modulation is not None:
-            peak *= self.modulation.max_multiplier
+            low, peak = 0.0, peak * self.modulation.max_multiplier
         n = int(arrivals.poisson(peak * (end_s - start_s)))
         # n sorted uniform points on the chunk: normalised partial sums of n + 1 exponentials
         spacings = np.cumsum(arrivals.standard_exponential(n + 1))
         t = start_s + spacings[:-1] * ((end_s - start_s) / spacings[-1])
         if not self.profile.is_constant or self.modulation is not None:
-            keep = self.streams["thinning"].random(n) * peak < self.rate(t)
+            # Keep a point with probability rate(t) / peak: u * peak < rate(t). Where u * peak is
+            # below the chunk's lower bound of the rate that holds without computing the rate
+            # (a squeeze), so the rate is evaluated only for the few points above it.
+            x = self.streams["thinning"].random(n) * peak
+            keep = x < low
+            unsure = np.flatnonzero(~keep)
+            keep[unsure] = x[unsure] < self.rate(t[unsure])
             t = t[keep]
         slot = self.population.sample(self.streams["popularity"], t)
         return Chunk(start_s, end_s, t, slot, self.streams)
