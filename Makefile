@@ -27,7 +27,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
 ## predsim against a real model server on 127.0.0.1 (benchmarks/fidelity/): prints the error
-## table and writes benchmarks/fidelity/results.json; about 6-7 minutes.
+## table (one request at a time and with dynamic batching) and writes
+## benchmarks/fidelity/results.json; about 12 minutes.
 fidelity: $(STAMP)
 	$(BIN)/python benchmarks/fidelity/fidelity.py --json benchmarks/fidelity/results.json
 

@@ -31,6 +31,29 @@ server", has the table they come from):
   (a unit, a replica count, a factor of two in the service time), not one that misses the 5%
   target on this machine. Skipped, saying why, when other processes used the CPU during the
   measurement: the test would then measure the neighbours.
+
+The same with dynamic batching (server.py --batching 8 --max-wait-ms 2, C = 1, rho = 0.3 in
+predsim's sense: rate x (fixed / 8 + E[per_item]) / C): calibrate on the 768 requests alone and
+30 groups of each size 2..8, drive the server for 10 s, predict through predsim's batching model.
+About 30 s. Three checks:
+
+- The policy, exactly (no bound): no batch over max_batch, every batch short of max_batch left
+  no earlier than its oldest request's max_wait, requests dispatched in the order they were
+  enqueued, each batch's logged size is the number of requests in it.
+- The replay (the measured arrivals at the batcher's queue and the measured batch times through
+  predsim's batching kernel) within BATCH_REPLAY_BOUNDS, and the prediction within
+  BATCH_PREDICTION_BOUNDS. Both are 1.3 x the largest error seen, rounded up to a whole percent.
+  On 2026-11-26, 24 runs of this case were made (18 by a script recording every error, 6 of
+  this test); 19 were disturbed by the rules below (in 10, other processes - a test suite run
+  alongside - used 0.6-1.9 cores; in 9, the load generator sent 9-33 ms late) and do not count.
+  The 5 undisturbed runs: replay within 2.7% (p50), 3.3% (mean), 10.9% (p95) and 27.7% (p99); prediction within 8.9%, 11.5%, 30.8% and 50.6% (p50
+  -3.5..+8.9%, mean -11.5..+6.8%, p95 -26..+31%, p99 -51..+16%). The full table's 15-second run
+  of this case is at -8.6%, -21.9%, -33.2% and -61.4% (replay -2.0% at p50, -3.5% at p99), and
+  that is the largest for the mean, p95 and p99, so the bounds are 12%, 29%, 44% and 80% for the
+  prediction and 4%, 5%, 15% and 37% for the replay. The replay's p99 spread is wider than
+  without batching (its batches are formed anew, and a request whose batch differs from the real
+  one is given the real batch time of its batch's first request); five runs are a small sample.
+  Skipped under the same disturbance rules as above.
 """
 
 from __future__ import annotations
@@ -39,6 +62,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,4 +137,66 @@ def test_predsim_predicts_the_real_server(small_case):
     _skip_if_busy(config, row)
     report = _report(row, row["predicted"], row["relative_error"])
     for stat, bound in PREDICTION_BOUNDS.items():
+        assert abs(row["relative_error"][stat]) <= bound, f"{stat} beyond {bound:.0%}: {report}"
+
+
+# ---------------------------------------------------------------------------------------------
+# With dynamic batching (server.py --batching 8 --max-wait-ms 2)
+# ---------------------------------------------------------------------------------------------
+
+BATCH_REPLAY_BOUNDS = {"p50": 0.04, "mean": 0.05, "p95": 0.15, "p99": 0.37}  # see docstring
+BATCH_PREDICTION_BOUNDS = {"p50": 0.12, "mean": 0.29, "p95": 0.44, "p99": 0.80}
+
+
+@pytest.fixture(scope="module")
+def small_batching_case(tmp_path_factory):
+    fidelity = _load_harness()
+    root = tmp_path_factory.mktemp("fidelity-batching")
+    results = fidelity.run(replicas=(1,), rhos=(0.3,), durations={0.3: 10.0},
+                           batch_durations={0.3: 10.0}, pool=768, quiet_wait_s=5.0,
+                           run_root=root, batching="on", batch_groups=30,
+                           log=lambda *args, **kwargs: None)
+    config = results["configurations"][0]
+    log = fidelity.Server.read_logs(root / "c1-batch" / "logs")
+    return config, config["cases"][0], log
+
+
+def test_the_batching_server_follows_the_policy_predsim_models(small_batching_case):
+    config, row, log = small_batching_case
+    max_batch = config["batching"]["max_batch"]
+    max_wait_s = config["batching"]["max_wait_ms"] / 1e3
+    assert row["unanswered"] == 0 and not row["overloaded"]
+    assert row["requests"] > 600
+    # the calibration saw batches of every size, and their composition is known
+    assert set(config["calibration"]["residual_by_size"]) == {str(b) for b in
+                                                              range(1, max_batch + 1)}
+    batch_id, size = log[:, 8], log[:, 9].astype(int)
+    ids, inverse, counts = np.unique(batch_id, return_inverse=True, return_counts=True)
+    assert (counts == size[np.unique(batch_id, return_index=True)[1]]).all()
+    assert size.max() <= max_batch
+    # a batch short of max_batch leaves only when its oldest request has waited max_wait
+    head = np.full(ids.size, np.inf)
+    np.minimum.at(head, inverse, log[:, 3])  # enqueued
+    dispatched = log[np.unique(batch_id, return_index=True)[1], 2]
+    short = size[np.unique(batch_id, return_index=True)[1]] < max_batch
+    assert (dispatched[short] >= head[short] + max_wait_s - 1e-6).all()
+    # every request waited in FIFO order: dispatched in the order it was enqueued
+    order = np.argsort(log[:, 3], kind="stable")
+    assert (np.diff(log[order, 2]) >= 0).all()
+
+
+def test_the_batching_server_is_the_queue_predsim_models(small_batching_case):
+    config, row, _ = small_batching_case
+    _skip_if_busy(config, row)
+    replay = row["diagnostic_replay"]
+    report = _report(row, replay["predicted"], replay["relative_error"])
+    for stat, bound in BATCH_REPLAY_BOUNDS.items():
+        assert abs(replay["relative_error"][stat]) <= bound, f"{stat} beyond {bound:.0%}: {report}"
+
+
+def test_predsim_predicts_the_batching_server(small_batching_case):
+    config, row, _ = small_batching_case
+    _skip_if_busy(config, row)
+    report = _report(row, row["predicted"], row["relative_error"])
+    for stat, bound in BATCH_PREDICTION_BOUNDS.items():
         assert abs(row["relative_error"][stat]) <= bound, f"{stat} beyond {bound:.0%}: {report}"

@@ -12,7 +12,11 @@ actual minus scheduled, is measured), and the time its whole response was read.
 ``--mode closed``: calibration at low load. Every request of the request pool is sent exactly once,
 in random order, one at a time, each after the previous response plus an exponential pause, so no
 request ever queues: its client-observed latency minus its server-side service time is the fixed
-network and protocol overhead.
+network and protocol overhead. With ``--groups N`` (to calibrate a batching server) it also sends,
+for every group size b = 2 .. ``--group-max``, N groups of b distinct random requests, all the
+groups (those of one request included) in random order: the b requests of a group back to back,
+the next group after every answer plus the pause, so a batching server sees batches of known
+size and composition.
 
 Requests come from a pool of ``--pool`` ranking requests (model.py: real feature vectors, a
 varying number of candidates) built from ``--pool-seed``; open-loop runs draw from the same pool
@@ -78,7 +82,7 @@ def _schedstat() -> tuple[float, float]:
 def run(host: str, port: int, mode: str, pool_ks: np.ndarray, pool_bodies: list[bytes],
         seed: int, id_offset: int, rate: float = 0.0, duration: float = 0.0,
         max_requests: int = 1_000_000, think_s: float = 0.002, max_inflight: int = 2000,
-        drain_s: float = 10.0) -> dict:
+        drain_s: float = 10.0, groups: int = 0, group_max: int = 1) -> dict:
     rng = np.random.default_rng(seed)
     clock = time.perf_counter
     if mode == "open":
@@ -90,6 +94,21 @@ def run(host: str, port: int, mode: str, pool_ks: np.ndarray, pool_bodies: list[
         pick = rng.permutation(len(pool_bodies))[:max_requests]
         offsets = np.zeros(pick.size)
         pauses = rng.exponential(think_s, size=pick.size)
+    # closed mode: the size of the group that starts at each request (1: one at a time)
+    group_len = np.ones(pick.size, np.int64)
+    if mode == "closed" and groups > 0 and group_max > 1:
+        # every request alone, then `groups` groups of each size, all in random order (so
+        # a drift of the machine's speed does not line up with the group size)
+        grng = np.random.default_rng(seed + 7919)
+        members = [[int(j)] for j in pick]
+        for b in range(2, group_max + 1):
+            members += [list(grng.choice(len(pool_bodies), size=b, replace=False))
+                        for _ in range(groups)]
+        members = [members[g] for g in grng.permutation(len(members))]
+        pick = np.array([j for group in members for j in group], np.int64)
+        group_len = np.array([len(group) if m == 0 else 0 for group in members
+                              for m in range(len(group))], np.int64)
+        pauses = grng.exponential(think_s, size=pick.size)
     n = pick.size
     scheduled = np.full(n, np.nan)
     sent = np.full(n, np.nan)
@@ -118,6 +137,7 @@ def run(host: str, port: int, mode: str, pool_ks: np.ndarray, pool_bodies: list[
         scheduled[:] = start + offsets
     next_due = start
     i = 0
+    group_left = 0  # closed mode: requests of the current group still to send
     sending = n > 0
     stopped_at = None
     hard_stop = start + duration + drain_s if mode == "open" else float("inf")
@@ -126,13 +146,18 @@ def run(host: str, port: int, mode: str, pool_ks: np.ndarray, pool_bodies: list[
         # 1. send everything that is due (open loop: on schedule, whatever is in flight)
         while sending and i < n:
             due = scheduled[i] if mode == "open" else next_due
-            if due > now or (mode == "closed" and inflight):
+            if mode == "closed" and group_left == 0:
+                if due > now or inflight:
+                    break
+                group_left = int(group_len[i])
+            elif mode == "open" and due > now:
                 break
             if len(inflight) >= max_inflight:
                 overloaded, sending = True, False
                 break
             if mode == "closed":
                 scheduled[i] = due
+                group_left -= 1
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
@@ -191,8 +216,10 @@ def run(host: str, port: int, mode: str, pool_ks: np.ndarray, pool_bodies: list[
             break
         # 4. sleep until the next send is due or a response arrives
         timeout = 0.05
-        if sending and not (mode == "closed" and inflight):
+        if sending and not (mode == "closed" and inflight and group_left == 0):
             timeout = min((scheduled[i] if mode == "open" else next_due) - now, timeout)
+            if mode == "closed" and group_left > 0:
+                timeout = 0.0
         if timeout > 0:
             select.select([epfd], [], [], timeout)
     for j, sock, _ in inflight.values():
@@ -224,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=0.0, help="open: seconds of sending")
     p.add_argument("--max-requests", type=int, default=1_000_000)
     p.add_argument("--think", type=float, default=0.002, help="closed: mean pause (s)")
+    p.add_argument("--groups", type=int, default=0,
+                   help="closed: then this many groups of each size 2 .. --group-max")
+    p.add_argument("--group-max", type=int, default=1)
     p.add_argument("--max-inflight", type=int, default=2000)
     p.add_argument("--drain", type=float, default=10.0)
     p.add_argument("--pool", type=int, default=4096)
@@ -240,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     ks, bodies = request_pool(args.pool_seed, args.pool)
     out = run(args.host, args.port, args.mode, ks, bodies, args.seed, args.id_offset,
               rate=args.rate, duration=args.duration, max_requests=args.max_requests,
-              think_s=args.think, max_inflight=args.max_inflight, drain_s=args.drain)
+              think_s=args.think, max_inflight=args.max_inflight, drain_s=args.drain,
+              groups=args.groups, group_max=args.group_max)
     meta = json.loads(out["meta"])
     meta["timer_slack_1ns"] = slack
     out["meta"] = json.dumps(meta)
