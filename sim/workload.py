@@ -210,23 +210,38 @@ def zipf_slots(rng: np.random.Generator, n_slots: int, exponent: float, size: in
     out = np.empty(size, dtype=np.int64)
     todo = np.arange(size)
     while todo.size:  # draw again, in order, for the rejected ones
+        v = rng.random(todo.size)
+        v *= h_x1 - h_n
+        v += h_n
         rejected = np.empty(todo.size, dtype=np.int64)
-        n = _zipf_invert(rng.random(todo.size), s, n_slots, h_x1, h_n, sv, todo, out, rejected)
+        n = _zipf_accept(v, _h_integral_inverse_array(v, s), s, n_slots, sv, todo, out,
+                         rejected)
         todo = rejected[:n]
     return out
 
 
+def _h_integral_inverse_array(v: np.ndarray, s: float) -> np.ndarray:
+    """:func:`_h_integral_inverse` of every ``v``, with numpy's vectorised exp and log1p:
+    ``exp(log1p(t) / (1 - s))`` with ``t = max(v (1 - s), -1)``, which is ``exp(v)`` at s = 1."""
+    if s == 1.0:
+        return np.exp(v)
+    x = np.multiply(v, 1.0 - s)
+    np.maximum(x, -1.0, out=x)
+    with np.errstate(divide="ignore"):  # log1p(-1) = -inf: x = 0 or inf, as the scalar form
+        np.log1p(x, out=x)
+    x *= 1.0 / (1.0 - s)
+    return np.exp(x, out=x)
+
+
 @njit(cache=True, nogil=True)
-def _zipf_invert(u, s, n_slots, h_x1, h_n, sv, todo, out, rejected):
-    """One round of rejection-inversion: ``out[todo[i]]`` from ``u[i]`` when accepted; the
-    rejected ``todo[i]`` are listed in ``rejected``; returns how many."""
+def _zipf_accept(v, x, s, n_slots, sv, todo, out, rejected):
+    """One round of rejection-inversion, given ``x = H^-1(v)``: ``out[todo[i]]`` when
+    accepted; the rejected ``todo[i]`` are listed in ``rejected``; returns how many."""
     n_rejected = 0
-    for i in range(u.shape[0]):
-        v = h_n + u[i] * (h_x1 - h_n)
-        x = _h_integral_inverse(v, s)
-        k = math.floor(x + 0.5)
+    for i in range(v.shape[0]):
+        k = math.floor(x[i] + 0.5)
         k = min(max(k, 1.0), float(n_slots))
-        if (k - x <= sv) or (v >= _h_integral(k + 0.5, s) - _h(k, s)):
+        if (k - x[i] <= sv) or (v[i] >= _h_integral(k + 0.5, s) - _h(k, s)):
             out[todo[i]] = int(k) - 1
         else:
             rejected[n_rejected] = todo[i]
