@@ -105,10 +105,12 @@ class BatchModel(_Common):
         latency, fallback, timed_out, feature_age, model_cutoff = self.store.serve(
             t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"))
         q, model_age = self._quality(t, feature_age, model_cutoff, fallback)
-        out = empty_outcomes(t.size, t)
-        out.update(latency_s=latency, fallback=fallback, timed_out=timed_out, quality=q,
-                   feature_age_s=feature_age, model_age_s=np.where(fallback, np.nan, model_age))
-        return Outcomes(**out)
+        np.copyto(model_age, np.nan, where=fallback)
+        return Outcomes(t_s=t, latency_s=latency, queue_wait_s=np.zeros(t.size),
+                        fallback=fallback, timed_out=timed_out, feature_age_s=feature_age,
+                        model_age_s=model_age, quality=q, busy_s=np.zeros(t.size),
+                        service_start_s=t, queued=np.zeros(t.size, bool),
+                        service_s=np.full(t.size, np.nan))
 
     def _add_costs(self, costs, prices, start_s, end_s):
         costs["batch_scoring"] = self.store.cost_usd_per_day(prices, start_s, end_s)
