@@ -93,6 +93,14 @@ def small_case(tmp_path_factory):
     return config, config["cases"][0]
 
 
+def _assert_within(row: dict, result: dict, bounds: dict) -> None:
+    """Every statistic of ``result`` (the prediction, or the replay) within its bound of the
+    measured one, the whole comparison in the message when not."""
+    report = _report(row, result["predicted"], result["relative_error"])
+    for stat, bound in bounds.items():
+        assert abs(result["relative_error"][stat]) <= bound, f"{stat} beyond {bound:.0%}: {report}"
+
+
 def _report(row: dict, predicted: dict, errors: dict) -> str:
     return ", ".join(f"{s} {row['measured'][s]:.3f} ms measured vs {predicted[s]:.3f} "
                      f"({errors[s]:+.1%})" for s in STATS)
@@ -126,18 +134,13 @@ def _skip_if_busy(config: dict, row: dict) -> None:
 def test_the_real_server_is_the_queue_predsim_models(small_case):
     config, row = small_case
     _skip_if_busy(config, row)
-    replay = row["diagnostic_replay"]
-    report = _report(row, replay["predicted"], replay["relative_error"])
-    for stat, bound in REPLAY_BOUNDS.items():
-        assert abs(replay["relative_error"][stat]) <= bound, f"{stat} beyond {bound:.0%}: {report}"
+    _assert_within(row, row["diagnostic_replay"], REPLAY_BOUNDS)
 
 
 def test_predsim_predicts_the_real_server(small_case):
     config, row = small_case
     _skip_if_busy(config, row)
-    report = _report(row, row["predicted"], row["relative_error"])
-    for stat, bound in PREDICTION_BOUNDS.items():
-        assert abs(row["relative_error"][stat]) <= bound, f"{stat} beyond {bound:.0%}: {report}"
+    _assert_within(row, row, PREDICTION_BOUNDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,15 +191,10 @@ def test_the_batching_server_follows_the_policy_predsim_models(small_batching_ca
 def test_the_batching_server_is_the_queue_predsim_models(small_batching_case):
     config, row, _ = small_batching_case
     _skip_if_busy(config, row)
-    replay = row["diagnostic_replay"]
-    report = _report(row, replay["predicted"], replay["relative_error"])
-    for stat, bound in BATCH_REPLAY_BOUNDS.items():
-        assert abs(replay["relative_error"][stat]) <= bound, f"{stat} beyond {bound:.0%}: {report}"
+    _assert_within(row, row["diagnostic_replay"], BATCH_REPLAY_BOUNDS)
 
 
 def test_predsim_predicts_the_batching_server(small_batching_case):
     config, row, _ = small_batching_case
     _skip_if_busy(config, row)
-    report = _report(row, row["predicted"], row["relative_error"])
-    for stat, bound in BATCH_PREDICTION_BOUNDS.items():
-        assert abs(row["relative_error"][stat]) <= bound, f"{stat} beyond {bound:.0%}: {report}"
+    _assert_within(row, row, BATCH_PREDICTION_BOUNDS)

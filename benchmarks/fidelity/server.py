@@ -392,22 +392,7 @@ def batching_server(args, model: mlp.MLP, info: dict, listener: socket.socket,
                         queue.append((enqueued, rid, k, bytes(p.buf[HEADER.size:p.need]),
                                       p.conn))
     finally:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        give_up = time.monotonic() + 10.0
-        remaining = set(pids)
-        while remaining and time.monotonic() < give_up:
-            for pid in list(remaining):
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    remaining.discard(pid)
-            time.sleep(0.02)
-        for pid in remaining:  # our own children, by pid
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+        stop_workers(pids)
         _save(log_path, log[:count])
         listener.close()
     return 0
@@ -467,6 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + lifetime_s
     while not stop and time.monotonic() < deadline and os.getppid() == parent:
         time.sleep(0.1)
+    stop_workers(pids)
+    listener.close()
+    return 0
+
+
+def stop_workers(pids: list[int]) -> None:
+    """SIGTERM our worker processes, wait up to 10 s for them to save their logs, then kill
+    those still running (our own children, by pid)."""
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -480,11 +473,9 @@ def main(argv: list[str] | None = None) -> int:
             if done:
                 remaining.discard(pid)
         time.sleep(0.02)
-    for pid in remaining:  # our own children, by pid
+    for pid in remaining:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-    listener.close()
-    return 0
 
 
 if __name__ == "__main__":
