@@ -31,9 +31,10 @@ def _down(heap, n, value):
         if left >= n:
             break
         child = left
-        right = left + 1
-        if right < n and heap[right] < heap[left]:
-            child = right
+        if left + 1 < n:
+            # the smaller child, as arithmetic rather than a branch: the comparison is a coin
+            # flip, so a branch on it would be mispredicted half the time
+            child = left + np.int64(heap[left + 1] < heap[left])
         if heap[child] >= value:
             break
         heap[i] = heap[child]
