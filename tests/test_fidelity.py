@@ -20,6 +20,9 @@ server", has the table they come from):
   undisturbed run: no send more than 5 ms late, and 99% of answers read within 1 ms (0.1-0.3 ms
   when undisturbed). Of fifteen runs on 2026-11-26, seven were disturbed that way (up to 9.6%
   off at p50); the eight others were within 1.3% (p50), 1.6% (mean), 3.7% (p95) and 2.1% (p99).
+  The read rule holds for the calibration too: its mean overhead is added to every replayed and
+  predicted latency, and a held-up client there skews it (one CI run: the replay's p50 4.4%
+  high after a calibration whose answers were read up to 1.9 ms late).
 - The prediction (service times calibrated at low load, Poisson arrivals, predsim's own
   simulation): within PREDICTION_BOUNDS. The full table has this case at +2.4% (p50), -3.3%
   (p95), -19.9% (p99) and 0.0% (mean), an earlier full run at -8%, -37%, -41% and -20%; eight
@@ -129,6 +132,15 @@ def _skip_if_busy(config: dict, row: dict) -> None:
         pytest.skip(f"the load generator read 1% of the answers more than {read_ms:.1f} ms "
                     f"after they were sent (the machine held it up); the real server is judged "
                     f"on an undisturbed run")
+    # The calibration too: a held-up client there inflates the overhead every prediction and
+    # replay adds (one CI run: calibration read p99 1.9 ms, overhead mean 0.36 ms against
+    # 0.14 ms undisturbed, and the replay's p50 4.4% high).
+    read_ms = config["calibration"]["answer_read_us"]["p99"] / 1e3
+    if read_ms > READ_MS:
+        pytest.skip(f"during calibration the load generator read 1% of the answers more than "
+                    f"{read_ms:.1f} ms after they were sent (the machine held it up), which "
+                    f"skews the overhead measured there; the real server is judged on an "
+                    f"undisturbed run")
 
 
 def test_the_real_server_is_the_queue_predsim_models(small_case):

@@ -657,6 +657,10 @@ def fit_batching(r: dict, max_batch: int) -> dict:
         "residual_by_size": by_size,
         "overhead_ms": {"mean": overhead.mean() * 1e3, "p50": quantile(overhead, 0.5) * 1e3,
                         "p99": quantile(overhead, 0.99) * 1e3},
+        # all answers written -> the client has read its whole answer (us): mostly the client's
+        # own delay; large when the machine held the load generator up during calibration
+        "answer_read_us": {"p50": quantile(r["answered_s"] - r["worker_done_s"], 0.5) * 1e6,
+                           "p99": quantile(r["answered_s"] - r["worker_done_s"], 0.99) * 1e6},
         "dispatch_to_worker_us_p50": quantile(t["got_s"] - t["dispatched_s"], 0.5) * 1e6,
         "answered_to_free_us_p50": quantile(t["free_s"] - t["answered_s"], 0.5) * 1e6,
         "cpu_ms_per_request": float(t["cpu_s"].sum() / t["size"].sum() * 1e3),
