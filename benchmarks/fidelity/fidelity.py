@@ -1088,18 +1088,15 @@ def table_text(results: dict) -> str:
                      f"{row['requests']:>8}  "
                      + "  ".join(f"{c:>31}" for c in cells)
                      + f"  {row['target'] * 100:5.0f}%  {_met(row)}")
-    if any(True for _ in _rows(results, False)):
-        lines += ["", "What can make them differ, measured per case (see README.md):",
-                  f"{'C':>2} {'rho':>4} " + " ".join(f"{h:>17}" for h, _ in CAUSES)]
-        for row in _rows(results, False):
-            lines.append(f"{row['replicas']:>2} {row['rho']:>4} "
-                         + " ".join(f"{fmt(row):>17}" for _, fmt in CAUSES))
-    if any(True for _ in _rows(results, True)):
-        lines += ["", "With batching, measured per case (see README.md):",
-                  f"{'C':>2} {'rho':>4} " + " ".join(f"{h:>22}" for h, _ in BATCH_CAUSES)]
-        for row in _rows(results, True):
-            lines.append(f"{row['replicas']:>2} {row['rho']:>4} "
-                         + " ".join(f"{fmt(row):>22}" for _, fmt in BATCH_CAUSES))
+    for batching, title, causes, width in (
+            (False, "What can make them differ, measured per case (see README.md):", CAUSES, 17),
+            (True, "With batching, measured per case (see README.md):", BATCH_CAUSES, 22)):
+        rows = list(_rows(results, batching))
+        if rows:
+            lines += ["", title, f"{'C':>2} {'rho':>4} " + " ".join(f"{h:>{width}}"
+                                                                    for h, _ in causes)]
+            lines += [f"{row['replicas']:>2} {row['rho']:>4} "
+                      + " ".join(f"{fmt(row):>{width}}" for _, fmt in causes) for row in rows]
     lines.append("")
     for config in results["configurations"]:
         if config.get("batching"):
