@@ -32,8 +32,14 @@ server", has the table they come from):
   consecutive service times are correlated where predsim draws them independently (the README
   shows it case by case). The bounds cover that spread: they catch a prediction that is broken
   (a unit, a replica count, a factor of two in the service time), not one that misses the 5%
-  target on this machine. Skipped, saying why, when other processes used the CPU during the
-  measurement: the test would then measure the neighbours.
+  target on this machine. Only p50 and the mean are judged. The tails of a 10-second run are
+  the machine's, both ways: on 2026-11-26 an undisturbed run measured p99 10.6 ms against 21.6
+  predicted (+103%) because the calibration happened to see slow stretches the run did not
+  (its replay was within 1%, and predsim fed the run's own service times within 9%), where the
+  eight runs above were all under-predicted. A tail bound wide enough for both directions would
+  catch nothing; the replay checks the tails instead, with the real inputs. Skipped, saying
+  why, when other processes used the CPU during the measurement: the test would then measure
+  the neighbours.
 
 The same with dynamic batching (server.py --batching 8 --max-wait-ms 2, C = 1, rho = 0.3 in
 predsim's sense: rate x (fixed / 8 + E[per_item]) / C): calibrate on the 768 requests alone and
@@ -45,12 +51,14 @@ About 30 s. Three checks:
   enqueued, each batch's logged size is the number of requests in it.
 - The replay (the measured arrivals at the batcher's queue and the measured batch times through
   predsim's batching kernel) within BATCH_REPLAY_BOUNDS, and the prediction within
-  BATCH_PREDICTION_BOUNDS. Both are 1.3 x the largest error seen, rounded up to a whole percent.
+  BATCH_PREDICTION_BOUNDS (p50 and mean, for the reason above). Both are 1.3 x the largest error
+  seen, rounded up to a whole percent.
   On 2026-11-26, 24 runs of this case were made (18 by a script recording every error, 6 of
   this test); 19 were disturbed by the rules below (in 10, other processes - a test suite run
   alongside - used 0.6-1.9 cores; in 9, the load generator sent 9-33 ms late) and do not count.
-  The 5 undisturbed runs: replay within 2.7% (p50), 3.3% (mean), 10.9% (p95) and 27.7% (p99); prediction within 8.9%, 11.5%, 30.8% and 50.6% (p50
-  -3.5..+8.9%, mean -11.5..+6.8%, p95 -26..+31%, p99 -51..+16%). The full table's 15-second run
+  The 5 undisturbed runs: replay within 2.7% (p50), 3.3% (mean), 10.9% (p95) and 27.7% (p99);
+  prediction within 8.9%, 11.5%, 30.8% and 50.6% (p50 -3.5..+8.9%, mean -11.5..+6.8%, p95
+  -26..+31%, p99 -51..+16%). The full table's 15-second run
   of this case is at -8.6%, -21.9%, -33.2% and -61.4% (replay -2.0% at p50, -3.5% at p99), and
   that is the largest for the mean, p95 and p99, so the bounds are 12%, 29%, 44% and 80% for the
   prediction and 4%, 5%, 15% and 37% for the replay. The replay's p99 spread is wider than
@@ -71,7 +79,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STATS = ("p50", "p95", "p99", "mean")
 REPLAY_BOUNDS = {"p50": 0.03, "mean": 0.04, "p95": 0.10, "p99": 0.12}
-PREDICTION_BOUNDS = {"p50": 0.20, "mean": 0.45, "p95": 0.70, "p99": 0.75}
+PREDICTION_BOUNDS = {"p50": 0.20, "mean": 0.45}  # tails: see the docstring
 BUSY_CORES = 0.25  # other processes' CPU during the run above which the server is not judged
 STALL_MS = 5.0     # a send this late means the machine paused the load generator itself
 READ_MS = 1.0      # answers read this late (p99) mean the same (undisturbed runs: 0.1-0.3 ms)
@@ -113,7 +121,12 @@ def test_the_real_server_answered_everything_on_schedule(small_case):
     config, row = small_case
     assert config["calibration"]["requests"] == 768
     assert row["unanswered"] == 0 and not row["overloaded"]
-    assert row["requests"] > 600
+    # every request of the schedule after the warm-up was measured: a Poisson count at the
+    # case's rate (which follows the calibrated service time: 110-120/s on the quiet machine,
+    # 61/s after a calibration slowed by hypervisor steal), within 4 standard deviations
+    expected = row["rate_per_s"] * (row["duration_s"] - _load_harness().WARMUP_S)
+    assert row["requests"] >= expected - 4 * expected ** 0.5
+    assert row["requests"] > 300  # enough for the statistics below to mean something
     # open loop on schedule: the arrivals are the Poisson process predsim assumes
     assert row["send_lag_us"]["p50"] < 500
 
@@ -160,7 +173,7 @@ def test_predsim_predicts_the_real_server(small_case):
 # ---------------------------------------------------------------------------------------------
 
 BATCH_REPLAY_BOUNDS = {"p50": 0.04, "mean": 0.05, "p95": 0.15, "p99": 0.37}  # see docstring
-BATCH_PREDICTION_BOUNDS = {"p50": 0.12, "mean": 0.29, "p95": 0.44, "p99": 0.80}
+BATCH_PREDICTION_BOUNDS = {"p50": 0.12, "mean": 0.29}
 
 
 @pytest.fixture(scope="module")
