@@ -4,7 +4,8 @@ The experiment (docs/measuring-inputs.md): train a model on data up to a point a
 later windows (model age), or score with features deliberately aged (feature age), and write
 down the metric per age. :func:`read_freshness` reads that table (CSV: an age column, a metric
 column, optionally an experiment column saying ``feature`` or ``model`` when both experiments
-are in one file); :func:`fit_freshness` fits each series three ways:
+are in one file, or ``batch`` and ``stream`` when each class of features was aged on its own, the
+other held fresh); :func:`fit_freshness` fits each series three ways:
 
 - ``exponential``: ``m(a) = floor + (fresh - floor) * 2^(-a / half_life)`` (3 parameters, least
   squares with :func:`scipy.optimize.curve_fit`, standard errors from its covariance);
@@ -50,7 +51,12 @@ AGE_UNITS_S = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": DAY_S}
 EXPERIMENT_COLUMNS = ("experiment", "kind")
 EXPERIMENTS = {"feature": "feature", "features": "feature", "feature_age": "feature",
                "feature_staleness": "feature", "model": "model", "models": "model",
-               "model_age": "model", "model_staleness": "model"}
+               "model_age": "model", "model_staleness": "model",
+               "batch": "batch", "batch_features": "batch", "batch_feature_age": "batch",
+               "stream": "stream", "stream_features": "stream",
+               "stream_feature_age": "stream"}
+# Experiments that age one class of features (written under quality.features.<class>).
+FEATURE_CLASS_EXPERIMENTS = ("batch", "stream")
 # Metrics where lower is better, recognised by name (case and punctuation ignored).
 LOWER_IS_BETTER = {"ne", "normalizedentropy", "normalisedentropy", "logloss", "crossentropy",
                    "mse", "rmse", "mae", "error", "errorrate", "brier", "brierscore", "loss"}
@@ -173,7 +179,7 @@ def read_freshness(path: str | Path, age_column: str | None = None,
             which = EXPERIMENTS.get(raw.lower())
             if which is None:
                 problems.append(f"{label}: line {line_no}: column {experiment_column}: expected "
-                                f"feature or model (got {raw!r})")
+                                f"feature, batch, stream or model (got {raw!r})")
         if not isinstance(age, str) and value is not None and which is not None:
             points.setdefault(which, []).append((age, value, line_no))
     if problems:
@@ -182,6 +188,10 @@ def read_freshness(path: str | Path, age_column: str | None = None,
                                                     if extra > 0 else []))
     if not points:
         raise InputError([f"{label}: no rows after the header"])
+    if "feature" in points and "batch" in points:
+        raise InputError([f"{label}: column {experiment_column}: both feature and batch rows; "
+                          f"'feature' means the batch features (the only class), so call them "
+                          f"all batch when stream features were aged separately"])
     series = {}
     for which, rows_ in sorted(points.items()):
         ages = np.array([a for a, _, _ in rows_])
@@ -389,7 +399,7 @@ class FreshnessFit:
     """Curves fitted to a freshness experiment, and the ``quality:`` section they make."""
 
     table: FreshnessTable
-    fits: dict[str, SeriesFit]                # by experiment: "feature", "model"
+    fits: dict[str, SeriesFit]                # by experiment: "feature"/"batch"/"stream", "model"
     lower_is_better: bool
     direction_reason: str
     metric: str                               # the name written as quality.metric
@@ -420,9 +430,14 @@ class FreshnessFit:
     def section(self) -> dict:
         """The ``quality:`` section as plain data (durations as text)."""
         out: dict = {"metric": self.metric, "fresh": _num(self.fresh)}
-        for experiment, key in (("feature", "feature_staleness"), ("model", "model_staleness")):
-            if experiment in self.fits:
-                out[key] = self.curve(experiment)
+        if "feature" in self.fits:
+            out["feature_staleness"] = self.curve("feature")
+        classes = {c: {"staleness": self.curve(c)} for c in FEATURE_CLASS_EXPERIMENTS
+                   if c in self.fits}
+        if classes:
+            out["features"] = classes
+        if "model" in self.fits:
+            out["model_staleness"] = self.curve("model")
         return out
 
     def comments(self) -> list[str]:
@@ -464,17 +479,23 @@ class FreshnessFit:
         section = self.section()
         out += ["quality:", f"  metric: {section['metric']}",
                 f"  fresh: {_plain(section['fresh'])}"]
-        for key in ("feature_staleness", "model_staleness"):
-            if key not in section:
-                continue
-            curve = section[key]
+        def curve_lines(key: str, curve: dict, indent: str) -> list[str]:
             form, value = next(iter(curve.items()))
             if form == "table":
-                out += [f"  {key}:", "    table:"]
-                out += [f"      - [{a}, {_plain(v)}]" for a, v in value]
-            else:
-                inner = ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
-                out.append(f"  {key}: {{{form}: {{{inner}}}}}")
+                return [f"{indent}{key}:", f"{indent}  table:"] + \
+                    [f"{indent}    - [{a}, {_plain(v)}]" for a, v in value]
+            inner = ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+            return [f"{indent}{key}: {{{form}: {{{inner}}}}}"]
+
+        if "feature_staleness" in section:
+            out += curve_lines("feature_staleness", section["feature_staleness"], "  ")
+        if "features" in section:
+            out.append("  features:")
+            for feature_class, spec in section["features"].items():
+                out.append(f"    {feature_class}:")
+                out += curve_lines("staleness", spec["staleness"], "      ")
+        if "model_staleness" in section:
+            out += curve_lines("model_staleness", section["model_staleness"], "  ")
         return "\n".join(out) + "\n"
 
     def rows(self) -> list[dict]:

@@ -810,17 +810,21 @@ def calibrate_latency(file, column, unit, key):
 @click.option("--age-unit", type=click.Choice(["s", "m", "h", "d"]),
               help="Unit of bare numbers in the age column, when its name does not carry it.")
 @click.option("--metric-column", help="Column of the metric [default: metric, or --metric].")
-@click.option("--experiment-column", help="Column saying feature or model per row [default: "
-                                          "experiment or kind, if there is one].")
-@click.option("--experiment", type=click.Choice(["model", "feature"]), default="model",
-              show_default=True, help="What the rows measure when there is no experiment "
-                                      "column: model age or feature age.")
+@click.option("--experiment-column", help="Column saying per row what was aged: model, "
+                                          "feature, or one class of features (batch, stream) "
+                                          "[default: experiment or kind, if there is one].")
+@click.option("--experiment", type=click.Choice(["model", "feature", "batch", "stream"]),
+              default="model", show_default=True,
+              help="What the rows measure when there is no experiment column: model age, "
+                   "feature age, or the age of one class of features.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=str),
               help="Also write the quality: section to this file.")
 def calibrate_freshness(file, metric, fresh, lower_is_better, form, age_column, age_unit,
                         metric_column, experiment_column, experiment, out_file):
     """Fit staleness curves to FILE, the table of a "value of data freshness" experiment (CSV:
-    age, metric, optionally experiment = feature | model), and print a quality: section.
+    age, metric, optionally experiment = feature | batch | stream | model), and print a
+    quality: section. Rows for batch and stream (each class aged with the other held fresh)
+    give a staleness curve per feature class.
 
     Each experiment is fitted three ways, exponential (half_life, floor), linear (per_day) and
     a table of the points; the goodness of fit of each (RMSE, R², AICc, standard errors) goes

@@ -193,15 +193,42 @@ def _curve(curve: Curve | None, metric: str, fresh: float, what: str) -> str:
 
 def _quality(s: Scenario) -> list[str]:
     q = s.quality
-    return [
+    lines = [
         f"The quality metric is {q.metric}: {q.fresh:g} for a prediction with fresh features "
         f"from a just-trained model; a request that gets the fallback (no prediction, or a "
-        f"timeout) gets {q.fallback:g}.",
-        _curve(q.feature_staleness, q.metric, q.fresh, "feature"),
-        _curve(q.model_staleness, q.metric, q.fresh, "model"),
-        "The losses against fresh from feature age, model age and drift add up, and the "
-        "result stays between 0 and fresh.",
-    ]
+        f"timeout) gets {q.fallback:g}."]
+    has_stream = any(getattr(getattr(a, "features", None), "stream", None) is not None
+                     for a in s.architectures.values()) or q.curve("stream") is not None
+    if not has_stream:
+        lines.append(_curve(q.curve("batch"), q.metric, q.fresh, "feature"))
+    else:
+        for feature_class in ("batch", "stream"):
+            text = _curve(q.curve(feature_class), q.metric, q.fresh, "feature")
+            text = text[0].lower() + text[1:]
+            lines.append(f"{feature_class.capitalize()} features: " +
+                         text.replace("features age", f"{feature_class} features age")
+                         .replace("there is no feature_staleness curve",
+                                  f"there is no features.{feature_class}.staleness curve"))
+        if q.without("stream") < q.fresh:
+            lines.append(f"An architecture without stream features (batch, online) is worth "
+                         f"{q.without('stream'):.4g} {q.metric} on that account, as if its "
+                         f"stream features were as stale as they get.")
+    if q.without("request") < q.fresh:
+        lines.append(f"Request-time features are always fresh; a prediction without them "
+                     f"(batch and stored predictions) is worth {q.without('request'):.4g}.")
+    cold = (f"An entity created after the last feature refresh that could include it has no "
+            f"batch features yet (a cold start), for every architecture: a batch store has no "
+            f"prediction for it (the fallback), and online and streaming predict for it at "
+            f"{q.cold_start('batch'):.4g} {q.metric}")
+    if has_stream:
+        cold += (f"; its stream features exist only once its first events reach a window "
+                 f"(until then {q.cold_start('stream'):.4g} on that account)")
+    lines.append(cold + ".")
+    lines.append(_curve(q.model_staleness, q.metric, q.fresh, "model"))
+    lines.append("The losses against fresh from each class of features (its age, a cold start "
+                 "or its absence), model age and drift add up, and the result stays between 0 "
+                 "and fresh.")
+    return lines
 
 
 def _training(s: Scenario) -> list[str]:
@@ -395,7 +422,7 @@ def _load(rate: float, peak_factor: float, occupancy_s: float, replicas: int) ->
 
 
 def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
-              entities: float, prices, costs: dict[str, float]) -> str:
+              entities: float, prices, costs: dict[str, float], request=None) -> str:
     texts = []
     if spec_batch is not None:
         b = spec_batch
@@ -418,14 +445,19 @@ def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
         costs["stream processing"] = stream.nodes * 24 * prices.stream_node_hour
         texts.append(f"Stream features are computed by a stream processor on "
                      f"{_nodes(stream.nodes)} {window}: they are about {_dur(mean_age)} old on "
-                     f"average, and theirs is the feature age that sets quality.")
+                     f"average" + (", while the batch features keep their own age; both count "
+                                   "toward quality." if spec_batch is not None else
+                                   "; there are no batch features."))
+    if request is not None:
+        texts.append(f"Request-time features are computed on the replica in every request "
+                     f"({_dist(request.compute)}): always fresh, paid for in latency.")
     return " ".join(texts)
 
 
 def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | HybridArchitecture,
             rate: float) -> tuple[str, dict[str, float]]:
     sv = spec.serving
-    occupancy = sv.mean_occupancy_s(spec.feature_lookup)
+    occupancy = sv.mean_occupancy_s(spec.feature_lookup, spec.features.request)
     costs = {"serving": sv.replicas * 24 * s.costs.replica_hour}
     peak, _ = _peak_trough(s)
     plural = "s" if sv.replicas != 1 else ""
@@ -456,7 +488,7 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
         text += (f" Requests not answered within {format_duration(sv.timeout)} get the "
                  f"fallback.")
     text += " " + _features(spec.features.batch, spec.features.stream, s.workload.entities,
-                            s.costs, costs)
+                            s.costs, costs, spec.features.request)
     return text, costs
 
 

@@ -9,6 +9,8 @@ and of drift add up, and the result is clamped to [0, fresh].
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
@@ -149,15 +151,71 @@ def curve_value(curve: Curve, fresh: float, age_s: np.ndarray) -> np.ndarray:
     return np.interp(age_s, ages, values)
 
 
-def quality(spec: Quality, feature_age_s: np.ndarray, model_age_s: np.ndarray,
-            drift_loss: np.ndarray | float = 0.0) -> np.ndarray:
-    """Quality of real predictions: fresh minus the feature, model and drift losses, in [0, fresh].
+@dataclass
+class FeatureAges:
+    """The age of each feature class a request's prediction used.
 
-    Ages that are NaN (no such age, e.g. no model curve) contribute no loss.
+    ``batch_s`` and ``stream_s`` are per-request ages, NaN where the entity has none of those
+    features yet (a cold start), or None when the architecture has no such class at all;
+    ``request`` says whether it computes request-time features (always age zero).
     """
-    loss = (staleness_loss(spec.feature_staleness, spec.fresh, feature_age_s) +
-            staleness_loss(spec.model_staleness, spec.fresh, model_age_s) + drift_loss)
-    return np.clip(spec.fresh - loss, 0.0, spec.fresh)
+
+    batch_s: np.ndarray | None
+    stream_s: np.ndarray | None
+    request: bool = False
+
+    def present(self) -> list[tuple[str, np.ndarray]]:
+        return [(c, a) for c, a in (("batch", self.batch_s), ("stream", self.stream_s))
+                if a is not None]
+
+    def oldest_s(self) -> np.ndarray:
+        """Per request, the age of its stalest features (the headline feature age); NaN when
+        it has no aged features at all."""
+        ages = [a for _, a in self.present()]
+        if not ages:
+            return None
+        out = ages[0]
+        for a in ages[1:]:
+            out = np.fmax(out, a)
+        return out
+
+    def newest_s(self) -> np.ndarray | None:
+        """Per request, the age of its freshest aged features (what drift can be seen in)."""
+        ages = [a for _, a in self.present()]
+        if not ages:
+            return None
+        out = ages[0]
+        for a in ages[1:]:
+            out = np.fmin(out, a)
+        return out
+
+    def cold(self) -> np.ndarray | bool:
+        """Per request, whether some feature class had nothing for its entity yet."""
+        cold = False
+        for _, a in self.present():
+            cold = np.isnan(a) | cold
+        return cold
+
+
+def feature_losses(spec: Quality, ages: FeatureAges):
+    """Metric lost to features, per request: ``(staleness, cold_start, missing)``.
+
+    Each class the architecture has loses ``fresh - curve(age)`` (its staleness) or, for an
+    entity with none of its features yet, ``fresh - cold_start``; each class it lacks loses
+    ``fresh - without`` for every request (a constant). See :class:`sim.scenario.Quality`.
+    """
+    staleness = cold = 0.0
+    for feature_class, age in ages.present():
+        loss = staleness_loss(spec.curve(feature_class), spec.fresh, age)
+        staleness = loss if np.isscalar(staleness) else np.add(staleness, loss, out=staleness)
+        missing_data = np.isnan(age)
+        if missing_data.any():
+            cold = cold + np.where(missing_data, spec.fresh - spec.cold_start(feature_class), 0.0)
+    lacked = [c for c, a in (("batch", ages.batch_s), ("stream", ages.stream_s)) if a is None]
+    if not ages.request:
+        lacked.append("request")
+    missing = sum(spec.fresh - spec.without(c) for c in lacked)
+    return staleness, cold, missing
 
 
 def staleness_loss(curve: Curve | None, fresh: float, age_s: np.ndarray) -> np.ndarray:

@@ -85,7 +85,8 @@ class Histogram:
 class Outcomes:
     """What happened to each request of a chunk under one architecture (arrays of equal length).
 
-    Ages are NaN for requests answered by the fallback. ``busy_s`` is the replica time each
+    Ages are NaN for requests answered by the fallback. ``feature_age_s`` is the age of the
+    stalest feature class the prediction used; ``batch_age_s`` and ``stream_age_s`` each class's. ``busy_s`` is the replica time each
     request occupied from ``service_start_s`` on (0 for precomputed predictions and for requests
     that gave up waiting).
     """
@@ -102,6 +103,11 @@ class Outcomes:
     service_start_s: np.ndarray
     queued: np.ndarray  # went through the serving queue
     service_s: np.ndarray | None = None  # replica time of the request (its batch's), NaN if none
+    # The age of each feature class (NaN: none for this request; None: none in this chunk) and
+    # whether some class had no features for the request's entity yet (a cold start).
+    batch_age_s: np.ndarray | None = None
+    stream_age_s: np.ndarray | None = None
+    cold_start: np.ndarray | None = None
 
 
 TOTALS = ("requests", "fallbacks", "timeouts", "latency_s", "queue_wait_s", "queued",
@@ -205,6 +211,28 @@ def _accumulate(t, latency, wait, fallback, timed_out, feature_age, model_age, q
                 h_model[_bin(ma, scratch, bits)] += 1
 
 
+CLASS_TOTALS = ("batch_age_s", "batch_age_n", "stream_age_s", "stream_age_n", "cold_starts")
+
+
+@njit(cache=True, nogil=True)
+def _accumulate_classes(t, fallback, age, column, warmup, bucket, totals, series, histogram):
+    """Sum, count (per bucket too) and histogram of one feature class's age over the measured
+    real predictions; ``column`` is the class's row pair in ``totals``/``series``."""
+    nb = series.shape[1]
+    scratch = np.empty(1)
+    bits = scratch.view(np.int64)
+    for i in range(t.shape[0]):
+        a = age[i]
+        if t[i] < warmup or fallback[i] or not a == a:
+            continue
+        b = min(int((t[i] - warmup) / bucket), nb - 1)
+        totals[column] += a
+        totals[column + 1] += 1
+        series[column, b] += a
+        series[column + 1, b] += 1
+        histogram[_bin(a, scratch, bits)] += 1
+
+
 @dataclass
 class Accumulator:
     """Everything measured about one architecture, accumulated chunk by chunk in fixed memory."""
@@ -222,19 +250,25 @@ class Accumulator:
     feature_age: Histogram = field(default_factory=Histogram)
     model_age: Histogram = field(default_factory=Histogram)
     service: Histogram = field(default_factory=Histogram)
+    batch_age: Histogram = field(default_factory=Histogram)
+    stream_age: Histogram = field(default_factory=Histogram)
 
     def __post_init__(self):
+        self._class_totals = np.zeros(len(CLASS_TOTALS))
+        self._class_series = np.zeros((len(CLASS_TOTALS), self.n_buckets))
         self._totals = np.zeros(len(TOTALS))
         self._series = np.zeros((len(SERIES), self.n_buckets))
         self.series_latency = np.zeros((self.n_buckets, N_BINS), dtype=np.int64)
 
     @property
     def totals(self) -> dict[str, float]:
-        return dict(zip(TOTALS, self._totals.tolist()))
+        return dict(zip(TOTALS + CLASS_TOTALS, self._totals.tolist() +
+                        self._class_totals.tolist()))
 
     @property
     def series(self) -> dict[str, np.ndarray]:
-        return {name: self._series[i] for i, name in enumerate(SERIES)}
+        return {**{name: self._series[i] for i, name in enumerate(SERIES)},
+                **{name: self._class_series[i] for i, name in enumerate(CLASS_TOTALS)}}
 
     def add(self, out: Outcomes) -> None:
         """Add a chunk's outcomes; requests in the warm-up are left out."""
@@ -249,3 +283,16 @@ class Accumulator:
                     self._totals, self._series, self.latency.counts, self.queue_wait.counts,
                     self.feature_age.counts, self.model_age.counts, self.service.counts,
                     self.series_latency)
+        for column, age, histogram in ((0, out.batch_age_s, self.batch_age),
+                                       (2, out.stream_age_s, self.stream_age)):
+            if age is not None:
+                _accumulate_classes(out.t_s, out.fallback, age, column, self.warmup_s,
+                                    self.bucket_s, self._class_totals, self._class_series,
+                                    histogram.counts)
+        if out.cold_start is not None:
+            counted = np.flatnonzero(out.cold_start & (out.t_s >= self.warmup_s))
+            if counted.size:
+                self._class_totals[4] += counted.size
+                b = np.minimum(((out.t_s[counted] - self.warmup_s) / self.bucket_s).astype(int),
+                               self.n_buckets - 1)
+                self._class_series[4] += np.bincount(b, minlength=self.n_buckets)

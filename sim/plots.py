@@ -53,19 +53,31 @@ class Plotter:
         return fig
 
     def feature_age(self):
-        """Cumulative distribution of feature age over requests with a real prediction."""
+        """Cumulative distribution of each feature class's age over requests with a real
+        prediction: batch features solid, stream features dashed, one colour per
+        architecture."""
         fig, ax = _subplots()
-        longest = max((h["feature_age_s"].quantile(1.0) for h in
-                       self.results.distributions.values()
-                       if h["feature_age_s"].counts.sum()), default=1.0)
+        classes = (("batch_feature_age_s", "-", "batch"), ("stream_feature_age_s", "--", "stream"))
+        hists = [(name, key, style, label, hist[key])
+                 for name, hist in self.results.distributions.items()
+                 for key, style, label in classes if hist[key].counts.sum()]
+        longest = max((h.quantile(1.0) for *_, h in hists), default=1.0)
         scale, unit = _age_unit(longest)
-        for name, hist in self.results.distributions.items():
-            x, y = hist["feature_age_s"].cdf()
-            if x.size:
-                ax.step(x / scale, y, where="post", label=name)
+        colours = {name: f"C{i}" for i, name in enumerate(self.results.distributions)}
+        streams = any(key == "stream_feature_age_s" for _, key, *_ in hists)
+        for name, key, style, label, hist in hists:
+            x, y = hist.cdf()
+            if streams:  # seconds and hours on one axis: a log scale
+                x = np.maximum(x, 1e-3)
+            ax.step(x / scale, y, where="post", linestyle=style, color=colours[name],
+                    label=f"{name}, {label} features" if streams else name)
+        if streams:
+            ax.set_xscale("log")
+            unit += ", log scale"
         ax.set_xlabel(f"feature age ({unit})")
         ax.set_ylabel("share of predictions at most this old")
-        ax.set_title("Feature freshness")
+        ax.set_title("Feature freshness, by class of features" if streams else
+                     "Feature freshness")
         ax.set_ylim(0, 1.01)
         ax.legend()
         return fig

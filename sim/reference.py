@@ -111,6 +111,9 @@ class _ChunkOutcomes:
         self.fallback = np.zeros(n, bool)
         self.timed_out = np.zeros(n, bool)
         self.feature_age_s = np.full(n, np.nan)
+        self.batch_age_s = np.full(n, np.nan)
+        self.stream_age_s = np.full(n, np.nan)
+        self.cold_start = np.zeros(n, bool)
         self.model_age_s = np.full(n, np.nan)
         self.quality = np.zeros(n)
         self.busy_s = np.zeros(n)
@@ -125,18 +128,41 @@ class _ChunkOutcomes:
                         feature_age_s=self.feature_age_s, model_age_s=self.model_age_s,
                         quality=self.quality, busy_s=self.busy_s,
                         service_start_s=self.service_start_s, queued=self.queued,
-                        service_s=self.service_s)
+                        service_s=self.service_s, batch_age_s=self.batch_age_s,
+                        stream_age_s=self.stream_age_s, cold_start=self.cold_start)
 
 
-def _quality(scenario: Scenario, t: float, feature_age: float, model_age: float,
+def _feature_losses(spec, ages: dict, request: bool) -> tuple[float, float, float]:
+    """(staleness, cold start, missing) losses of one prediction whose architecture has the
+    feature classes in ``ages`` (class -> age, NaN for an entity with none yet)."""
+    staleness = cold = missing = 0.0
+    for c in ("batch", "stream"):
+        if c not in ages:
+            missing += spec.fresh - spec.without(c)
+        elif math.isnan(ages[c]):
+            cold += spec.fresh - spec.cold_start(c)
+        elif spec.curve(c) is not None:
+            staleness += spec.fresh - _curve(spec.curve(c), spec.fresh, ages[c])
+    if not request:
+        missing += spec.fresh - spec.without("request")
+    return staleness, cold, missing
+
+
+def _newest_cutoff(t: float, ages: dict) -> float:
+    """The data time of the freshest features a prediction used (NaN if it had none)."""
+    known = [a for a in ages.values() if not math.isnan(a)]
+    return t - min(known) if known else math.nan
+
+
+def _quality(scenario: Scenario, t: float, ages: dict, request: bool, model_age: float,
              model_cutoff: float) -> float:
     """Quality of one prediction, written out in scalar arithmetic (DESIGN.md's definition)."""
     spec = scenario.quality
-    loss = sum(d.quality_drop * _drift_share(d, t, model_cutoff, t - feature_age)
+    loss = sum(d.quality_drop * _drift_share(d, t, model_cutoff, _newest_cutoff(t, ages))
                for d in scenario.drift)
-    for curve, age in ((spec.feature_staleness, feature_age), (spec.model_staleness, model_age)):
-        if curve is not None:
-            loss += spec.fresh - _curve(curve, spec.fresh, age)
+    loss += sum(_feature_losses(spec, ages, request))
+    if spec.model_staleness is not None:
+        loss += spec.fresh - _curve(spec.model_staleness, spec.fresh, model_age)
     return min(max(spec.fresh - loss, 0.0), spec.fresh)
 
 
@@ -160,16 +186,19 @@ def _drift_share(d, t: float, model_cutoff: float, feature_cutoff: float) -> flo
     return by_model - d.visible_in_features * (by_model - min(by_model, by_features))
 
 
-def _add_losses(losses: dict, scenario: Scenario, t: float, feature_age: float,
+def _add_losses(losses: dict, scenario: Scenario, t: float, ages: dict, request: bool,
                 model_cutoff: float) -> None:
     """One measured prediction's losses by cause, in scalar arithmetic (as ``_quality``)."""
     spec = scenario.quality
     losses["predictions"] += 1
-    for key, curve, age in (("feature_staleness", spec.feature_staleness, feature_age),
-                            ("model_staleness", spec.model_staleness, t - model_cutoff)):
-        if curve is not None and not math.isnan(age):
-            losses[key] += spec.fresh - _curve(curve, spec.fresh, age)
-    losses["drift"] += sum(d.quality_drop * _drift_share(d, t, model_cutoff, t - feature_age)
+    for key, loss in zip(("feature_staleness", "cold_start", "missing_features"),
+                         _feature_losses(spec, ages, request)):
+        losses[key] += loss
+    if spec.model_staleness is not None:
+        losses["model_staleness"] += spec.fresh - _curve(spec.model_staleness, spec.fresh,
+                                                         t - model_cutoff)
+    losses["drift"] += sum(d.quality_drop * _drift_share(d, t, model_cutoff,
+                                                         _newest_cutoff(t, ages))
                            for d in scenario.drift)
 
 
@@ -240,31 +269,41 @@ class _RequestModel:
         out.latency_s[i] = latency
         out.timed_out[i] = timed_out
         out.fallback[i] = fallback
+        out.cold_start[i] = not has and not timed_out
         if fallback:
             out.quality[i] = self.scenario.quality.fallback
             return
         out.job[i] = job
-        self._score(out, i, t, t - row["cutoff_s"], row["model_cutoff_s"])
+        self._score(out, i, t, {"batch": t - row["cutoff_s"]}, row["model_cutoff_s"])
 
     def _online(self, env, chunk, i, out):
         arch = self.arch
         t = chunk.t_s[i]
+        created = float(self.population.created_at_s(np.array([chunk.slot[i]]))[0])
+        ages = {}
+        if arch.features is not None:
+            refreshes = arch.features.refreshes
+            cutoff = refreshes.rows[refreshes.current]["cutoff_s"]
+            ages["batch"] = math.nan if created > cutoff else t - cutoff
         if arch.stream is not None:
             stream = arch.stream
             if stream.spec.window.is_zero:
-                feature_age = float(stream.spec.lag.ppf(_one(chunk.u_stream_lag[i]))[0])
+                cutoff = t - float(stream.spec.lag.ppf(_one(chunk.u_stream_lag[i]))[0])
             else:
                 windows = stream.windows
-                feature_age = t - windows.rows[windows.current]["cutoff_s"]
-        else:
-            refreshes = arch.features.refreshes
-            feature_age = t - refreshes.rows[refreshes.current]["cutoff_s"]
+                cutoff = windows.rows[windows.current]["cutoff_s"]
+            ages["stream"] = math.nan if created > cutoff else t - cutoff
+        compute = 0.0
+        if arch.request_features is not None:
+            compute = float(arch.request_features.compute.ppf(
+                _one(chunk.u_request_features[i]))[0])
         model_cutoff = self.model_deploys.rows[self.model_deploys.current]["cutoff_s"]
         if self.batcher is not None:
-            yield from self._batched(env, chunk, i, out, feature_age, model_cutoff)
+            yield from self._batched(env, chunk, i, out, ages, model_cutoff, compute)
             return
         occupancy = (float(arch.spec.feature_lookup.ppf(_one(chunk.u_feature_lookup[i]))[0]) +
-                     float(arch.serving.spec.service_time.ppf(_one(chunk.u_service[i]))[0]))
+                     float(arch.serving.spec.service_time.ppf(_one(chunk.u_service[i]))[0]) +
+                     compute)
         timeout = arch.serving.spec.timeout
         out.queued[i] = True
         with self.resource.request() as slot:
@@ -293,9 +332,9 @@ class _RequestModel:
         if timed_out:
             out.quality[i] = self.scenario.quality.fallback
             return
-        self._score(out, i, t, feature_age, model_cutoff)
+        self._score(out, i, t, ages, model_cutoff)
 
-    def _batched(self, env, chunk, i, out, feature_age, model_cutoff):
+    def _batched(self, env, chunk, i, out, ages, model_cutoff, compute):
         """A request through the batching queue: join it, wait for a batch or give up."""
         arch = self.arch
         serving = arch.serving.spec
@@ -307,6 +346,7 @@ class _RequestModel:
         else:
             item = float(serving.batching.per_item.ppf(_one(chunk.u_service[i]))[0])
             fixed = float(serving.batching.fixed.ppf(_one(chunk.u_batch_fixed[i]))[0])
+        item += compute
         request = _Waiting(t, lookup, item, fixed, env.event())
         out.queued[i] = True
         self.batcher.join(request)
@@ -337,14 +377,25 @@ class _RequestModel:
         if timed_out:
             out.quality[i] = self.scenario.quality.fallback
             return
-        self._score(out, i, t, feature_age, model_cutoff)
+        self._score(out, i, t, ages, model_cutoff)
 
-    def _score(self, out, i, t, feature_age, model_cutoff):
-        out.quality[i] = _quality(self.scenario, t, feature_age, t - model_cutoff, model_cutoff)
-        out.feature_age_s[i] = feature_age
+    def _score(self, out, i, t, ages, model_cutoff):
+        request = getattr(self.arch, "request_features", None) is not None and \
+            not self._from_stored(out, i)
+        out.quality[i] = _quality(self.scenario, t, ages, request, t - model_cutoff,
+                                  model_cutoff)
+        known = [a for a in ages.values() if not math.isnan(a)]
+        out.feature_age_s[i] = max(known) if known else math.nan
+        out.batch_age_s[i] = ages.get("batch", math.nan)
+        out.stream_age_s[i] = ages.get("stream", math.nan)
+        out.cold_start[i] = len(known) < len(ages)
         out.model_age_s[i] = t - model_cutoff
         if t >= self.scenario.warmup:
-            _add_losses(self.arch.losses, self.scenario, t, feature_age, model_cutoff)
+            _add_losses(self.arch.losses, self.scenario, t, ages, request, model_cutoff)
+
+    @staticmethod
+    def _from_stored(out, i) -> bool:
+        return out.job[i] >= 0
 
     # -- wasted predictions: which entities read which job's predictions ------------------------
     def record_use(self, out: _ChunkOutcomes) -> None:

@@ -34,7 +34,11 @@ def comparison_table(results: Results) -> Table:
              f"{results.seed}, {reps} replication{'s' if reps != 1 else ''}"
              + (" (mean ± 95% CI)" if reps > 1 else ""))
     table = Table(title=title, title_justify="left")
-    columns = ["architecture", f"{metric}\nmean", "coverage\n%", "feature\nage",
+    summary = results.summary
+    streams = "stream_feature_age_s_mean" in summary and \
+        summary["stream_feature_age_s_mean"].notna().any()
+    ages = ["batch feat.\nage", "stream feat.\nage"] if streams else ["feature\nage"]
+    columns = ["architecture", f"{metric}\nmean", "coverage\n%", "cold\nstart %", *ages,
                "p50\nms", "p99\nms", f">SLO\n{format_duration(slo)} %" if slo else ">SLO\n%",
                "wasted\npreds %", "replica\nutil %", "cost\n$/day", "value\n$/day",
                "net\n$/day"]
@@ -46,12 +50,14 @@ def comparison_table(results: Results) -> Table:
         def cell(column, pattern, scale=1.0):
             return _with_ci(row, column, pattern, scale)
 
-        age = row["feature_age_s_mean"]
+        age_columns = (["batch_feature_age_s_mean", "stream_feature_age_s_mean"] if streams
+                       else ["feature_age_s_mean"])
         table.add_row(
             name if name == row["kind"] else f"{name} ({row['kind']})",
             cell("quality_mean", "{:.4g}"),
             cell("coverage", "{:.2f}", 100),
-            "-" if _nan(age) else human_duration(age),
+            cell("cold_start_rate", "{:.2f}", 100),
+            *("-" if _nan(row.get(c)) else human_duration(row[c]) for c in age_columns),
             cell("latency_ms_p50", "{:.1f}"),
             cell("latency_ms_p99", "{:.1f}"),
             cell("slo_violation_rate", "{:.2f}", 100),
@@ -110,7 +116,9 @@ def retraining_table(results: Results) -> Table | None:
                   title_justify="left")
     for i, header in enumerate(["architecture", "trainings", "training\n$/day",
                                 "model age\np50", "model age\np95", "model age\nmax",
-                                "lost to\nfeatures", "lost to\nmodel age", "lost to\ndrift"]):
+                                "lost to\nfeature age", "lost to\ncold start",
+                                "lost to\nfeatures\nit lacks", "lost to\nmodel age",
+                                "lost to\ndrift"]):
         table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in results.summary.to_dict("records"):
         table.add_row(
@@ -120,7 +128,8 @@ def retraining_table(results: Results) -> Table | None:
             *("-" if _nan(row.get(f"model_age_s_{k}")) else human_duration(row[f"model_age_s_{k}"])
               for k in ("p50", "p95", "max")),
             *(_with_ci(row, f"quality_lost_{k}", "{:.3g}")
-              for k in ("feature_staleness", "model_staleness", "drift")))
+              for k in ("feature_staleness", "cold_start", "missing_features",
+                        "model_staleness", "drift")))
     return table
 
 

@@ -21,7 +21,10 @@ DAY_S = 86400.0
 COST_COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing",
                    "training")
 # Causes of metric lost per real prediction (summary columns quality_lost_<cause>).
-LOSS_CAUSES = ("feature_staleness", "model_staleness", "drift")
+LOSS_CAUSES = ("feature_staleness", "cold_start", "missing_features", "model_staleness",
+               "drift")
+# Feature classes whose age is reported (summary columns <class>_feature_age_s_<stat>).
+AGED_CLASSES = ("batch", "stream")
 
 
 def version() -> str:
@@ -114,6 +117,10 @@ def _metrics(row: dict, suffix: str) -> dict:
         "service_ms": {k: get(f"service_ms_{k}") for k in ("mean", "p99")},
         "replicas_mean": get("replicas_mean"),
         "feature_age_s": {k: get(f"feature_age_s_{k}") for k in ("mean", "p50", "p95")},
+        "feature_age_by_class_s": {
+            c: {k: get(f"{c}_feature_age_s_{k}") for k in ("mean", "p50", "p95")}
+            for c in AGED_CLASSES},
+        "cold_start_rate": get("cold_start_rate"),
         "model_age_s": {k: get(f"model_age_s_{k}") for k in ("mean", "p50", "p95", "max")},
         "quality": {"mean": get("quality_mean")},
         "slo_violation_rate": get("slo_violation_rate"),
@@ -187,6 +194,8 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
             "feature_age_s_mean": t["feature_age_s"] / t["feature_age_n"] if t["feature_age_n"] else float("nan"),
             "feature_age_s_p50": acc.feature_age.quantile(0.50),
             "feature_age_s_p95": acc.feature_age.quantile(0.95),
+            **_class_ages(t, acc),
+            "cold_start_rate": per(t["cold_starts"]),
             "model_age_s_mean": t["model_age_s"] / t["model_age_n"] if t["model_age_n"] else float("nan"),
             "model_age_s_p50": acc.model_age.quantile(0.50),
             "model_age_s_p95": acc.model_age.quantile(0.95),
@@ -207,11 +216,26 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
         })
         distributions[arch.name] = {"latency_s": acc.latency, "queue_wait_s": acc.queue_wait,
                                     "service_s": acc.service,
-                                    "feature_age_s": acc.feature_age, "model_age_s": acc.model_age}
+                                    "feature_age_s": acc.feature_age, "model_age_s": acc.model_age,
+                                    "batch_feature_age_s": acc.batch_age,
+                                    "stream_feature_age_s": acc.stream_age}
         series.append(_series_frame(scenario, arch, acc, stats))
     summary = pd.DataFrame(rows)
     timeseries = pd.concat(series, ignore_index=True)
     return Results(scenario, summary, timeseries, distributions, replication, notes)
+
+
+def _class_ages(t: dict, acc: Accumulator) -> dict[str, float]:
+    """Mean, median and 95th percentile of each feature class's age (NaN: the architecture
+    has no such features)."""
+    out = {}
+    for c in AGED_CLASSES:
+        n = t[f"{c}_age_n"]
+        histogram = getattr(acc, f"{c}_age")
+        out[f"{c}_feature_age_s_mean"] = t[f"{c}_age_s"] / n if n else float("nan")
+        out[f"{c}_feature_age_s_p50"] = histogram.quantile(0.50)
+        out[f"{c}_feature_age_s_p95"] = histogram.quantile(0.95)
+    return out
 
 
 def _trainings(arch, start_s: float, end_s: float) -> float:
@@ -247,6 +271,9 @@ def _series_frame(scenario: Scenario, arch, acc: Accumulator, stats) -> pd.DataF
             "latency_ms_p99": [quantile(acc.series_latency[i], 0.99) * 1e3 for i in range(m)],
             "quality_mean": s["quality"] / n,
             "feature_age_s_mean": s["feature_age_s"] / s["feature_age_n"],
+            **{f"{c}_feature_age_s_mean": s[f"{c}_age_s"] / s[f"{c}_age_n"]
+               for c in AGED_CLASSES},
+            "cold_start_rate": s["cold_starts"] / n,
             "model_age_s_mean": s["model_age_s"] / s["model_age_n"],
             "slo_violation_rate": s["slo_violations"] / n if acc.slo_s else np.nan,
             "replicas": (serving.bucket_replica_seconds(edges) / width) if stats else np.nan,

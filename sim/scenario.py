@@ -589,15 +589,73 @@ class Curve(Model):
                 raise ValueError("table ages must be >= 0")
         return self
 
+    def limit(self, fresh: float) -> float:
+        """The metric at a very old age: the floor (or fresh for a flat line), or the table's
+        last value."""
+        if self.exponential is not None:
+            return self.exponential.floor
+        if self.linear is not None:
+            return self.linear.floor if self.linear.per_day < 0 else fresh
+        return self.table[-1][1]
+
+
+FEATURE_CLASSES = ("batch", "stream", "request")
+
+
+class FeatureClass(Model):
+    """What one class of features (batch or stream) is worth: how quality decays as they age,
+    and what a prediction is worth without them."""
+
+    staleness: Curve | None = Field(None, description="Metric as a function of this class's "
+                                    "age, every other age zero; none: its age costs nothing.")
+    cold_start: float | None = Field(None, ge=0, description="Metric of a prediction for an "
+                                     "entity that has none of these features yet (created "
+                                     "after the last refresh that could include it). Default: "
+                                     "quality.fallback for batch features, `without` for "
+                                     "stream features.")
+    without: float | None = Field(None, ge=0, description="Metric of a prediction made by an "
+                                  "architecture that has no features of this class at all "
+                                  "(online has no stream features). Default: the staleness "
+                                  "curve at a very old age (features that say nothing), or "
+                                  "fresh without a curve.")
+
+
+class RequestFeatureClass(Model):
+    """Request-time features: computed in the request, so never stale; what they are worth is
+    the quality lost by an architecture that cannot have them (batch, stored predictions)."""
+
+    without: float | None = Field(None, ge=0, description="Metric of a prediction made without "
+                                  "request-time features (batch and stored predictions). "
+                                  "Default: fresh (they add nothing).")
+
+
+class FeatureClasses(Model):
+    """Quality per class of features: batch (materialised on a schedule), stream (windows with
+    lag) and request (computed in the request). Each staleness curve gives the metric at that
+    class's age with every other age zero; the losses of the classes add up."""
+
+    batch: FeatureClass | None = Field(None, description="Features materialised on a schedule.")
+    stream: FeatureClass | None = Field(None, description="Features from a stream processor.")
+    request: RequestFeatureClass | None = Field(None, description="Features computed in the "
+                                                "request.")
+
 
 class Quality(Model):
-    """The team's metric, fresh and stale, and the quality of the fallback."""
+    """The team's metric, fresh and stale, and the quality of the fallback.
+
+    The loss against ``fresh`` of each feature class (its staleness, its cold start, or its
+    absence), of model age and of drift add up; the result is clamped to [0, fresh].
+    """
 
     metric: str = Field("quality", description="Name of the metric (ctr, accuracy, ...).")
     fresh: float = Field(gt=0, description="Metric with fresh features and a just-trained model.")
     fallback: float = Field(0.0, ge=0, description="Metric of the fallback (no prediction).")
-    feature_staleness: Curve | None = Field(None, description="Metric as a function of feature "
-                                            "age (model age zero); none: no loss.")
+    feature_staleness: Curve | None = Field(None, description="Metric as a function of the "
+                                            "batch features' age (model age zero): shorthand "
+                                            "for features.batch.staleness.")
+    features: FeatureClasses | None = Field(None, description="Quality per feature class: "
+                                            "{batch, stream: {staleness, cold_start, without}, "
+                                            "request: {without}}.")
     model_staleness: Curve | None = Field(None, description="Metric as a function of model age "
                                           "(feature age zero); none: no loss.")
 
@@ -605,13 +663,56 @@ class Quality(Model):
     def _check(self) -> "Quality":
         if self.fallback > self.fresh:
             raise ValueError(f"fallback ({self.fallback:g}) must not exceed fresh ({self.fresh:g})")
-        for name in ("feature_staleness", "model_staleness"):
-            curve = getattr(self, name)
+        if self.feature_staleness is not None and self.features is not None and \
+                self.features.batch is not None and self.features.batch.staleness is not None:
+            raise ValueError("give the batch features' curve once: feature_staleness is "
+                             "shorthand for features.batch.staleness")
+        curves = [("feature_staleness", self.feature_staleness),
+                  ("model_staleness", self.model_staleness)]
+        levels = []
+        for name in ("batch", "stream", "request"):
+            spec = getattr(self.features, name, None) if self.features else None
+            if spec is None:
+                continue
+            if name != "request":
+                curves.append((f"features.{name}.staleness", spec.staleness))
+                levels.append((f"features.{name}.cold_start", spec.cold_start))
+            levels.append((f"features.{name}.without", spec.without))
+        for name, curve in curves:
             form = curve and (curve.exponential or curve.linear)
             if form is not None and not 0 <= form.floor <= self.fresh:
                 raise ValueError(f"{name} floor must be between 0 and fresh ({self.fresh:g}) "
                                  f"(got {form.floor:g})")
+        for name, level in levels:
+            if level is not None and level > self.fresh:
+                raise ValueError(f"{name} ({level:g}) must not exceed fresh ({self.fresh:g})")
         return self
+
+    def curve(self, feature_class: str) -> Curve | None:
+        """The staleness curve of ``batch`` or ``stream`` features (None: age costs nothing)."""
+        spec = getattr(self.features, feature_class, None) if self.features else None
+        if feature_class == "batch" and self.feature_staleness is not None:
+            return self.feature_staleness
+        return getattr(spec, "staleness", None)
+
+    def without(self, feature_class: str) -> float:
+        """The metric of a prediction made with no features of this class at all."""
+        spec = getattr(self.features, feature_class, None) if self.features else None
+        if spec is not None and spec.without is not None:
+            return spec.without
+        curve = self.curve(feature_class) if feature_class != "request" else None
+        return self.fresh if curve is None else curve.limit(self.fresh)
+
+    def cold_start(self, feature_class: str) -> float:
+        """The metric of a prediction for an entity with none of this class's features yet."""
+        spec = getattr(self.features, feature_class, None) if self.features else None
+        if spec is not None and getattr(spec, "cold_start", None) is not None:
+            return spec.cold_start
+        return self.fallback if feature_class == "batch" else self.without(feature_class)
+
+    def stale_classes(self) -> list[str]:
+        """The feature classes whose age costs quality."""
+        return [c for c in ("batch", "stream") if self.curve(c) is not None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -863,11 +964,25 @@ class StreamFeatures(Model):
     nodes: int = Field(1, ge=1, description="Stream-processing nodes, running all day (cost).")
 
 
+class RequestFeatures(Model):
+    """Features computed in the request from its own payload (fresh by construction).
+
+    They are computed by the serving replica before inference, so their time occupies the
+    replica and waits in its queue like inference does: most teams compute them in the serving
+    process, and a separate feature service would be a queue of its own to size.
+    """
+
+    compute: Dist = Field(description="Time to compute the request-time features, on the "
+                          "replica (per request; per item in a batch).")
+
+
 class Features(Model):
     """Where the features used at request time come from."""
 
     batch: BatchFeatures | None = Field(None, description="Scheduled feature materialisation.")
     stream: StreamFeatures | None = Field(None, description="Features from a stream processor.")
+    request: RequestFeatures | None = Field(None, description="Features computed in the "
+                                            "request: {compute: DURATION or distribution}.")
 
 
 class Batching(Model):
@@ -957,16 +1072,19 @@ class Serving(Model):
                              f"be between autoscaling.min ({a.min}) and max ({a.max})")
         return self
 
-    def mean_occupancy_s(self, feature_lookup: Distribution) -> float:
+    def mean_occupancy_s(self, feature_lookup: Distribution,
+                         request_features: "RequestFeatures | None" = None) -> float:
         """Mean replica time per request: one request at a time, or a full batch shared (which
-        waits for the slowest of its ``max_batch`` feature lookups)."""
+        waits for the slowest of its ``max_batch`` feature lookups); request-time features
+        add their compute time per request."""
+        extra = request_features.compute.mean if request_features is not None else 0.0
         if self.batching is None:
-            return feature_lookup.mean + self.service_time.mean
+            return feature_lookup.mean + self.service_time.mean + extra
         b = self.batching
         # E[max of B draws] = integral of F^-1(u) B u^(B-1) du, on a midpoint grid
         u = (np.arange(4096) + 0.5) / 4096
         slowest = float(np.mean(feature_lookup.ppf(u) * b.max_batch * u ** (b.max_batch - 1)))
-        return (slowest + b.fixed.mean) / b.max_batch + b.per_item.mean
+        return (slowest + b.fixed.mean) / b.max_batch + b.per_item.mean + extra
 
 
 class _Scheduled(Model):

@@ -510,11 +510,23 @@ def starter_yaml(a: Answers, filename: str = "scenario.yaml") -> str:
     line(f"  metric: {_scalar(a.metric)}", "your metric")
     line(f"  fresh: {_number_text(a.fresh)}", "with fresh features and a just-trained model")
     line(f"  fallback: {_number_text(a.fallback)}", "with no prediction (the fallback)")
-    line(f"  feature_staleness: {{exponential: {{half_life: {d(a.half_life)}, "
+    stream_floor = a.fresh - (a.fresh - a.stale) / 4
+    line("  features:", "what each class of features is worth; the losses add up")
+    line("    batch:", "features materialised on a schedule")
+    line(f"      staleness: {{exponential: {{half_life: {d(a.half_life)}, "
          f"floor: {_number_text(a.stale)}}}}}")
-    line(f"  # ^ your guess: {a.metric} loses half of the way from {_number_text(a.fresh)} to "
-         f"{_number_text(a.stale)} every {d(a.half_life)} of feature age.")
-    line("  #   Measure it with a value-of-freshness experiment (docs/measuring-inputs.md).")
+    line(f"      # ^ your guess: {a.metric} loses half of the way from {_number_text(a.fresh)} "
+         f"to {_number_text(a.stale)} every {d(a.half_life)} of batch-feature age.")
+    line("    stream:", "features from the last minutes of activity (streaming only)")
+    line(f"      staleness: {{exponential: {{half_life: 30m, "
+         f"floor: {_number_text(_round3(stream_floor))}}}}}")
+    line("      # ^ an assumption, not your answer: stream features worth a quarter of the gap "
+         "between")
+    line("      #   fresh and stale, losing half of it every 30 minutes; without them (batch, "
+         "online)")
+    line(f"      #   {a.metric} is {_number_text(_round3(stream_floor))} on that account. "
+         f"Replace it with your own.")
+    line("  #   Measure both with a value-of-freshness experiment (docs/measuring-inputs.md).")
     line(f"  # model_staleness: {{linear: {{per_day: -0.0005, floor: {_number_text(a.stale)}}}}}")
     line("  #   ^ if the model itself gets worse as it ages: measure, then uncomment")
     line("# training: {every: 7d, duration: 2h, deploy_delay: 15m}   # your retraining, if any")

@@ -364,7 +364,8 @@ def _unborn(slots, t_s, is_new, new_slots, new_created_at_s, bad):
     return n_bad
 
 
-UNIFORM_STREAMS = ("lookup", "feature_lookup", "service", "stream_lag", "batch_fixed")
+UNIFORM_STREAMS = ("lookup", "feature_lookup", "service", "stream_lag", "batch_fixed",
+                   "request_features")
 
 
 @dataclass
@@ -406,11 +407,21 @@ class Chunk:
     u_service = property(lambda self: self.uniforms("service"))
     u_stream_lag = property(lambda self: self.uniforms("stream_lag"))
     u_batch_fixed = property(lambda self: self.uniforms("batch_fixed"))
+    u_request_features = property(lambda self: self.uniforms("request_features"))
+
+    def created_at_s(self, population) -> np.ndarray:
+        """Creation time of each request's entity (-inf for those present from the start),
+        looked up once per chunk for every architecture that asks."""
+        values = self._memo.get("created_at_s")
+        if values is None:
+            values = self._memo["created_at_s"] = population.created_at_s(self.slot)
+        return values
 
     def sample(self, distribution, stream: str) -> np.ndarray:
         """``distribution`` applied to the named per-request uniforms (``lookup``,
-        ``feature_lookup``, ``service``, ``stream_lag``, ``batch_fixed``), computed once per chunk for
-        architectures that share a distribution."""
+        ``feature_lookup``, ``service``, ``stream_lag``, ``batch_fixed``,
+        ``request_features``), computed once per chunk for architectures that share a
+        distribution."""
         key = (stream, distribution.kind, tuple(sorted(distribution.params.items())),
                distribution.source)
         values = self._memo.get(key)

@@ -128,7 +128,7 @@ def test_the_command_writes_a_quality_section_that_loads_in_a_scenario(tmp_path)
      "bad.csv: line 1: which column is the metric?"),
     ("# comment\nage_days,metric\n0,0.5\n1,0.4\n", "bad.csv: the model experiment has 2 rows"),
     ("age_days,metric,experiment\n0,0.5,model\n1,0.4,modle\n2,0.3,model\n",
-     "bad.csv: line 3: column experiment: expected feature or model (got 'modle')"),
+     "bad.csv: line 3: column experiment: expected feature, batch, stream or model (got 'modle')"),
     ("age_days,metric\n0,0.5\n1,0.4,9\n2,0.3\n", "bad.csv: line 3: expected 2 values"),
 ])
 def test_bad_input_names_the_file_line_and_column_with_exit_code_2(tmp_path, text, expected):

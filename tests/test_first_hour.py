@@ -58,8 +58,8 @@ def test_defaults_write_a_scenario_that_validates_and_runs(tmp_path):
                                overrides=SHORT)
     summary = sim.run(short).summary.set_index("architecture")
     assert (summary["requests"] > 0).all()
-    assert summary.loc["streaming", "feature_age_s_mean"] < summary.loc["batch",
-                                                                        "feature_age_s_mean"]
+    assert summary.loc["streaming", "stream_feature_age_s_mean"] < \
+        summary.loc["batch", "feature_age_s_mean"]
     assert [p.name for p in tmp_path.iterdir()] == ["svc.yaml"]  # no temporary file left
 
 
@@ -111,8 +111,8 @@ def test_an_option_for_every_answer_asks_nothing_and_is_used(tmp_path):
     assert s.workload.entities == 5e6 and s.workload.new_entities_per_day == 2e4
     assert s.slo.latency_p99 == pytest.approx(0.06)
     assert s.quality.fresh == 0.9 and s.quality.fallback == 0.5
-    assert s.quality.feature_staleness.exponential.floor == 0.8
-    assert s.quality.feature_staleness.exponential.half_life == 7200
+    assert s.quality.curve("batch").exponential.floor == 0.8
+    assert s.quality.curve("batch").exponential.half_life == 7200
     assert s.costs.replica_hour == 0.3 and s.costs.batch_node_hour == 2
     assert s.costs.stream_node_hour == 1.1 and s.business.value_per_outcome == 12
     batch = s.architectures["batch"]

@@ -15,14 +15,21 @@ from sim import engine
 from tests.conftest import SCENARIOS, make_scenario, online
 
 FIELDS = ("t_s", "latency_s", "queue_wait_s", "feature_age_s", "model_age_s", "quality",
-          "fallback", "timed_out", "service_s", "busy_s")
+          "fallback", "timed_out", "service_s", "busy_s", "batch_age_s", "stream_age_s",
+          "cold_start")
+
+
+def _field(outcomes, field):
+    """A field of a chunk's outcomes; an age the architecture does not have is all NaN."""
+    value = getattr(outcomes, field)
+    return np.full(outcomes.t_s.size, np.nan) if value is None else value
 
 
 def per_request(scenario, which):
     seen = defaultdict(list)
     results = sim.simulate(scenario, engine=which,
                            observe=lambda name, out: seen[name].append(out))
-    arrays = {name: {f: np.concatenate([getattr(o, f) for o in outs]).astype(float)
+    arrays = {name: {f: np.concatenate([_field(o, f) for o in outs]).astype(float)
                      for f in FIELDS} for name, outs in seen.items()}
     # With batching or autoscaling a request's outcome may come a chunk after it arrives (and a
     # hybrid's stored-prediction reads first): compare in arrival order.
@@ -73,6 +80,10 @@ def scenarios(draw):
     streaming["features"]["stream"] = {"lag": {"exponential": {"mean": "3s"}},
                                        "window": draw(st.sampled_from(
                                            ["0s", "10s", "1m", {"exponential": {"mean": "20s"}}]))}
+    if draw(st.booleans()):  # request-time features, computed on the replica
+        streaming["features"]["request"] = {"compute": {"exponential": {"mean": "4ms"}}}
+    if not draw(st.booleans()):  # streaming with stream features only
+        del streaming["features"]["batch"]
     hybrid = online(replicas, service, timeout=timeout)
     hybrid.update(kind="hybrid", head_share=draw(st.floats(0.01, 0.9)), every="15m",
                   throughput="50/s", lookup={"lognormal": {"median": "1ms", "p99": "5ms"}})
@@ -92,7 +103,11 @@ def scenarios(draw):
            "workload.arrivals.pattern": draw(st.sampled_from(["constant", "diurnal"])),
            "workload.new_entities_per_day": draw(st.sampled_from([0, 100000])),
            "workload.popularity": draw(st.sampled_from(["uniform", {"zipf": 1.1}])),
-           "quality.feature_staleness": {"exponential": {"half_life": "5m", "floor": 0.03}},
+           "quality.features": {
+               "batch": {"staleness": {"exponential": {"half_life": "5m", "floor": 0.03}},
+                         "cold_start": draw(st.sampled_from([None, 0.025]))},
+               "stream": {"staleness": {"exponential": {"half_life": "30s", "floor": 0.04}}},
+               "request": {"without": 0.048}},
            "quality.model_staleness": {"table": [["0s", 0.05], ["5m", 0.045], ["1h", 0.04]]}})
 
 

@@ -55,4 +55,6 @@ def empty_outcomes(n: int, t_s: np.ndarray) -> dict:
                 fallback=np.zeros(n, bool), timed_out=np.zeros(n, bool),
                 feature_age_s=np.full(n, np.nan), model_age_s=np.full(n, np.nan),
                 quality=np.zeros(n), busy_s=np.zeros(n), service_start_s=t_s.copy(),
-                queued=np.zeros(n, bool), service_s=np.full(n, np.nan))
+                queued=np.zeros(n, bool), service_s=np.full(n, np.nan),
+                batch_age_s=np.full(n, np.nan), stream_age_s=np.full(n, np.nan),
+                cold_start=np.zeros(n, bool))

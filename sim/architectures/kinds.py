@@ -10,14 +10,15 @@ import simpy
 from sim.architectures.base import World, empty_outcomes
 from sim.architectures.parts import (BatchFeaturePipeline, OnlineServing, StoredPredictions,
                                      StreamPipeline)
-from sim.freshness import drift_loss, staleness_loss
+from sim.freshness import FeatureAges, drift_loss, feature_losses, staleness_loss
 from sim.metrics import Outcomes
 from sim.scenario import (BatchArchitecture, HybridArchitecture, OnlineArchitecture, Scenario,
                           StreamingArchitecture)
 from sim.workload import Chunk
 
 COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training")
-LOSS_KEYS = ("predictions", "feature_staleness", "model_staleness", "drift")
+LOSS_KEYS = ("predictions", "feature_staleness", "cold_start", "missing_features",
+             "model_staleness", "drift")
 
 
 class _Common:
@@ -34,24 +35,31 @@ class _Common:
     def start(self, env: simpy.Environment, world: World) -> None:
         self.world = world
 
-    def _quality(self, t_s, feature_age_s, model_cutoff_s, fallback):
+    def _quality(self, t_s, ages: FeatureAges, model_cutoff_s, fallback):
         """Each request's quality (DESIGN.md) and model age; adds the measured real
         predictions' losses by cause to ``self.losses``."""
         q = self.scenario.quality
         model_age = t_s - model_cutoff_s
-        feature_loss = staleness_loss(q.feature_staleness, q.fresh, feature_age_s)
-        model_loss = staleness_loss(q.model_staleness, q.fresh, model_age)
+        staleness, cold, missing = feature_losses(q, ages)
+        loss = staleness_loss(q.model_staleness, q.fresh, model_age)
         # losses of the measured real predictions, each against fresh (before the clamp)
         weight = np.logical_not(fallback)
         if t_s.size and t_s[0] < self.scenario.warmup:
             weight &= t_s >= self.scenario.warmup
         weight = weight.astype(float)
-        self.losses["predictions"] += float(weight.sum())
-        self.losses["feature_staleness"] += float(feature_loss @ weight)
-        self.losses["model_staleness"] += float(model_loss @ weight)
-        loss = np.add(feature_loss, model_loss, out=feature_loss)
+        n = float(weight.sum())
+        self.losses["predictions"] += n
+        self.losses["model_staleness"] += float(loss @ weight)
+        for key, part in (("feature_staleness", staleness), ("cold_start", cold)):
+            if not np.isscalar(part):
+                self.losses[key] += float(part @ weight)
+                loss += part
+        self.losses["missing_features"] += missing * n
+        loss += missing
         if self.scenario.drift:
-            drift = drift_loss(self.scenario.drift, t_s, model_cutoff_s, t_s - feature_age_s)
+            newest = ages.newest_s()
+            drift = drift_loss(self.scenario.drift, t_s, model_cutoff_s,
+                               None if newest is None else t_s - newest)
             self.losses["drift"] += float(np.broadcast_to(drift, t_s.shape) @ weight)
             loss += drift
         value = np.subtract(q.fresh, loss, out=loss)
@@ -104,13 +112,14 @@ class BatchModel(_Common):
         t = chunk.t_s
         latency, fallback, timed_out, feature_age, model_cutoff = self.store.serve(
             t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"))
-        q, model_age = self._quality(t, feature_age, model_cutoff, fallback)
+        q, model_age = self._quality(t, FeatureAges(feature_age, None), model_cutoff, fallback)
         np.copyto(model_age, np.nan, where=fallback)
         return Outcomes(t_s=t, latency_s=latency, queue_wait_s=np.zeros(t.size),
                         fallback=fallback, timed_out=timed_out, feature_age_s=feature_age,
                         model_age_s=model_age, quality=q, busy_s=np.zeros(t.size),
                         service_start_s=t, queued=np.zeros(t.size, bool),
-                        service_s=np.full(t.size, np.nan))
+                        service_s=np.full(t.size, np.nan), batch_age_s=feature_age,
+                        cold_start=fallback & ~timed_out)
 
     def _add_costs(self, costs, prices, start_s, end_s):
         costs["batch_scoring"] = self.store.cost_usd_per_day(prices, start_s, end_s)
@@ -127,7 +136,9 @@ class OnlineModel(_Common):
         super().__init__(name, spec, scenario)
         self.features = BatchFeaturePipeline(spec.features.batch) if spec.features.batch else None
         self.stream = StreamPipeline(spec.features.stream) if spec.features.stream else None
-        self.serving = OnlineServing(spec.serving, spec.feature_lookup, scenario.end_s)
+        self.request_features = spec.features.request
+        self.serving = OnlineServing(spec.serving, spec.feature_lookup, scenario.end_s,
+                                     spec.features.request)
 
     def lead_s(self, population_size: int) -> float:
         return max(self.features.lead_s(population_size) if self.features else 0.0,
@@ -140,11 +151,17 @@ class OnlineModel(_Common):
         if self.stream:
             self.stream.start(env, world)
 
+    def _request_compute(self, chunk: Chunk) -> np.ndarray | float:
+        """Each request's time computing request-time features on the replica (0 without)."""
+        if self.request_features is None:
+            return 0.0
+        return chunk.sample(self.request_features.compute, "request_features")
+
     def _draws(self, chunk: Chunk):
         """This architecture's replica time and stream lag per request of the chunk."""
         spec = self.spec
         occupancy = chunk.sample(spec.feature_lookup, "feature_lookup") + \
-            chunk.sample(spec.serving.service_time, "service")
+            chunk.sample(spec.serving.service_time, "service") + self._request_compute(chunk)
         return occupancy, self._stream_lag(chunk)
 
     def _stream_lag(self, chunk: Chunk) -> np.ndarray | None:
@@ -153,45 +170,68 @@ class OnlineModel(_Common):
             return chunk.sample(self.stream.spec.lag, "stream_lag")
         return None
 
-    def _serve_online(self, t, occupancy, lag):
+    def _ages(self, t, created, lag) -> FeatureAges:
+        """The age of each feature class at request times ``t`` for entities created at
+        ``created``: NaN where the entity was created after the data cut-off of the newest
+        refresh (its first events are in no materialisation or window yet: a cold start)."""
+        batch = stream = None
+        if self.features is not None:
+            cutoff = self.features.feature_cutoff_s(t)
+            batch = np.subtract(t, cutoff)
+            np.copyto(batch, np.nan, where=created > cutoff)
+        if self.stream is not None:
+            stream = np.array(self.stream.age_s(t, lag), dtype=float)  # a copy: lag is shared
+            np.copyto(stream, np.nan, where=created > t - stream)
+        return FeatureAges(batch, stream, self.request_features is not None)
+
+    def _serve_online(self, t, created, occupancy, lag):
         latency, wait, timed_out, busy, start, service = self.serving.serve(t, occupancy)
         return self._online_outcomes(t, latency, wait, timed_out, busy, start, service,
-                                     self._feature_age(t, lag), self._model_cutoff_now(t))
+                                     self._ages(t, created, lag), self._model_cutoff_now(t))
 
-    def _feature_age(self, t, lag):
-        if self.stream is not None:
-            return self.stream.age_s(t, lag)
-        return t - self.features.feature_cutoff_s(t)
+    def _online_outcomes(self, t, latency, wait, timed_out, busy, start, service,
+                         ages: FeatureAges, model_cutoff) -> dict:
+        q, model_age = self._quality(t, ages, model_cutoff, timed_out)
 
-    def _online_outcomes(self, t, latency, wait, timed_out, busy, start, service, feature_age,
-                         model_cutoff) -> dict:
-        q, model_age = self._quality(t, feature_age, model_cutoff, timed_out)
+        def unless_timed_out(age):
+            return np.full(t.size, np.nan) if age is None else np.where(timed_out, np.nan, age)
+
         return dict(latency_s=latency, queue_wait_s=wait, fallback=timed_out.copy(),
                     timed_out=timed_out, quality=q, busy_s=busy, service_start_s=start,
                     service_s=service, queued=np.ones(t.size, bool),
-                    feature_age_s=np.where(timed_out, np.nan, feature_age),
+                    feature_age_s=unless_timed_out(ages.oldest_s()),
+                    batch_age_s=unless_timed_out(ages.batch_s),
+                    stream_age_s=unless_timed_out(ages.stream_s),
+                    cold_start=ages.cold() & ~timed_out,
                     model_age_s=np.where(timed_out, np.nan, model_age))
 
     def serve(self, chunk: Chunk) -> Outcomes:
         if self.serving.evented:
             return Outcomes(**self._evented(chunk, np.ones(chunk.size, bool)))
-        return Outcomes(t_s=chunk.t_s, **self._serve_online(chunk.t_s, *self._draws(chunk)))
+        return Outcomes(t_s=chunk.t_s, **self._serve_online(
+            chunk.t_s, chunk.created_at_s(self.world.population), *self._draws(chunk)))
 
     # -- batching and autoscaling: requests may be decided a chunk after they arrive ------------
+    def _payload_ages(self) -> tuple[str, ...]:
+        return tuple(k for k, present in (("batch_age_s", self.features is not None),
+                                          ("stream_age_s", self.stream is not None)) if present)
+
     def _evented(self, chunk: Chunk | None, mask: np.ndarray | None) -> dict:
         """Outcomes of the online requests decided by the end of ``chunk`` (all of the rest
         when ``chunk`` is None, at the end of the run), in arrival order."""
         if chunk is None:
             inputs = {k: np.empty(0) for k in ("t_s", "lookup_s", "item_s", "fixed_s",
-                                                "feature_age_s", "model_cutoff_s")}
+                                                "model_cutoff_s", *self._payload_ages())}
             r = self.serving.serve_evented(inputs, np.inf, final=True)
         else:
             r = self.serving.serve_evented(self._queue_inputs(chunk, mask), chunk.end_s)
         t = r["t_s"]
+        ages = FeatureAges(r.get("batch_age_s"), r.get("stream_age_s"),
+                           self.request_features is not None)
         out = empty_outcomes(t.size, t)
         out.update(self._online_outcomes(t, r["latency_s"], r["wait_s"], r["timed_out"],
-                                         r["busy_s"], r["start_s"], r["service_s"],
-                                         r["feature_age_s"], r["model_cutoff_s"]))
+                                         r["busy_s"], r["start_s"], r["service_s"], ages,
+                                         r["model_cutoff_s"]))
         return out
 
     def _queue_inputs(self, chunk: Chunk, mask: np.ndarray) -> dict:
@@ -200,16 +240,20 @@ class OnlineModel(_Common):
         batching = spec.serving.batching
         t = chunk.t_s[mask]
         if batching is None:
-            item = chunk.sample(spec.serving.service_time, "service")[mask]
+            item = chunk.sample(spec.serving.service_time, "service")
             fixed = np.zeros(t.size)
         else:
-            item = chunk.sample(batching.per_item, "service")[mask]
+            item = chunk.sample(batching.per_item, "service")
             fixed = chunk.sample(batching.fixed, "batch_fixed")[mask]
+        item = (item + self._request_compute(chunk))[mask]
         lag = self._stream_lag(chunk)
         lag = None if lag is None else lag[mask]
-        return dict(t_s=t, lookup_s=chunk.sample(spec.feature_lookup, "feature_lookup")[mask],
-                    item_s=item, fixed_s=fixed, feature_age_s=self._feature_age(t, lag),
-                    model_cutoff_s=self._model_cutoff_now(t))
+        ages = self._ages(t, chunk.created_at_s(self.world.population)[mask], lag)
+        inputs = dict(t_s=t, lookup_s=chunk.sample(spec.feature_lookup, "feature_lookup")[mask],
+                      item_s=item, fixed_s=fixed, model_cutoff_s=self._model_cutoff_now(t))
+        for key in self._payload_ages():
+            inputs[key] = ages.batch_s if key == "batch_age_s" else ages.stream_s
+        return inputs
 
     def finish(self) -> Outcomes | None:
         """The requests still waiting when arrivals end (batching and autoscaling only)."""
@@ -258,9 +302,11 @@ class HybridModel(OnlineModel):
         head = chunk.slot < self.head_slots
         latency, fallback, timed_out, feature_age, model_cutoff = self.store.serve(
             t[head], chunk.slot[head], chunk.sample(self.spec.lookup, "lookup")[head])
-        q, model_age = self._quality(t[head], feature_age, model_cutoff, fallback)
+        q, model_age = self._quality(t[head], FeatureAges(feature_age, None), model_cutoff,
+                                     fallback)
         for key, value in dict(latency_s=latency, fallback=fallback, timed_out=timed_out,
-                               quality=q, feature_age_s=feature_age,
+                               quality=q, feature_age_s=feature_age, batch_age_s=feature_age,
+                               cold_start=fallback & ~timed_out,
                                model_age_s=np.where(fallback, np.nan, model_age)).items():
             out[key][head] = value
         tail = ~head
@@ -268,7 +314,8 @@ class HybridModel(OnlineModel):
             online = self._evented(chunk, tail)
             return Outcomes(**{k: np.concatenate([v[head], online[k]]) for k, v in out.items()})
         occupancy, lag = self._draws(chunk)
-        online = self._serve_online(t[tail], occupancy[tail], None if lag is None else lag[tail])
+        online = self._serve_online(t[tail], chunk.created_at_s(self.world.population)[tail],
+                                    occupancy[tail], None if lag is None else lag[tail])
         for key, value in online.items():
             out[key][tail] = value
         return Outcomes(**out)

@@ -244,8 +244,9 @@ class StreamPipeline:
 
 
 class OnlineServing:
-    """Serving replicas: each request waits FIFO for a replica, which looks up its features and
-    runs the model (both occupy the replica, as in a synchronous serving worker).
+    """Serving replicas: each request waits FIFO for a replica, which looks up its features,
+    computes any request-time features and runs the model (all occupy the replica, as in a
+    synchronous serving worker).
 
     With ``batching`` or ``autoscaling`` the queue is the event loop of
     :class:`~sim.serving.BatchingPool`, which carries requests still waiting at a chunk's end
@@ -253,9 +254,11 @@ class OnlineServing:
     :class:`~sim.serving.ReplicaPool`.
     """
 
-    def __init__(self, serving: Serving, feature_lookup, end_s: float):
+    def __init__(self, serving: Serving, feature_lookup, end_s: float,
+                 request_features=None):
         self.spec = serving
         self.feature_lookup = feature_lookup
+        self.request_features = request_features
         self.end_s = end_s
         self.evented = serving.batching is not None or serving.autoscaling is not None
         if self.evented:
@@ -266,7 +269,7 @@ class OnlineServing:
 
     @property
     def mean_occupancy_s(self) -> float:
-        return self.spec.mean_occupancy_s(self.feature_lookup)
+        return self.spec.mean_occupancy_s(self.feature_lookup, self.request_features)
 
     def serve(self, t_s: np.ndarray, occupancy: np.ndarray):
         """(latency, queue_wait, timed_out, busy, service start, service time) for requests
