@@ -412,19 +412,35 @@ def report(scenario, out_dir, overrides, seed, replications, baseline, analysis_
                                  "architecture, else the first).")
 @click.option("--arch", help="With SCENARIO: the treatment arm (default: the recommended, or "
                              "best, architecture).")
+@click.option("--unit", type=click.Choice(["request", "user"]), default="request",
+              show_default=True,
+              help="What the test splits at random. request: every request an independent "
+                   "trial. user: a user's requests are correlated, and the sample is multiplied "
+                   "by the design effect 1 + ((cv^2 + 1) m - 1) ICC (needs --icc).")
+@click.option("--icc", type=float, metavar="R",
+              help="With --unit user: the intra-user correlation of the metric, 0 to 1 (the "
+                   "share of its variance between users; from a past test or log).")
+@click.option("--requests-per-user", type=float, metavar="M",
+              help="With --unit user: mean requests per user who shows up during the test "
+                   "(required without SCENARIO; with SCENARIO, computed from its popularity).")
+@click.option("--cv", type=float, metavar="CV",
+              help="With --requests-per-user: coefficient of variation of requests per user "
+                   "(default 0: every user the same).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alpha, one_sided,
-           traffic_share, overrides, seed, replications, baseline, arch, as_json):
+           traffic_share, overrides, seed, replications, baseline, arch, unit, icc,
+           requests_per_user, cv, as_json):
     """Sample size per arm and days of traffic an A/B test needs to confirm an uplift.
 
     Two modes: `predsim abtest --baseline-rate 0.05 --uplift 0.03 --relative --daily-traffic 1e6`,
     or `predsim abtest SCENARIO`, which simulates SCENARIO and takes the two rates and the
     traffic from it. Two-proportion z-test: n = (z_{1-a/2} sqrt(2 pbar (1-pbar)) +
-    z_{1-b} sqrt(p1 (1-p1) + p2 (1-p2)))^2 / (p2 - p1)^2 per arm.
+    z_{1-b} sqrt(p1 (1-p1) + p2 (1-p2)))^2 / (p2 - p1)^2 per arm. With --unit user, times the
+    design effect; with SCENARIO, m and cv come from its popularity for each test length tried.
     """
     import json
 
-    from sim.abtest import PlanError, plan
+    from sim.abtest import PlanError, check_unit, plan
     from sim.units import parse_count
 
     traffic = None
@@ -439,7 +455,9 @@ def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alph
     rate_options = [name for name, given in (("--baseline-rate", baseline_rate is not None),
                                              ("--uplift", uplift is not None),
                                              ("--relative", relative)) if given]
+    user_options = {"unit": unit, "icc": icc, "requests_per_user": requests_per_user, "cv": cv}
     try:
+        check_unit(unit, icc, requests_per_user, cv, scenario is not None)
         if scenario is None:
             scenario_options = [name for name, given in (
                 ("--set", overrides), ("--seed", seed is not None),
@@ -452,7 +470,7 @@ def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alph
                                "to simulate")
             result = plan(baseline_rate, uplift, relative=relative, daily_traffic=traffic,
                           alpha=alpha, power=power, two_sided=not one_sided,
-                          traffic_share=traffic_share)
+                          traffic_share=traffic_share, **user_options)
         else:
             if rate_options:
                 raise BadInput(f"{', '.join(rate_options)}: not with a SCENARIO, whose "
@@ -460,9 +478,10 @@ def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alph
                                f"choose the arms)")
             result = _abtest_from_scenario(scenario, overrides, seed, replications, baseline,
                                            arch, alpha, power, not one_sided, traffic_share,
-                                           traffic)
+                                           traffic, user_options)
     except PlanError as exc:
-        where = (f"{scenario}: " if scenario else
+        where = (f"--{exc.field.replace('_', '-')}: " if exc.field in user_options else
+                 f"{scenario}: " if scenario else
                  f"--{exc.field.replace('_', '-')}: " if exc.field else "")
         raise BadInput(f"{where}{exc}") from None
     if as_json:
@@ -473,7 +492,7 @@ def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alph
 
 
 def _abtest_from_scenario(scenario, overrides, seed, replications, baseline, arch, alpha,
-                          power, two_sided, traffic_share, traffic):
+                          power, two_sided, traffic_share, traffic, user_options):
     import sim
     from sim.abtest import plan_from_results
     from sim.manager_report import recommend
@@ -492,7 +511,7 @@ def _abtest_from_scenario(scenario, overrides, seed, replications, baseline, arc
     treatment = arch or recommend(results).compared
     return plan_from_results(results, treatment, results.baseline, alpha=alpha, power=power,
                              two_sided=two_sided, traffic_share=traffic_share,
-                             daily_traffic=traffic)
+                             daily_traffic=traffic, **user_options)
 
 
 # --------------------------------------------------------------------------------------------
