@@ -156,6 +156,17 @@ def _entities(s: Scenario) -> list[str]:
     if w.new_entities_per_day:
         text += (f", and {_count(w.new_entities_per_day)} new ones appear a day (about "
                  f"{_count(w.entities + w.new_entities_per_day * s.end_s / DAY_S)} by the end)")
+        rule = w.new_entities
+        if rule.first_week_share is not None or rule.first_day_share is not None:
+            share, span = ((rule.first_week_share, "week") if rule.first_week_share is not None
+                           else (rule.first_day_share, "day"))
+            text += (f"; they enter the popularity ranking where a {span}'s new entities make "
+                     f"{_share(share)} of the requests")
+        elif rule.enter == "tail":
+            text += ("; they enter the popularity ranking at the tail (less active than every "
+                     "entity present at the start)")
+        else:
+            text += "; they take random popularity ranks"
     text += "."
     lines = [text]
     exponent = w.popularity.exponent if w.popularity.kind == "zipf" else 0.0

@@ -279,6 +279,32 @@ class Dispersion:
 
 
 @dataclass
+class FirstShare:
+    """The share of requests made by entities in their first ``days`` (1 or 7) of the log.
+
+    Counted over the requests at least ``2 * days`` after the log's first request (``requests``
+    of them), an entity being in its first ``days`` when first seen less than ``days`` before the
+    request; such an entity was first seen after the log's first ``days``, so an old entity is
+    not taken for a new one just because the log starts after its creation (left-censoring).
+    An old entity quiet for longer than ``days`` still counts as new when it comes back, and the
+    ``days`` count from an entity's first request, not its creation: both make the share a
+    little high."""
+
+    days: int
+    share: float
+    requests: int
+    from_new: int
+
+    @property
+    def key(self) -> str:
+        return "first_week_share" if self.days == 7 else "first_day_share"
+
+    @property
+    def period(self) -> str:
+        return "week" if self.days == 7 else "day"
+
+
+@dataclass
 class WorkloadFit:
     """What :func:`fit_workload` found; :meth:`section` is the ``workload:`` section and
     :meth:`to_yaml` the same with the evidence as comments."""
@@ -294,6 +320,30 @@ class WorkloadFit:
     new_entities_per_day: float | None
     active_share_per_day: float | None
     days_for_activity: int
+    first_day: FirstShare | None = None
+    first_week: FirstShare | None = None
+
+    @property
+    def first_share(self) -> FirstShare | None:
+        """The first-week share when the log is long enough for it, else the first-day share."""
+        return self.first_week or self.first_day
+
+    def first_share_for_scenario(self) -> tuple[float, bool] | None:
+        """The share as ``workload.new_entities`` takes it (3 significant digits, and at most
+        what the fitted entities, new entities per day and Zipf exponent let new entities make
+        at the most popular ranks), and whether that limit cut it; None without a share or
+        without new entities."""
+        first = self.first_share
+        sec = self._base_section()
+        if first is None or not sec["new_entities_per_day"] > 0 or first.share <= 0:
+            return None
+        _, most = new_entity_share_range(sec["entities"], sec["new_entities_per_day"],
+                                         sec["popularity"]["zipf"], first.days)
+        value = float(f"{first.share:.3g}")
+        if value <= most:
+            return value, False
+        digits = 2 - int(math.floor(math.log10(most)))  # 3 significant digits, rounded down
+        return math.floor(most * 10 ** digits) / 10 ** digits, True
 
     @property
     def profile_kind(self) -> str:
@@ -311,8 +361,7 @@ class WorkloadFit:
             return None
         return self.profile.reshape(-1, 24).mean(axis=0)
 
-    def section(self) -> dict:
-        """The ``workload:`` section as plain data in scenario-file form."""
+    def _base_section(self) -> dict:
         arrivals: dict = {"rate": round_rate(self.rate_per_s)}
         if self.profile is not None:
             arrivals["profile"] = [round(float(m), 3) for m in self.profile]
@@ -320,6 +369,16 @@ class WorkloadFit:
                 "new_entities_per_day": _round_count(self.new_entities_per_day or 0.0),
                 "popularity": {"zipf": round(self.zipf_exponent, 3)},
                 "arrivals": arrivals}
+
+    def section(self) -> dict:
+        """The ``workload:`` section as plain data in scenario-file form."""
+        sec = self._base_section()
+        share = self.first_share_for_scenario()
+        if share is not None:
+            sec = {k: sec[k] for k in ("entities", "new_entities_per_day")} | {
+                "new_entities": {self.first_share.key: share[0]}} | {
+                k: sec[k] for k in ("popularity", "arrivals")}
+        return sec
 
     def to_yaml(self) -> str:
         """The section under the top-level ``workload:`` key, commented, ready to paste."""
@@ -370,6 +429,23 @@ class WorkloadFit:
                          f"days); the fitted popularity gives about {implied:.1%}.")
         if self.new_entities_per_day is None:
             lines.append("# New entities: the log is too short to tell (less than two days).")
+        for first, days in ((self.first_day, 1), (self.first_week, 7)):
+            word = "day" if days == 1 else "week"
+            if first is None:
+                lines.append(f"# First-{word} share: the log is too short to tell (it needs "
+                             f"more than {2 * days} days).")
+                continue
+            lines.append(f"# First-{word} share: {100 * first.share:.3g}% of the requests from "
+                         f"{'day' if days == 1 else 'week'} 3 on ({first.from_new:,} of "
+                         f"{first.requests:,}) are about ids in their first {word}: ids first "
+                         f"seen after the log's first {word}, less than a {word} before the "
+                         f"request (an old id quiet for a {word} or more counts as new).")
+        shared = self.first_share_for_scenario()
+        if shared is not None and shared[1]:
+            lines.append(f"# The fitted entities and popularity let a "
+                         f"{self.first_share.period}'s new entities make at most "
+                         f"{100 * shared[0]:.3g}% of the requests (at the most popular ranks): "
+                         f"new_entities below gives that.")
         lines = [wrapped for line in lines for wrapped in _wrap_comment(line)]
         profile_note = {
             "weekly": "hour-of-week multipliers, Monday 00:00 first (normalised to mean 1)",
@@ -380,6 +456,11 @@ class WorkloadFit:
                                 "scores more"))
         lines.append(_commented(f"  new_entities_per_day: {sec['new_entities_per_day']}",
                                 "ids first seen per day in the second half of the log"))
+        if "new_entities" in sec:
+            (key, value), = sec["new_entities"].items()
+            lines.append(_commented(f"  new_entities: {{{key}: {value:g}}}",
+                                    f"where new ids enter the popularity ranking: see "
+                                    f"First-{self.first_share.period} share above"))
         lines.append(_commented(f"  popularity: {{zipf: {sec['popularity']['zipf']}}}",
                                 f"95% CI {lo:.3f} to {hi:.3f}"))
         lines.append("  arrivals:")
@@ -447,7 +528,22 @@ def fit_workload(log: RequestLog, profile: str = "auto") -> WorkloadFit:
     return WorkloadFit(log=log, rate_per_s=rate, rate_ci95=(max(0.0, rate - half), rate + half),
                        profile=multipliers, hours_observed=n_hours, dispersion=dispersion,
                        zipf_exponent=exponent, zipf_se=se, new_entities_per_day=new_per_day,
-                       active_share_per_day=active, days_for_activity=days)
+                       active_share_per_day=active, days_for_activity=days,
+                       first_day=first_share(log, 1), first_week=first_share(log, 7))
+
+
+def first_share(log: RequestLog, days: int) -> FirstShare | None:
+    """The share of the requests made at least ``2 * days`` after the log's first request that
+    are about an entity first seen less than ``days`` before them (see :class:`FirstShare`);
+    None when the log is not longer than ``2 * days``."""
+    h = days * DAY_S
+    start = int(np.searchsorted(log.times_s, 2 * h, side="left"))
+    n = log.n_requests - start
+    if log.span_s <= 2 * h or n == 0:
+        return None
+    age = log.times_s[start:] - log.first_seen_s[log.slot[start:]]
+    from_new = int(np.count_nonzero(age < h))
+    return FirstShare(days=days, share=from_new / n, requests=n, from_new=from_new)
 
 
 _INTERVAL_NAMES = {1.0: "second", 10.0: "10 seconds", 60.0: "minute", 300.0: "5 minutes",
@@ -533,6 +629,47 @@ def expected_active_share(entities: int, requests_per_day: float, exponent: floa
     k = np.arange(1, int(entities) + 1, dtype=float)
     weights = k ** -exponent
     return float(np.mean(-np.expm1(-requests_per_day * weights / weights.sum())))
+
+
+EXACT_RANKS = 1 << 20
+
+
+class ZipfMass:
+    """Sums of the Zipf weights ``(k + 1) ** -s`` over popularity ranks ``lo <= k < hi`` (rank 0
+    the most popular), for populations of any size: exact (prefix sums) over the first 2^20
+    ranks, the midpoint-rule integral of ``x ** -s`` beyond them (relative error below 1e-12
+    there)."""
+
+    def __init__(self, exponent: float, n_slots: int):
+        self.s = float(exponent)
+        self._exact = min(int(n_slots), EXACT_RANKS)
+        weights = np.arange(1, self._exact + 1, dtype=float) ** -self.s
+        self._prefix = np.concatenate([[0.0], np.cumsum(weights)])
+
+    def __call__(self, lo: int, hi: int) -> float:
+        lo, hi = int(lo), int(hi)
+        total = 0.0
+        cut = min(hi, self._exact)
+        if lo < cut:
+            total += float(self._prefix[cut] - self._prefix[lo])
+        start = max(lo, self._exact)
+        if start < hi:  # ranks start..hi-1 weigh j^-s for j = start+1..hi: about the integral
+            a, log_ratio = start + 0.5, math.log((hi + 0.5) / (start + 0.5))
+            u = (1.0 - self.s) * log_ratio
+            total += a ** (1.0 - self.s) * log_ratio * (math.expm1(u) / u if abs(u) > 1e-12
+                                                        else 1.0)
+        return total
+
+
+def new_entity_share_range(entities: int, new_per_day: float, exponent: float,
+                           days: float) -> tuple[float, float]:
+    """The least and the largest share of requests that ``days`` of new entities
+    (``new_per_day * days`` of them, at least one) can make under Zipf popularity when they are
+    the only new ones: ranked below every other entity, and above every other entity."""
+    n, big_n = max(1, int(round(new_per_day * days))), int(entities)
+    mass = ZipfMass(exponent, big_n + n)
+    total = mass(0, big_n + n)
+    return mass(big_n, big_n + n) / total, mass(0, n) / total
 
 
 def _day_count(x: float) -> str:

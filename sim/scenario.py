@@ -21,7 +21,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       model_serializer, model_validator)
 
 from sim.distributions import ZERO, Distribution, percentile_probability
-from sim.fit import InputError, RequestLog, read_log, read_samples
+from sim.fit import InputError, RequestLog, new_entity_share_range, read_log, read_samples
 from sim.units import (COUNT_SUFFIX, DURATION_UNITS_S, RATE_UNITS_S, format_duration,
                        format_rate, human_duration, parse_count, parse_duration, parse_rate)
 
@@ -508,6 +508,49 @@ class Arrivals(Model):
         return data
 
 
+class NewEntities(Model):
+    """Where entities created during the run enter the popularity ranking (slot 0 the most
+    popular). Each takes a slot of a band of ranks, in random order, and keeps it: ``tail`` puts
+    the band below every entity present at the start; ``random`` spreads the new entities over
+    all ranks; a share places the band so that a day's or a week's new entities make that share
+    of the requests."""
+
+    enter: Literal["tail", "random"] = Field(
+        "tail", description="tail: new entities are the least popular (they rank below every "
+        "entity present at the start); random: any rank, the most popular included. Leave it "
+        "out when giving a share.")
+    first_day_share: float | None = Field(
+        None, gt=0, lt=1, description="Instead of enter: the share of requests made by entities "
+        "in their first day (predsim workload fit estimates it).")
+    first_week_share: float | None = Field(
+        None, gt=0, lt=1, description="Instead of enter: the share of requests made by entities "
+        "in their first week (predsim workload fit estimates it).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "NewEntities":
+        given = [k for k in ("first_day_share", "first_week_share") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError("give first_day_share or first_week_share, not both")
+        if given and "enter" in self.model_fields_set:
+            raise ValueError(f"give enter or {given[0]}, not both (a share places new entities "
+                             f"where they make that share of the requests)")
+        return self
+
+    @property
+    def share(self) -> tuple[str, float, float] | None:
+        """(key, share, days) of the share given, or None."""
+        if self.first_week_share is not None:
+            return "first_week_share", self.first_week_share, 7.0
+        if self.first_day_share is not None:
+            return "first_day_share", self.first_day_share, 1.0
+        return None
+
+    @model_serializer
+    def _to_yaml(self) -> Any:
+        share = self.share
+        return {share[0]: share[1]} if share else {"enter": self.enter}
+
+
 class Workload(Model):
     """Traffic and the population of entities (users, items) that requests are about."""
 
@@ -515,6 +558,10 @@ class Workload(Model):
                                    "With a trace: optional, the whole population (at least the "
                                    "log's distinct ids; the others never make a request).")
     new_entities_per_day: Count = Field(0.0, description="New entities created per day.")
+    new_entities: NewEntities = Field(NewEntities(), description="Where new entities enter the "
+                                      "popularity ranking: {enter: tail} (the default), {enter: "
+                                      "random}, or {first_week_share: X} or {first_day_share: "
+                                      "X}.")
     popularity: Popularity = Field(Popularity(), description="How requests spread over "
                                    "entities: uniform or {zipf: EXPONENT}.")
     arrivals: Arrivals = Field(description="When requests arrive.")
@@ -531,10 +578,35 @@ class Workload(Model):
         if self.new_entities_per_day < 0:
             raise ValueError(f"new_entities_per_day must be >= 0 "
                              f"(got {self.new_entities_per_day:g})")
+        self._check_share()
         return self
 
+    def _check_share(self) -> None:
+        """A share of requests for new entities needs new entities, Zipf popularity (under
+        uniform popularity every entity gets the same share), and must be within what a day's or
+        a week's new entities can make at the most popular ranks."""
+        share = self.new_entities.share
+        if share is None:
+            return
+        key, value, days = share
+        where = f"new_entities.{key}"
+        if not self.new_entities_per_day > 0:
+            raise ValueError(f"{where}: needs new_entities_per_day > 0 (got "
+                             f"{self.new_entities_per_day:g})")
+        if self.popularity.kind != "zipf" or self.popularity.exponent == 0:
+            raise ValueError(f"{where}: needs popularity: {{zipf: EXPONENT}} (under uniform "
+                             f"popularity every entity, new or not, gets the same share)")
+        _, most = new_entity_share_range(self.entities, self.new_entities_per_day,
+                                         self.popularity.exponent, days)
+        if value > most:
+            raise ValueError(f"{where}: expected at most {most:.3g}, what "
+                             f"{self.new_entities_per_day * days:,.0f} new entities make at the "
+                             f"most popular ranks among {self.entities:,.0f} entities with "
+                             f"zipf {self.popularity.exponent:g} (got {value:g})")
+
     def _check_trace(self, trace: Trace) -> "Workload":
-        given = [k for k, default in (("popularity", Popularity()), ("new_entities_per_day", 0))
+        given = [k for k, default in (("popularity", Popularity()), ("new_entities_per_day", 0),
+                                      ("new_entities", NewEntities()))
                  if getattr(self, k) != default]
         if given:
             raise ValueError(f"{', '.join(given)}: not with arrivals.trace (the log says which "

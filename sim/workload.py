@@ -4,9 +4,10 @@ Arrivals are an exact non-homogeneous Poisson process obtained by thinning: a ho
 at the peak rate, each point kept with probability rate(t) / peak rate (Lewis and Shedler, 1979).
 The rate is the mean rate times a daily or weekly pattern (or an hourly profile), times any
 flash-crowd bursts, times the state of a Markov-modulating chain (MMPP) when there is one.
-Entities are popularity *slots*: slot 0 is the most popular. The initial entities and those
-created during the run are spread over slots at random, and a request picks a slot from the
-popularity law among the entities that exist at its time.
+Entities are popularity *slots*: slot 0 is the most popular. The initial entities take the
+slots that new ones leave free; new entities enter where ``workload.new_entities`` says (by
+default the tail, below every initial entity), and a request picks a slot from the popularity
+law among the entities that exist at its time.
 
 A replayed request log (``arrivals.trace``) takes the place of both: :class:`TraceReplay` gives
 the log's requests and :class:`TracePopulation` its entities, each created at its first request.
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from sim.fit import ZipfMass
 from sim.rng import Streams
 from sim.scenario import Arrivals, Mmpp, Popularity, Workload
 
@@ -285,8 +287,13 @@ def _helper2(x):
 class Population:
     """Entities over time: ``initial`` at time 0, new ones as a Poisson process.
 
-    ``n_slots`` is every entity that exists at some time in the run. New entities occupy random
-    slots; ``created_at_s(slot)`` is -inf for the initial ones.
+    ``n_slots`` is every entity that exists at some time in the run; ``created_at_s(slot)`` is
+    -inf for the initial ones. Where the new entities sit in the popularity ranking follows
+    ``workload.new_entities``: they take the slots of a band, each a slot drawn at random among
+    the band's (so an entity's expected popularity does not depend on when it is created), and
+    keep it. ``tail``: the band is the last ``n_new`` slots, below every initial entity.
+    ``random``: the band is every slot. A share: the band of ``n_new`` consecutive slots from
+    :attr:`band_start`, placed by :func:`share_band_start`.
     """
 
     def __init__(self, workload: Workload, end_s: float, streams: Streams):
@@ -297,9 +304,18 @@ class Population:
         self.n_slots = self.initial + n_new
         self.popularity: Popularity = workload.popularity
         created = np.sort(rng.random(n_new) * end_s)
-        slots = np.sort(rng.choice(self.n_slots, size=n_new, replace=False)) if n_new else \
-            np.empty(0, dtype=np.int64)
-        # New entity i (in creation order) gets a random slot: shuffle the pairing.
+        rule = workload.new_entities
+        self.band_start = self.initial
+        if rule.share is None and rule.enter == "random":
+            slots = np.sort(rng.choice(self.n_slots, size=n_new, replace=False)) if n_new else \
+                np.empty(0, dtype=np.int64)
+        else:
+            if rule.share is not None and n_new:
+                _, share, days = rule.share
+                self.band_start = share_band_start(self.initial, n_new, rate_per_s * days * DAY_S,
+                                                   self.popularity.exponent, share)
+            slots = np.arange(self.band_start, self.band_start + n_new, dtype=np.int64)
+        # New entity i (in creation order) gets a random slot of the band: shuffle the pairing.
         order = rng.permutation(n_new)
         self._new_slots = slots  # sorted, for lookups
         self._new_created_at_s = created[order]
@@ -344,6 +360,36 @@ class Population:
         if self.popularity.kind == "uniform":
             return rng.integers(0, self.n_slots, size=size)
         return zipf_slots(rng, self.n_slots, self.popularity.exponent, size)
+
+
+def share_band_start(initial: int, n_new: int, cohort: float, exponent: float,
+                     share: float) -> int:
+    """First slot of the band of ``n_new`` consecutive slots (among ``initial + n_new``) that
+    gives ``cohort`` new entities (a day's or a week's) ``share`` of the requests when they are
+    the only new entities: ``x / (W - M + x)``, with ``M`` the band's Zipf mass, ``x = M cohort
+    / n_new`` the cohort's expected part of it (its slots are drawn at random from the band)
+    and ``W`` the mass of every slot. That share falls as the band moves down; the band is
+    where it comes closest, between the top (slot 0) and the tail (slot ``initial``)."""
+    mass = ZipfMass(exponent, initial + n_new)
+    total = mass(0, initial + n_new)
+
+    def share_at(start: int) -> float:
+        band = mass(start, start + n_new)
+        x = band * cohort / n_new
+        return x / (total - band + x)
+
+    if share_at(0) <= share:
+        return 0
+    if share_at(initial) >= share:
+        return initial
+    lo, hi = 0, initial  # share_at(lo) > share >= share_at(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if share_at(mid) > share:
+            lo = mid
+        else:
+            hi = mid
+    return lo if share_at(lo) - share < share - share_at(hi) else hi
 
 
 @njit(cache=True, nogil=True)

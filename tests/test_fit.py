@@ -8,6 +8,7 @@ fits must recover them within their stated confidence intervals.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from scipy import integrate, special, stats
 import sim
 from sim.cli import main
 from sim.distributions import Distribution
-from sim.fit import InputError, fit_latency, fit_workload, read_log, read_samples, zipf_mle
+from sim.fit import (InputError, first_share, fit_latency, fit_workload, read_log, read_samples,
+                     zipf_mle)
 from sim.rng import Streams
 from sim.scenario import ScenarioError, scenario_from_dict
 from sim.workload import Population, RequestSource, zipf_slots
@@ -123,6 +125,51 @@ def test_new_and_active_entities_per_day(tmp_path):
     assert fit.active_share_per_day == pytest.approx(np.mean(shares), rel=0.01)
 
 
+def test_the_first_week_share_is_recovered_from_a_log(tmp_path):
+    # 16 days of the simulator's requests, new entities placed so that a week of them makes 5%
+    # of the requests; the truth is counted from their creation times, which the log lacks
+    raw = dict(copy.deepcopy(BASE), architectures={"o": online()})
+    raw["workload"] = {"entities": 1000, "new_entities_per_day": 50,
+                       "new_entities": {"first_week_share": 0.05},
+                       "popularity": {"zipf": 1.0}, "arrivals": {"rate": "0.25/s"}}
+    w = scenario_from_dict(raw).workload
+    days = 16
+    streams = Streams(3)
+    population = Population(w, days * 86400.0, streams)
+    source = RequestSource(w, population, streams)
+    chunks = [source.chunk(s, s + 86400.0) for s in np.arange(0, days * 86400.0, 86400.0)]
+    t = np.concatenate([c.t_s for c in chunks])
+    slot = np.concatenate([c.slot for c in chunks])
+    path = tmp_path / "log.csv"
+    pd.DataFrame({"timestamp": MONDAY.timestamp() + t, "entity_id": slot}).to_csv(path,
+                                                                                 index=False)
+    fit = fit_workload(read_log(path))
+    week = fit.first_week
+    counted = t - t[0] >= 14 * 86400.0  # the log's clock starts at its first request
+    age = t[counted] - population.created_at_s(slot[counted])
+    truth = float(np.mean(age < 7 * 86400.0))
+    assert week.requests == int(counted.sum())
+    se = math.sqrt(truth * (1 - truth) / week.requests)
+    # A week from the first request, not from creation: the entities created a little over a
+    # week before a request but first asked about since also count, about (mean wait for a first
+    # request, ~8 h here) / 7 days = 5% more than the truth.
+    assert truth - 4 * se < week.share < truth * 1.1 + 4 * se, (week.share, truth, se)
+    assert truth == pytest.approx(0.05, rel=0.25)
+    assert 0 < fit.first_day.share < week.share
+    section = yaml.safe_load(fit.to_yaml())["workload"]
+    assert section["new_entities"] == {"first_week_share": float(f"{week.share:.3g}")}
+    again = scenario_from_dict(dict(raw, workload=section))  # it pastes
+    assert again.workload.new_entities.first_week_share == pytest.approx(week.share, rel=1e-2)
+
+
+def test_a_short_log_has_no_first_share():
+    log = read_log(FLIGHTS, entity_column="tailnum")
+    short = dataclasses.replace(log, times_s=log.times_s[log.times_s < 1.9 * 86400.0],
+                                slot=log.slot[log.times_s < 1.9 * 86400.0])
+    assert first_share(short, 1) is None and first_share(log, 7) is None
+    assert first_share(log, 1).share > 0
+
+
 def test_bursty_traffic_is_told_apart_from_poisson(tmp_path):
     path, _ = simulated_log(tmp_path, days=2, entities=10,
                             arrivals={"rate": "0.5/s", "mmpp": {"multipliers": [0.2, 5],
@@ -144,6 +191,15 @@ def test_the_bundled_flights_log_fits(tmp_path):
                              "tailnum", "--out", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert out.read_text() == result.stdout == fit.to_yaml()
+    # 13.7 days: a first-day share but no first-week one (that needs more than two weeks)
+    assert fit.first_week is None and 0 < fit.first_day.share < 1
+    assert "First-week share: the log is too short" in result.stdout
+    assert "# First-day share: " in result.stdout
+    section = yaml.safe_load(result.stdout)["workload"]
+    share = section["new_entities"]["first_day_share"]
+    assert 0 < share <= fit.first_day.share
+    raw = dict(copy.deepcopy(BASE), architectures={"o": online()}, workload=section)
+    assert scenario_from_dict(raw).workload.new_entities.first_day_share == share
 
 
 @pytest.mark.parametrize("content, message", [
