@@ -671,11 +671,16 @@ def _run_search(executor, work):
               help="Stop refining continuous knobs at this share of their range.")
 @click.option("--max-evaluations", type=click.IntRange(min=2), default=60, show_default=True,
               help="At most this many configurations.")
+@click.option("--window", type=click.Choice(["peak", "day", "horizon"]), default="peak",
+              show_default=True,
+              help="Where latency and queueing are judged: peak, the busiest hour of the arrival "
+                   "pattern (or of a replayed log); day, whole days; horizon, the scenario's "
+                   "own window (warns when it leaves out the peak).")
 @_scale_out_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
 def optimize(scenario, vary, objective, constraints, arch, method, replications, tolerance,
-             max_evaluations, workers, dask, overrides, seed):
+             max_evaluations, window, workers, dask, overrides, seed):
     """Find the configuration that minimises (or maximises) a metric subject to constraints,
     with far fewer simulations than a grid; prints how many it used.
 
@@ -690,7 +695,7 @@ def optimize(scenario, vary, objective, constraints, arch, method, replications,
         scenario, list(vary), objective, list(constraints), arch=arch,
         replications=replications, method=method, tolerance=tolerance,
         max_evaluations=max_evaluations, executor=executor, overrides=overrides, seed=seed,
-        on_evaluation=_evaluation_printer()))
+        on_evaluation=_evaluation_printer(), window=window))
     for line in result.lines():
         click.echo(line)
 
@@ -708,20 +713,26 @@ def optimize(scenario, vary, objective, constraints, arch, method, replications,
               help="Stop when the bracket is within this share of the rate.")
 @click.option("--max-evaluations", type=click.IntRange(min=2), default=40, show_default=True,
               help="At most this many rates.")
+@click.option("--window", type=click.Choice(["peak", "day", "horizon"]), default="peak",
+              show_default=True,
+              help="Where latency and queueing are judged: peak, the busiest hour of the arrival "
+                   "pattern (or of a replayed log); day, whole days; horizon, the scenario's "
+                   "own window (warns when it leaves out the peak).")
 @_scale_out_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
-def capacity(scenario, arch, constraints, replications, tolerance, max_evaluations, workers,
-             dask, overrides, seed):
-    """The highest arrival rate (workload.arrivals.rate) at which an architecture stays within
-    its SLO, by bisection on the rate; prints the answer with its bracket."""
+def capacity(scenario, arch, constraints, replications, tolerance, max_evaluations, window,
+             workers, dask, overrides, seed):
+    """The highest arrival rate (workload.arrivals.rate, the mean rate) at which an architecture
+    stays within its SLO at the busiest hour of its traffic (--window), by bisection on the
+    rate; prints the answer with its bracket and the window judged."""
     from sim.search import capacity as search
 
     _load(scenario, overrides, seed)
     result = _run_search(_executor(workers, dask), lambda executor: search(
         scenario, arch, list(constraints), replications=replications, tolerance=tolerance,
         max_evaluations=max_evaluations, executor=executor, overrides=overrides, seed=seed,
-        on_evaluation=_evaluation_printer()))
+        on_evaluation=_evaluation_printer(), window=window))
     for line in result.lines():
         click.echo(line)
 

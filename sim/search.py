@@ -20,6 +20,18 @@ constraints on others, e.g. the cheapest configuration with ``latency_p99 <= 100
 architecture still meets its SLO (``slo.latency_p99``, or any constraints), by bracketing and
 bisection on the rate, as serving simulators do.
 
+Both judge a constraint where it binds (``window``, :func:`judged_window`). By default
+(``peak``) the load metrics (latency, queue wait, SLO violations, timeouts, coverage,
+utilization) are judged over the busiest hour of the arrivals: a diurnal pattern's peak hour, a
+weekly pattern's busiest weekday's, an hourly profile's busiest hour, the hour around a burst
+above them, or a replayed log's busiest hour. That hour is made the measured window of its own
+run (the warm-up is everything before it, an hour at least), and the other metrics (cost, value,
+quality, ages) are taken from a run over the scenario's own window when the objective or a
+constraint needs them. ``day`` judges every metric over whole days; ``horizon`` over the
+scenario's window as given, with a warning when that leaves out the busiest hour. So the rate
+:func:`capacity` reports is the mean rate (what ``arrivals.rate`` means) at which the busiest
+hour still meets the constraints.
+
 Every configuration is simulated over ``replications`` and a constraint is judged on the mean;
 the CIs are reported next to it. By default all configurations share the scenario's seed
 (common random numbers), so two configurations are compared on the same requests and a
@@ -37,12 +49,13 @@ in the column's unit), ``$50`` for money, ``99%`` for shares.
 from __future__ import annotations
 
 import contextlib
-
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
 
 from sim.results import COST_COMPONENTS
 from sim.scenario import Scenario
@@ -220,6 +233,267 @@ def slo_constraint(scenario: Scenario) -> Constraint:
 
 
 # --------------------------------------------------------------------------------------------
+# Where a constraint is judged: the busiest hour of the arrivals, whole days, or the horizon
+# --------------------------------------------------------------------------------------------
+
+WINDOWS = ("peak", "day", "horizon")
+BUSIEST_S = 3600.0   # the busiest window is an hour long
+SETTLE_S = 3600.0    # simulated before it (at least), so queues and autoscalers settle
+DAY_S = 86400.0
+WEEK_S = 7 * DAY_S
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# Summary columns that depend on the load at the time: judged over the busiest hour with
+# --window peak. The others (cost, value, quality, ages) are judged over the scenario's window.
+LOAD_COLUMNS = frozenset({"slo_violation_rate", "timeout_rate", "coverage", "utilization",
+                          "offered_load", "replicas_mean"})
+_LOAD_PREFIXES = ("latency_ms_", "queue_wait_ms_", "service_ms_")
+
+
+def is_load_metric(column: str) -> bool:
+    """Whether a summary column depends on the traffic at the time (latency and queueing)."""
+    column = column.removesuffix("_ci95")
+    return column in LOAD_COLUMNS or column.startswith(_LOAD_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Busiest:
+    """The busiest window of a scenario's arrivals (requests per second over it the most).
+
+    ``window_per_s`` is the mean rate over it, ``peak_per_s`` the highest rate inside it (for a
+    trace: its busiest minute), ``mean_per_s`` the scenario's mean rate (``arrivals.rate``);
+    ``period_s`` is how often it recurs (None: once, as a burst or a log that does not loop).
+    """
+
+    start_s: float
+    end_s: float
+    mean_per_s: float
+    window_per_s: float
+    peak_per_s: float
+    source: str
+    period_s: float | None
+    weekly: bool = False
+
+    def occurrences(self, until_s: float) -> list[tuple[float, float]]:
+        """Every (start, end) of the window that starts before ``until_s``."""
+        if self.period_s is None:
+            return [(self.start_s, self.end_s)]
+        k = -math.floor(self.start_s / self.period_s)  # the first at or after time 0
+        out = []
+        while self.start_s + k * self.period_s < until_s:
+            out.append((self.start_s + k * self.period_s, self.end_s + k * self.period_s))
+            k += 1
+        return out
+
+    def within(self, start_s: float, end_s: float) -> bool:
+        """Whether one occurrence lies wholly in [start_s, end_s]."""
+        return any(a >= start_s - 1e-6 and b <= end_s + 1e-6
+                   for a, b in self.occurrences(end_s))
+
+    def describe(self, first: str = "when") -> str:
+        """'19:30–20:30 on day 1, the busiest hour of the diurnal pattern (32/s there at a mean
+        of 20/s)', or with ``first="what"`` 'the busiest hour of the diurnal pattern, 19:30–20:30
+        on day 1 (...)'."""
+        peaking = (f", peaking at {_show_rate(self.peak_per_s)}"
+                   if self.peak_per_s > 1.01 * self.window_per_s else "")
+        ratio = (f"{_show_rate(self.window_per_s)} there{peaking}{',' if peaking else ''} at a "
+                 f"mean of {_show_rate(self.mean_per_s)}")
+        when = span_text(self.start_s, self.end_s, self.weekly)
+        if first == "what":
+            return f"the {self.source}, {when} ({ratio})"
+        return f"{when}, the {self.source} ({ratio})"
+
+
+def _rate_profile(arrivals):
+    from sim.workload import RateProfile
+    return RateProfile(arrivals)
+
+
+def busiest_window(scenario: Scenario, length_s: float = BUSIEST_S,
+                   settle_s: float = SETTLE_S) -> Busiest | None:
+    """The busiest ``length_s`` of the scenario's arrival rate: of the windows that hold its
+    highest rate, the one with the most requests. For a pattern that repeats, its first
+    occurrence with ``settle_s`` of simulated traffic before it. None when the rate is constant
+    (every hour is as busy; a Markov-modulated rate is random, so it has no busiest hour known
+    in advance).
+
+    A diurnal pattern's is centred on ``peak_hour``; a weekly pattern's on the busiest weekday's
+    peak; an hourly profile's is its busiest hour (or hours); flash-crowd bursts count. For a
+    replayed log it is the hour of replayed time with the most requests.
+    """
+    arrivals = scenario.workload.arrivals
+    if arrivals.trace is not None:
+        return _busiest_in_trace(arrivals, length_s, settle_s)
+    profile = _rate_profile(arrivals)
+    if profile.is_constant:
+        return None
+    hourly = profile.hourly
+    weekly = profile.pattern == "weekly" or (hourly is not None and hourly.size == 168)
+    periodic = profile.pattern != "constant" or hourly is not None
+    period_s = (WEEK_S if weekly else DAY_S) if periodic else None
+    bursts = profile.bursts
+    # Every start up to a whole period after the last burst (or the last burst's end).
+    span_s = max([0.0] + [end for _, end, _ in bursts]) + (period_s or 0.0)
+    step_s = 10.0
+    edges = np.arange(0.0, span_s + length_s + step_s, step_s)
+    rate = profile(edges[:-1] + step_s / 2)
+    n = int(round(length_s / step_s))
+    sums = np.concatenate([[0.0], np.cumsum(rate)])
+    window = sums[n:] - sums[:-n]
+    # Windows that hold the highest rate (a burst shorter than the window counts in full),
+    # and of those the one with the most requests; the first of ties.
+    at_peak = np.concatenate([[0], np.cumsum(rate >= rate.max() * (1 - 1e-9))])
+    holds_peak = (at_peak[n:] - at_peak[:-n]) > 0
+    starts = edges[:window.size]
+    candidates = np.flatnonzero(holds_peak & (starts < span_s))
+    best_sum = window[candidates].max()
+    best = int(candidates[window[candidates] >= best_sum * (1 - 1e-9)][0])
+    start_s = float(starts[best])
+    in_burst = any(a < start_s + length_s and b > start_s for a, b, _ in bursts)
+    if period_s is not None and not in_burst:
+        if start_s < settle_s:
+            start_s += math.ceil((settle_s - start_s) / period_s) * period_s
+        while any(a < start_s + length_s and b > start_s for a, b, _ in bursts):
+            start_s += period_s  # a later day's, away from a dip (a burst below 1)
+    if in_burst:
+        period_s = None
+    fine = profile(start_s + (np.arange(int(length_s)) + 0.5) * (length_s / int(length_s)))
+    if in_burst:
+        source = "hour around the peak of the arrivals, in a burst"
+    elif hourly is not None:
+        source = "busiest hour of the hourly profile"
+    else:
+        source = f"busiest hour of the {profile.pattern} pattern"
+    return Busiest(start_s, start_s + length_s, profile.mean_per_s, float(fine.mean()),
+                   float(fine.max()), source, period_s, weekly)
+
+
+def _busiest_in_trace(arrivals, length_s: float, settle_s: float) -> Busiest:
+    trace = arrivals.trace
+    t = trace.log.times_s / arrivals.replay_speedup
+    period_s = trace.period_s / arrivals.replay_speedup
+    length_s = min(length_s, period_s)
+    counts = np.searchsorted(t, t + length_s, side="left") - np.arange(t.size)
+    best = int(np.argmax(counts))
+    start_s = float(t[best])
+    if start_s + length_s > period_s:  # the last hour of the log, not past its end
+        start_s = period_s - length_s
+    loops = trace.loop is not False
+    if loops and start_s < settle_s:
+        start_s += math.ceil((settle_s - start_s) / period_s) * period_s
+    minute = min(60.0, length_s)
+    per_minute = np.searchsorted(t, t + minute, side="left") - np.arange(t.size)
+    inside = (t >= start_s % period_s) & (t < start_s % period_s + length_s)
+    peak = float(per_minute[inside].max()) / minute if inside.any() else 0.0
+    return Busiest(start_s, start_s + length_s, float(arrivals.rate),
+                   float(counts[best]) / length_s, peak, "busiest hour of the replayed log",
+                   period_s if loops else None)
+
+
+def _clock(t_s: float) -> tuple[int, str]:
+    """(day, 'HH:MM') of a time; seconds shown only when there are any."""
+    day = int(t_s // DAY_S)
+    seconds = round(t_s - day * DAY_S)
+    if seconds >= DAY_S:
+        day, seconds = day + 1, 0
+    h, rest = divmod(int(seconds), 3600)
+    m, s = divmod(rest, 60)
+    return day, f"{h:02d}:{m:02d}" + (f":{s:02d}" if s else "")
+
+
+def span_text(start_s: float, end_s: float, weekly: bool = False) -> str:
+    """'19:30–20:30 on day 1' (days counted from 1; a weekly pattern's named), or
+    '01:00 on day 1 – 01:00 on day 3'."""
+    (d0, c0), (d1, c1) = _clock(start_s), _clock(end_s)
+
+    def day(d):
+        return f"day {d + 1}" + (f" ({_WEEKDAYS[d % 7]})" if weekly else "")
+
+    if d0 == d1 or (d1 == d0 + 1 and c1 == "00:00" and end_s - start_s <= DAY_S):
+        return f"{c0}–{'24:00' if d1 != d0 else c1} on {day(d0)}"
+    return f"{c0} on {day(d0)} – {c1} on {day(d1)}"
+
+
+@dataclass(frozen=True)
+class JudgedWindow:
+    """Where the load metrics of a configuration are judged: [start_s, end_s) of simulated time,
+    with everything before it simulated as warm-up."""
+
+    mode: str
+    start_s: float
+    end_s: float
+    busiest: Busiest | None
+    text: str
+    scenario_window: tuple[float, float]
+
+    @property
+    def is_scenario_window(self) -> bool:
+        """Whether it is the scenario's own measured window (no separate run needed)."""
+        a, b = self.scenario_window
+        return abs(self.start_s - a) < 1e-6 and abs(self.end_s - b) < 1e-6
+
+    @property
+    def overrides(self) -> dict:
+        """The scenario keys that make it the measured window."""
+        return {"warmup": _round_s(self.start_s), "horizon": _round_s(self.end_s - self.start_s)}
+
+    def warning(self) -> str | None:
+        """A warning when the window leaves out the busiest hour of the arrivals."""
+        busiest = self.busiest
+        if busiest is None or busiest.within(self.start_s, self.end_s):
+            return None
+        where = span_text(self.start_s, self.end_s, busiest.weekly)
+        fix = ("use --window peak (the default), or a horizon that covers it"
+               if self.mode != "peak" else "")
+        return (f"Warning: the window judged, {where}, does not cover "
+                f"{busiest.describe('what')}: what is found holds off-peak only"
+                + (f"; {fix}." if fix else "."))
+
+
+def _round_s(x: float) -> float:
+    return float(round(x, 3))
+
+
+def judged_window(scenario: Scenario, window: str = "peak") -> JudgedWindow:
+    """Where ``scenario``'s load metrics are judged with ``--window window``:
+
+    - ``peak``: the busiest hour of the arrivals (:func:`busiest_window`), with at least an
+      hour simulated before it; the scenario's own window when the rate is constant.
+    - ``day``: whole days from the end of the scenario's warm-up (its horizon rounded up to
+      whole days, one at least).
+    - ``horizon``: the scenario's own measured window, as given.
+    """
+    if window not in WINDOWS:
+        raise SearchError(f"--window: expected one of {', '.join(WINDOWS)} (got {window!r})")
+    own = (scenario.warmup, scenario.end_s)
+    busiest = busiest_window(scenario)
+    weekly = busiest.weekly if busiest else False
+    own_text = span_text(*own, weekly)
+    if window == "horizon":
+        return JudgedWindow(window, *own, busiest,
+                            f"the scenario's measured window, {own_text} (--window horizon)", own)
+    if window == "day":
+        days = max(1, math.ceil(scenario.horizon / DAY_S - 1e-9))
+        start, end = scenario.warmup, scenario.warmup + days * DAY_S
+        text = (f"whole days: {span_text(start, end, weekly)} "
+                f"({days} day{'s' if days > 1 else ''})")
+        arrivals = scenario.workload.arrivals
+        if arrivals.trace is not None and arrivals.trace.loop is False:
+            covers = arrivals.trace.period_s / arrivals.replay_speedup
+            if end > covers:
+                end = covers
+                text = (f"{span_text(start, end)}, up to the end of the replayed log (it covers "
+                        f"less than {days} day{'s' if days > 1 else ''} at this rate)")
+        return JudgedWindow(window, start, end, busiest, text, own)
+    if busiest is None:
+        why = ("the Markov-modulated rate is random, so no hour is known in advance to be the "
+               "busiest" if scenario.workload.arrivals.mmpp is not None
+               else "the arrival rate is constant, so every hour is as busy")
+        return JudgedWindow(window, *own, None,
+                            f"the scenario's measured window, {own_text}: {why}", own)
+    return JudgedWindow(window, busiest.start_s, busiest.end_s, busiest, busiest.describe(), own)
+
+
+# --------------------------------------------------------------------------------------------
 # Evaluations
 # --------------------------------------------------------------------------------------------
 
@@ -234,6 +508,8 @@ class Evaluation:
     order: int
     key: str
     notes: list[str] = field(default_factory=list)
+    window: "JudgedWindow | None" = None  # where its load metrics were judged
+    runs: int = 1  # simulated over one window, or two (busiest hour, scenario's window)
 
     @property
     def feasible(self) -> bool:
@@ -250,47 +526,113 @@ class Evaluation:
 
 
 class Problem:
-    """Simulates configurations of one architecture, caching each by its point."""
+    """Simulates configurations of one architecture, caching each by its point.
+
+    With ``window`` other than ``horizon``, the metrics are judged where :func:`judged_window`
+    says: for ``peak`` the load metrics (:func:`is_load_metric`) over the busiest hour, in a run
+    whose warm-up and horizon are set to it, and the others (cost, value, quality, ages) over
+    the scenario's own window, in a second run when the objective or a constraint needs them;
+    for ``day`` every metric over whole days.
+    """
 
     def __init__(self, template: Template, arch: str, objective: Objective | None,
                  constraints: Sequence[Constraint], replications: int, executor,
                  common_random_numbers: bool = True,
-                 on_evaluation: Callable[[Evaluation], None] | None = None):
+                 on_evaluation: Callable[[Evaluation], None] | None = None,
+                 window: str = "horizon"):
         self.template, self.arch = template, arch
         self.objective, self.constraints = objective, list(constraints)
         self.replications, self.executor = replications, executor
         self.common_random_numbers = common_random_numbers
         self.on_evaluation = on_evaluation
+        self.window = window
         self.cache: dict[str, Evaluation] = {}
         self.notes: list[str] = []
+        columns = [c.column for c in self.constraints]
+        if objective is not None:
+            columns.append(objective.column)
+        self.needs_load = any(is_load_metric(c) for c in columns)
+        self.needs_other = any(not is_load_metric(c) for c in columns)
 
     @property
     def evaluations(self) -> list[Evaluation]:
         return sorted(self.cache.values(), key=lambda e: e.order)
+
+    def judged(self, values: Mapping[str, Any]) -> JudgedWindow:
+        """Where the configuration ``values`` is judged."""
+        return judged_window(self.template.build(values), self.window)
+
+    def _runs(self, point: Point) -> tuple[JudgedWindow, list[tuple[str, Point]]]:
+        """The window and the runs (role, point) a configuration needs: ``all`` (every metric
+        from one run), or ``load`` and ``other``."""
+        judged = self.judged(point.values)
+        if judged.is_scenario_window:
+            return judged, [("all", point)]
+        windowed = Point({**point.values, **judged.overrides})
+        if self.window == "day" or not self.needs_other:
+            return judged, [("all", windowed)]
+        if not self.needs_load:
+            return judged, [("all", point)]
+        return judged, [("load", windowed), ("other", point)]
 
     def evaluate(self, configurations: Iterable[Mapping[str, Any]]) -> list[Evaluation]:
         """Each configuration's evaluation (the new ones simulated together)."""
         points = [Point(c) for c in configurations]
         new = list({p.key: p for p in points if p.key not in self.cache}.values())
         if new:
+            plans = {p.key: self._runs(p) for p in new}
+            runs = list({run.key: run for _, plan in plans.values() for _, run in plan}.values())
             finished = {}
-            for result in simulate_points(self.template, new, self.replications, self.executor,
+            for result in simulate_points(self.template, runs, self.replications, self.executor,
                                           common_random_numbers=self.common_random_numbers):
                 finished[result.point.key] = result
             for point in new:  # in a fixed order, whatever order they finished in
-                result = finished[point.key]
-                rows = result.summary.set_index("architecture", drop=False)
-                row = {k: (v.item() if hasattr(v, "item") else v)
-                       for k, v in rows.loc[self.arch].to_dict().items()}
+                judged, plan = plans[point.key]
+                rows, notes = {}, []
+                for role, run in plan:
+                    result = finished[run.key]
+                    table = result.summary.set_index("architecture", drop=False)
+                    rows[role] = {k: (v.item() if hasattr(v, "item") else v)
+                                  for k, v in table.loc[self.arch].to_dict().items()}
+                    notes += [n for n in result.notes
+                              if n.startswith(f"{self.arch}:") and n not in notes]
+                row = rows.get("all") or {
+                    **rows["other"],
+                    **{k: v for k, v in rows["load"].items() if is_load_metric(k)}}
                 evaluation = Evaluation(
                     dict(point.values), row,
                     self.objective.score(row) if self.objective else 0.0,
                     [c.violation(row) for c in self.constraints], len(self.cache), point.key,
-                    [n for n in result.notes if n.startswith(f"{self.arch}:")])
+                    notes, judged, len(plan))
                 self.cache[point.key] = evaluation
                 if self.on_evaluation is not None:
                     self.on_evaluation(evaluation)
         return [self.cache[p.key] for p in points]
+
+    def window_lines(self, evaluation: Evaluation | None) -> list[str]:
+        """Where ``evaluation``'s metrics were judged, and a warning when the load metrics were
+        judged away from the busiest hour of the arrivals."""
+        judged = (evaluation.window if evaluation is not None and evaluation.window is not None
+                  else judged_window(self.template.scenario, self.window))
+        named = [(c.metric, c.column) for c in self.constraints]
+        if self.objective is not None:
+            named.insert(0, (self.objective.metric, self.objective.column))
+        load = ", ".join(dict.fromkeys(m for m, c in named if is_load_metric(c)))
+        other = ", ".join(dict.fromkeys(m for m, c in named if not is_load_metric(c)))
+        if judged.mode == "peak" and not judged.is_scenario_window:
+            own = span_text(*judged.scenario_window, judged.busiest.weekly)
+            if not load:
+                return [f"Judged over the scenario's measured window, {own} (--window peak "
+                        f"judges only latency and queueing metrics over the busiest hour)."]
+            if other:
+                return [f"Judged {load} over {judged.text}; {other} over the scenario's "
+                        f"measured window, {own}."]
+            return [f"Judged over {judged.text}."]
+        out = [f"Judged over {judged.text}."]
+        warning = judged.warning() if load and judged.mode != "peak" else None
+        if warning is not None:
+            out.append(warning)
+        return out
 
 
 def _best(evaluations: Iterable[Evaluation]) -> Evaluation:
@@ -330,6 +672,8 @@ class SearchResult:
     evaluations: list[Evaluation]
     best: Evaluation | None
     notes: list[str] = field(default_factory=list)
+    window: str = "horizon"
+    judged: list[str] = field(default_factory=list)  # where the metrics were judged
 
     @property
     def feasible(self) -> bool:
@@ -337,8 +681,9 @@ class SearchResult:
 
     @property
     def simulations(self) -> int:
-        """Simulations run: configurations evaluated x replications."""
-        return len(self.evaluations) * self.replications
+        """Simulations run: configurations evaluated x replications (x 2 for those judged
+        over two windows)."""
+        return _simulations(self.evaluations, self.replications)
 
     @property
     def grid_configurations(self) -> int | None:
@@ -375,13 +720,27 @@ class SearchResult:
                 out.append(f"  {_metric_line(self.best.row, c.metric, c.column)}  "
                            f"{'meets' if ok else 'MISSES'} {c}")
         grid = self.grid_configurations
+        windows = max([e.runs for e in self.evaluations] or [1])
         full = (f"; the full grid would need {grid:,} configurations, "
-                f"{grid * self.replications:,} simulations" if grid else "")
+                f"{grid * self.replications * windows:,} simulations" if grid else "")
+        out.extend(self.judged)
         out.append(f"Found by {_METHOD_WORDS[self.method]} with {len(self.evaluations)} "
-                   f"configurations x {self.replications} replications = {self.simulations} "
-                   f"simulations{full}.")
+                   f"configurations x {self.replications} replications"
+                   f"{_windows_text(self.evaluations)} = {self.simulations} simulations{full}.")
         out.extend(self.notes)
         return out
+
+
+def _simulations(evaluations: Sequence[Evaluation], replications: int) -> int:
+    return sum(e.runs for e in evaluations) * replications
+
+
+def _windows_text(evaluations: Sequence[Evaluation]) -> str:
+    """' x 2 windows' when every configuration was simulated over two windows."""
+    runs = {e.runs for e in evaluations}
+    if runs == {2}:
+        return " x 2 windows"
+    return " (some over 2 windows)" if 2 in runs else ""
 
 
 _METHOD_WORDS = {"bisect": "bisection", "pattern": "pattern (compass) search"}
@@ -417,9 +776,13 @@ def optimize(scenario: Scenario | Template | str | Path,
              max_evaluations: int = 60, workers: int | None = 1, dask: str | None = None,
              executor=None, common_random_numbers: bool = True,
              overrides: Iterable[str] | Mapping[str, Any] = (), seed: int | None = None,
-             on_evaluation: Callable[[Evaluation], None] | None = None) -> SearchResult:
+             on_evaluation: Callable[[Evaluation], None] | None = None,
+             window: str = "peak") -> SearchResult:
     """The configuration of ``arch`` within the ``vary`` ranges that minimises (or maximises)
     ``objective`` subject to ``constraints`` (see the module docstring for the methods).
+    ``window`` says where they are judged (:func:`judged_window`): by default the latency and
+    queueing metrics over the busiest hour of the arrivals, the others over the scenario's
+    window.
 
     >>> optimize(scenario, ["architectures.online.serving.replicas=1:32"],
     ...          "min:cost_per_day", ["latency_p99<=100ms"])
@@ -450,19 +813,21 @@ def optimize(scenario: Scenario | Template | str | Path,
     if not 0 < tolerance < 1:
         raise SearchError(f"--tolerance: expected a share of the range in (0, 1) "
                           f"(got {tolerance})")
+    judged_window(base, window)  # a bad --window, before simulating anything
     # Check every key and both ends before simulating anything (ScenarioError on a bad key).
     from sim.sweep import build_scenarios
     build_scenarios(template, [Point({k.key: k.value(k.lo) for k in knobs}),
                                Point({k.key: k.value(k.hi) for k in knobs})])
     with _executor_scope(executor, workers, dask) as executor:
         problem = Problem(template, arch, objective, constraints, replications, executor,
-                          common_random_numbers, on_evaluation)
+                          common_random_numbers, on_evaluation, window)
         if method == "bisect":
             best = _bisect(problem, knobs[0], tolerance, max_evaluations)
         else:
             best = _pattern(problem, knobs, tolerance, max_evaluations, base.seed)
     return SearchResult(arch, knobs, objective, constraints, method, replications,
-                        problem.evaluations, best, problem.notes + best.notes)
+                        problem.evaluations, best, problem.notes + best.notes, window,
+                        problem.window_lines(best))
 
 
 def _bisect(problem: Problem, knob: Knob, tolerance: float, max_evaluations: int
@@ -557,6 +922,16 @@ class CapacityResult:
     high: Evaluation | None
     tolerance: float
     notes: list[str] = field(default_factory=list)
+    window: str = "horizon"
+    judged: list[str] = field(default_factory=list)  # where the constraints were judged
+
+    @property
+    def busiest_per_s(self) -> float | None:
+        """The mean rate over the busiest hour of the arrivals at :attr:`rate_per_s` (None
+        when the rate is constant or nothing met the constraints)."""
+        if self.low is None or self.low.window is None or self.low.window.busiest is None:
+            return None
+        return self.low.window.busiest.window_per_s
 
     @property
     def rate_per_s(self) -> float | None:
@@ -568,7 +943,7 @@ class CapacityResult:
 
     @property
     def simulations(self) -> int:
-        return len(self.evaluations) * self.replications
+        return _simulations(self.evaluations, self.replications)
 
     def lines(self) -> list[str]:
         within = ", ".join(map(str, self.constraints))
@@ -581,16 +956,20 @@ class CapacityResult:
             out.append(f"{self.arch} meets {within} at every rate tried, up to "
                        f"{_show_rate(lo)} (no upper bracket found).")
         else:
-            out.append(f"{self.arch} sustains {_show_rate(lo)} ({RATE_KEY}) within {within}: "
-                       f"bracket [{_show_rate(lo)}, {_show_rate(hi)}].")
+            busiest = self.busiest_per_s
+            mean = (f", the mean; {_show_rate(busiest)} in the busiest hour"
+                    if busiest is not None else "")
+            out.append(f"{self.arch} sustains {_show_rate(lo)} ({RATE_KEY}{mean}) within "
+                       f"{within}: bracket [{_show_rate(lo)}, {_show_rate(hi)}].")
         for label, e in (("meets it", self.low), ("does not", self.high)):
             if e is not None:
                 metrics = "; ".join(_metric_line(e.row, c.metric, c.column)
                                     for c in self.constraints)
                 out.append(f"  {_show_rate(e.values[RATE_KEY])} {label}: {metrics}")
+        out.extend(self.judged)
         out.append(f"Found by bracketing and bisection on the rate (to {self.tolerance:.0%}) "
-                   f"with {len(self.evaluations)} rates x {self.replications} replications = "
-                   f"{self.simulations} simulations.")
+                   f"with {len(self.evaluations)} rates x {self.replications} replications"
+                   f"{_windows_text(self.evaluations)} = {self.simulations} simulations.")
         out.extend(self.notes)
         return out
 
@@ -600,13 +979,19 @@ def capacity(scenario: Scenario | Template | str | Path, arch: str | None = None
              tolerance: float = 0.01, max_evaluations: int = 40, workers: int | None = 1,
              dask: str | None = None, executor=None, common_random_numbers: bool = True,
              overrides: Iterable[str] | Mapping[str, Any] = (), seed: int | None = None,
-             on_evaluation: Callable[[Evaluation], None] | None = None) -> CapacityResult:
+             on_evaluation: Callable[[Evaluation], None] | None = None,
+             window: str = "peak") -> CapacityResult:
     """The highest ``workload.arrivals.rate`` (the mean rate; a pattern scales it) at which
     ``arch`` meets ``constraints`` (default: ``latency_p99 <= slo.latency_p99``).
 
     From the scenario's rate it brackets the answer (up to the rate that saturates the replicas,
     as measured, then doubling; or halving down), then bisects until the bracket is within
     ``tolerance`` of the rate.
+
+    ``window`` says where the constraints are judged (:func:`judged_window`): ``peak`` (the
+    default) over the busiest hour of the arrival pattern, so that the rate found is the mean
+    rate at which the busiest hour still meets them; ``day`` over whole days; ``horizon`` over
+    the scenario's own window, with a warning when it leaves out the busiest hour.
     """
     template = Template.of(scenario, overrides, seed)
     base = template.scenario
@@ -623,12 +1008,14 @@ def capacity(scenario: Scenario | Template | str | Path, arch: str | None = None
         raise SearchError(f"--replications: expected a number >= 1 (got {replications})")
     if not 0 < tolerance < 1:
         raise SearchError(f"--tolerance: expected a share in (0, 1) (got {tolerance})")
+    judged_window(base, window)  # a bad --window, before simulating anything
     with _executor_scope(executor, workers, dask) as executor:
         problem = Problem(template, arch, None, constraints, replications, executor,
-                          common_random_numbers, on_evaluation)
+                          common_random_numbers, on_evaluation, window)
         low, high = _capacity(problem, base.workload.arrivals.rate, tolerance, max_evaluations)
     return CapacityResult(arch, constraints, replications, problem.evaluations, low, high,
-                          tolerance, problem.notes + (low.notes if low else []))
+                          tolerance, problem.notes + (low.notes if low else []), window,
+                          problem.window_lines(low or high))
 
 
 @contextlib.contextmanager
