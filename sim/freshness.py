@@ -168,26 +168,23 @@ class FeatureAges:
         return [(c, a) for c, a in (("batch", self.batch_s), ("stream", self.stream_s))
                 if a is not None]
 
-    def oldest_s(self) -> np.ndarray:
-        """Per request, the age of its stalest features (the headline feature age); NaN when
-        it has no aged features at all."""
+    def _combined(self, pick) -> np.ndarray | None:
         ages = [a for _, a in self.present()]
         if not ages:
             return None
         out = ages[0]
         for a in ages[1:]:
-            out = np.fmax(out, a)
+            out = pick(out, a)  # np.fmax / np.fmin: a NaN (cold) class gives way to the other
         return out
+
+    def oldest_s(self) -> np.ndarray | None:
+        """Per request, the age of its stalest features (the headline feature age); NaN when
+        it has no aged features at all."""
+        return self._combined(np.fmax)
 
     def newest_s(self) -> np.ndarray | None:
         """Per request, the age of its freshest aged features (what drift can be seen in)."""
-        ages = [a for _, a in self.present()]
-        if not ages:
-            return None
-        out = ages[0]
-        for a in ages[1:]:
-            out = np.fmin(out, a)
-        return out
+        return self._combined(np.fmin)
 
     def cold(self) -> np.ndarray | bool:
         """Per request, whether some feature class had nothing for its entity yet."""
