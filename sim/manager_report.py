@@ -1033,6 +1033,9 @@ class ManagerReport:
 
         out.append(("h2", "Comparison"))
         out.append(("table", self.service_table()))
+        note = _cold_start_note(r)
+        if note:
+            out.append(("p", note))
         out.append(("table", self.money_table()))
         if len(r.summary) > 1:
             out.append(("table", self.difference_table()))
@@ -1204,12 +1207,47 @@ def _two_digits(x: float) -> str:
     return f"{x:.2g}"
 
 
+def _cold_start_note(results: Results) -> str | None:
+    """What coverage and feature age mean for entities created since the last materialisation
+    (cold starts), in words; None when the run had none."""
+    s = results.summary
+    if "cold_start_rate" not in s or not (s["cold_start_rate"].fillna(0) > 0).any():
+        return None
+    kinds = {name: spec.kind for name, spec in results.scenario.architectures.items()}
+    rates = ", ".join(f"{row['architecture']} {row['cold_start_rate'] * 100:.2g}%"
+                      for row in s.to_dict("records") if not _nan(row.get("cold_start_rate")))
+    text = (f"Cold starts (requests for entities created after the last feature "
+            f"materialisation or scoring job, which have no batch features yet): {rates} of "
+            f"requests. ")
+    if "batch" in kinds.values():
+        text += ("Batch answers them with the fallback, so its coverage falls short of 100% by "
+                 "about that share. ")
+    if any(k in ("online", "streaming") for k in kinds.values()):
+        text += ("Online and streaming do predict for them, so their coverage counts them, but "
+                 "without batch features such a prediction is worth the scenario's cold-start "
+                 "quality (by default no more than the fallback's). ")
+    if any(k == "streaming" for k in kinds.values()):
+        text += ("Feature age is per class for streaming: its stream features are as fresh as "
+                 "their windows, its batch features as old as their schedule, and both count.")
+    return text.strip()
+
+
 def _age_cell(row: dict) -> str:
-    value = row.get("feature_age_s_mean")
-    if _nan(value):
+    """The mean feature age; for an architecture with both batch and stream features (streaming)
+    each class's own age, since the stalest class (its batch features) alone would hide how fresh
+    its stream features are, and the stream age alone how old its batch features are."""
+    batch, stream = row.get("batch_feature_age_s_mean"), row.get("stream_feature_age_s_mean")
+    if batch is not None and stream is not None and not _nan(batch) and not _nan(stream):
+        return (f"batch {_age_text(row, 'batch_feature_age_s_mean')}, "
+                f"stream {_age_text(row, 'stream_feature_age_s_mean')}")
+    if _nan(row.get("feature_age_s_mean")):
         return "-"
-    text = human_duration(float(value))
-    half = row.get("feature_age_s_mean_ci95")
+    return _age_text(row, "feature_age_s_mean")
+
+
+def _age_text(row: dict, column: str) -> str:
+    text = human_duration(float(row[column]))
+    half = row.get(f"{column}_ci95")
     if half is not None and not _nan(half) and half > 0:
         text += f" ± {human_duration(float(half))}"
     return text
