@@ -66,8 +66,11 @@ def main():
               show_default=True,
               help="reference runs every request as its own SimPy process: much slower, the "
                    "same numbers; for checking the fast path.")
+@click.option("--wide", is_flag=True, help="Also show p50 latency, wasted predictions, replica "
+                                           "utilisation, value per day and the model age's p95 "
+                                           "and max (too wide for a 100-column terminal).")
 def run(scenario, overrides, seed, as_json, out_dir, replications, baseline, target_precision,
-        max_replications, workers, engine):
+        max_replications, workers, engine, wide):
     """Simulate every architecture in SCENARIO and compare them."""
     import sim
     from sim.replications import default_workers
@@ -87,7 +90,7 @@ def run(scenario, overrides, seed, as_json, out_dir, replications, baseline, tar
     if as_json:
         click.echo(to_json(results))
     else:
-        print_results(results)
+        print_results(results, wide=wide)
     if out_dir:
         written = write_outputs(results, out_dir)
         if not as_json:

@@ -21,10 +21,22 @@ from sim.scenario import dump_yaml
 from sim.units import format_duration, human_duration
 
 
-def comparison_table(results: Results) -> Table:
+def _table(title: str, headers: list[str]) -> Table:
+    """A results table: the first column left-aligned, numbers right-aligned; a cell too wide
+    for its column is folded onto the next line, never cut short with an ellipsis."""
+    table = Table(title=title, title_justify="left", pad_edge=False)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right", overflow="fold",
+                         min_width=len(header) if i == 0 else None)
+    return table
+
+
+def comparison_table(results: Results, wide: bool = False) -> Table:
     """One row per architecture, the numbers a team compares, units in the headers.
 
-    With several replications each cell is the mean and its 95% confidence half-width.
+    With several replications each cell is the mean and, below it, its 95% confidence
+    half-width. The key columns fit a 100-column terminal; ``wide`` adds p50 latency, wasted
+    predictions, replica utilisation and value per day.
     """
     scenario = results.scenario
     metric = scenario.quality.metric
@@ -33,40 +45,37 @@ def comparison_table(results: Results) -> Table:
     title = (f"{scenario.name}: {format_duration(scenario.horizon)} simulated, seed "
              f"{results.seed}, {reps} replication{'s' if reps != 1 else ''}"
              + (" (mean ± 95% CI)" if reps > 1 else ""))
-    table = Table(title=title, title_justify="left")
     summary = results.summary
     streams = "stream_feature_age_s_mean" in summary and \
         summary["stream_feature_age_s_mean"].notna().any()
-    ages = ["batch feat.\nage", "stream feat.\nage"] if streams else ["feature\nage"]
-    columns = ["architecture", f"{metric}\nmean", "coverage\n%", "cold\nstart %", *ages,
-               "p50\nms", "p99\nms", f">SLO\n{format_duration(slo)} %" if slo else ">SLO\n%",
-               "wasted\npreds %", "replica\nutil %", "cost\n$/day", "value\n$/day",
-               "net\n$/day"]
-    for i, header in enumerate(columns):
-        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in results.summary.to_dict("records"):
+    ages = (["batch_feature_age_s_mean", "stream_feature_age_s_mean"] if streams
+            else ["feature_age_s_mean"])
+    # (header, cell) pairs; the cell maps a summary row to its text
+    columns = [
+        (f"{metric}\nmean", lambda row: _with_ci(row, "quality_mean", "{:.4g}")),
+        ("cover-\nage %", lambda row: _with_ci(row, "coverage", "{:.2f}", 100)),
+        ("cold\nstart %", lambda row: _with_ci(row, "cold_start_rate", "{:.2f}", 100)),
+        *((("batch\nfeatures\nage" if c.startswith("batch") else "stream\nfeatures\nage")
+           if streams else "feature\nage",
+           lambda row, c=c: "-" if _nan(row.get(c)) else human_duration(row[c]))
+          for c in ages),
+        *([("p50\nms", lambda row: _with_ci(row, "latency_ms_p50", "{:.1f}"))] if wide else []),
+        ("p99\nms", lambda row: _with_ci(row, "latency_ms_p99", "{:.1f}")),
+        (f">SLO\n{format_duration(slo)} %" if slo else ">SLO\n%",
+         lambda row: _with_ci(row, "slo_violation_rate", "{:.2f}", 100)),
+        *([("wasted\npreds %", lambda row: _with_ci(row, "wasted_prediction_rate", "{:.1f}", 100)),
+           ("replica\nutil %", lambda row: _with_ci(row, "utilization", "{:.0f}", 100))]
+          if wide else []),
+        ("cost\n$/day", lambda row: _with_ci(row, "cost_usd_per_day", "{:,.2f}")),
+        *([("value\n$/day", lambda row: _with_ci(row, "value_usd_per_day", "{:,.0f}"))]
+          if wide else []),
+        ("net\n$/day", lambda row: _with_ci(row, "net_value_usd_per_day", "{:,.0f}")),
+    ]
+    table = _table(title, ["architecture"] + [header for header, _ in columns])
+    for row in summary.to_dict("records"):
         name = row["architecture"]
-
-        def cell(column, pattern, scale=1.0):
-            return _with_ci(row, column, pattern, scale)
-
-        age_columns = (["batch_feature_age_s_mean", "stream_feature_age_s_mean"] if streams
-                       else ["feature_age_s_mean"])
-        table.add_row(
-            name if name == row["kind"] else f"{name} ({row['kind']})",
-            cell("quality_mean", "{:.4g}"),
-            cell("coverage", "{:.2f}", 100),
-            cell("cold_start_rate", "{:.2f}", 100),
-            *("-" if _nan(row.get(c)) else human_duration(row[c]) for c in age_columns),
-            cell("latency_ms_p50", "{:.1f}"),
-            cell("latency_ms_p99", "{:.1f}"),
-            cell("slo_violation_rate", "{:.2f}", 100),
-            cell("wasted_prediction_rate", "{:.1f}", 100),
-            cell("utilization", "{:.0f}", 100),
-            cell("cost_usd_per_day", "{:,.2f}"),
-            cell("value_usd_per_day", "{:,.0f}"),
-            cell("net_value_usd_per_day", "{:,.0f}"),
-        )
+        table.add_row(name if name == row["kind"] else f"{name}\n({row['kind']})",
+                      *(cell(row) for _, cell in columns))
     return table
 
 
@@ -81,11 +90,8 @@ def differences_table(results: Results) -> Table | None:
              ("quality_mean", f"{metric}", "{:+.3g}", 1),
              ("coverage", "coverage\npoints", "{:+.2f}", 100),
              ("latency_ms_p99", "p99\nms", "{:+.1f}", 1)]
-    table = Table(title=f"Difference from {results.baseline} (paired, 95% CI)",
-                  title_justify="left")
-    table.add_column("architecture", no_wrap=True)
-    for _, header, _, _ in shown:
-        table.add_column(header, justify="right")
+    table = _table(f"Difference from {results.baseline} (paired, 95% CI)",
+                   ["architecture"] + [header for _, header, _, _ in shown])
     for name in results.summary["architecture"]:
         if name == results.baseline:
             continue
@@ -96,40 +102,40 @@ def differences_table(results: Results) -> Table | None:
                 cells.append("-")
                 continue
             r = rows.loc[column]
-            cells.append(f"{pattern.format(r['difference'] * scale)} "
-                         f"[{pattern.format(r['low'] * scale)}, {pattern.format(r['high'] * scale)}]")
+            cells.append(f"{pattern.format(r['difference'] * scale)}\n"
+                         f"[{pattern.format(r['low'] * scale)},\n"
+                         f" {pattern.format(r['high'] * scale)}]")
         table.add_row(name, *cells)
     return table
 
 
-def retraining_table(results: Results) -> Table | None:
+def retraining_table(results: Results, wide: bool = False) -> Table | None:
     """Per architecture: training runs in the measured window, training cost per day, the
-    model-age distribution and the metric lost per prediction to each kind of staleness.
-    None when the scenario never retrains and no model staleness or drift is modelled."""
+    model age (p50; p95 and max too when ``wide``) and the metric lost per prediction to each
+    cause. None when the scenario never retrains and no model staleness or drift is
+    modelled."""
     scenario = results.scenario
     retrains = scenario.training is not None or any(
         getattr(a, "training", None) is not None for a in scenario.architectures.values())
     if not (retrains or scenario.quality.model_staleness is not None or scenario.drift):
         return None
     metric = scenario.quality.metric
-    table = Table(title=f"Retraining and staleness ({metric} lost per prediction, by cause)",
-                  title_justify="left")
-    for i, header in enumerate(["architecture", "trainings", "training\n$/day",
-                                "model age\np50", "model age\np95", "model age\nmax",
-                                "lost to\nfeature age", "lost to\ncold start",
-                                "lost to\nfeatures\nit lacks", "lost to\nmodel age",
-                                "lost to\ndrift"]):
-        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    ages = ("p50", "p95", "max") if wide else ("p50",)
+    causes = (("feature_staleness", "feature\nage"), ("cold_start", "cold\nstart"),
+              ("missing_features", "features\nit lacks"), ("model_staleness", "model\nage"),
+              ("drift", "drift"))
+    table = _table(f"Retraining and staleness ({metric} lost per prediction, by cause)",
+                   ["architecture", "train-\nings", "training\n$/day",
+                    *(f"model age\n{k}" for k in ages),
+                    *(f"lost to\n{label}" for _, label in causes)])
     for row in results.summary.to_dict("records"):
         table.add_row(
             row["architecture"],
             _with_ci(row, "trainings", "{:,.1f}" if results.replications > 1 else "{:,.0f}"),
             _with_ci(row, "cost_usd_per_day_training", "{:,.2f}"),
             *("-" if _nan(row.get(f"model_age_s_{k}")) else human_duration(row[f"model_age_s_{k}"])
-              for k in ("p50", "p95", "max")),
-            *(_with_ci(row, f"quality_lost_{k}", "{:.3g}")
-              for k in ("feature_staleness", "cold_start", "missing_features",
-                        "model_staleness", "drift")))
+              for k in ages),
+            *(_with_ci(row, f"quality_lost_{k}", "{:.3g}") for k, _ in causes))
     return table
 
 
@@ -140,8 +146,10 @@ def _with_ci(row: dict, column: str, pattern: str, scale: float = 1.0) -> str:
     text = pattern.format(value * scale)
     half = row.get(f"{column}_ci95")
     if half is not None and not _nan(half):
+        if abs(half) <= 1e-9 * abs(value):  # rounding noise of a constant, not a spread
+            half = 0.0
         half_pattern = "{:.2g}" if pattern.endswith("g}") else pattern
-        text += f" ±{half_pattern.format(half * scale).lstrip('+')}"
+        text += f"\n±{half_pattern.format(half * scale).lstrip('+')}"
     return text
 
 
@@ -161,13 +169,15 @@ def verification_table(frame) -> Table:
     return table
 
 
-def print_results(results: Results, console: Console | None = None) -> None:
+def print_results(results: Results, console: Console | None = None, wide: bool = False) -> None:
+    """The comparison, retraining and difference tables, the verdict and the notes; ``wide``
+    adds the columns a 100-column terminal has no room for (all are in the JSON and CSV)."""
     if console is None:
         console = Console()
         if not console.is_terminal:  # a file or a pipe: no reason to squeeze the table
             console = Console(width=180)
-    console.print(comparison_table(results))
-    retraining = retraining_table(results)
+    console.print(comparison_table(results, wide))
+    retraining = retraining_table(results, wide)
     if retraining is not None:
         console.print(retraining)
     differences = differences_table(results)
