@@ -5,7 +5,9 @@ gives up (``request | timeout``); stores and feature pipelines are read as they 
 request arrives; lookups and inference are ``env.timeout`` calls. It shares with the fast path
 only what defines the model (the scenario, the random draws, the control-plane processes, the
 quality curves) and the metrics code, so the fast path's kernels are checked against an
-implementation written the obvious way. It is also the yardstick for speed.
+implementation written the obvious way. It keeps its own books too: which entities read which
+job's predictions (wasted predictions) and how many replicas it ran when (serving cost,
+replicas, utilisation), so those are cross-checked as well. It is also the yardstick for speed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import simpy
 from sim.architectures.kinds import BatchModel, HybridModel, OnlineModel
 from sim.freshness import FEATURE_TIME_SLACK_S
 from sim.metrics import Outcomes
-from sim.results import Results
+from sim.architectures.kinds import COMPONENTS
+from sim.results import Results, collect
 from sim.scenario import Scenario
 
 
@@ -81,9 +84,8 @@ def simulate_reference(scenario: Scenario, *, replication: int = 0,
                  if m.batcher is not None and m.batcher.spec.autoscaling), default=0.0)
     if every:  # the autoscalers' evaluations up to the end of the horizon and one beyond
         env.run(until=max(env.now, run.end_s) + 1.5 * every)
-    for model in models:
-        model.finish()
-    return run.results()
+    return collect(scenario, [_OwnBooks(model) for model in models], run.accumulators,
+                   replication=replication)
 
 
 class _AfterOthers(simpy.events.Event):
@@ -402,11 +404,83 @@ class _RequestModel:
         for job, slot in zip(out.job[out.job >= 0], out.slot[out.job >= 0]):
             self.used.setdefault(int(job), set()).add(int(slot))
 
-    def finish(self) -> None:
+    def replica_steps(self) -> list[tuple[float, int, int]]:
+        """(time, paid replicas, ready replicas) from each time on, as this engine ran them."""
         if self.batcher is not None:
-            self.arch.serving.pool.log_rows = [self.batcher.log_array()]
-        if self.store is not None:
-            self.store._used = [len(self.used.get(j, ())) for j in range(len(self.store.jobs))]
+            return self.batcher.steps
+        return [(-math.inf, self.resource.capacity, self.resource.capacity)]
+
+
+class _OwnBooks:
+    """One architecture as the reference engine accounts for it, so that the two engines
+    cross-check each other: wasted predictions from the entities this engine saw read each
+    job, and serving replica-seconds from the replica counts its own batcher and autoscaler
+    kept. The control plane (jobs, schedules) and prices are shared; everything else is the
+    architecture's own."""
+
+    def __init__(self, model: _RequestModel):
+        self._model = model
+        self._arch = model.arch
+        self._steps = model.replica_steps() if (model.batcher or model.resource) else None
+
+    def __getattr__(self, name):
+        return getattr(self._arch, name)
+
+    def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
+        """(scored, unused) over the jobs replaced within the window: a job is replaced when
+        a job with a newer data cut-off becomes visible (at once, if one already is), and its
+        unused predictions are those of entities that never read it."""
+        if self._model.store is None:
+            return 0, 0
+        rows = self._model.store.jobs.rows
+        scored = unused = 0
+        for i, row in enumerate(rows):
+            if row["visible_at_s"] < 0:
+                continue  # in force before requests began: its use was not simulated
+            newer = [r["visible_at_s"] for r in rows if r["cutoff_s"] > row["cutoff_s"]]
+            if not newer:
+                continue  # still in use at the end
+            replaced_at = max(row["visible_at_s"], min(newer))
+            if start_s < replaced_at <= end_s:
+                scored += int(row["scored"])
+                unused += int(row["scored"]) - len(self._model.used.get(i, ()))
+        return scored, unused
+
+    def cost_usd_per_day(self, start_s: float, end_s: float) -> dict[str, float]:
+        costs = self._arch.cost_usd_per_day(start_s, end_s)
+        if self._steps is not None:
+            replicas = _OwnReplicas(self._arch.serving.spec, self._steps)
+            paid_s = replicas.bucket_replica_seconds(np.array([start_s, end_s]))[0]
+            costs["serving"] = paid_s / (end_s - start_s) * 24 * \
+                self._arch.scenario.costs.replica_hour
+            costs["total"] = sum(costs[c] for c in COMPONENTS)
+        return costs
+
+    def serving_stats(self):
+        stats = self._arch.serving_stats()
+        if stats is None:
+            return None
+        replicas = _OwnReplicas(self._arch.serving.spec, self._steps)
+        start_s, end_s = self._arch.scenario.warmup, self._arch.scenario.end_s
+        ready_s = replicas.bucket_replica_seconds(np.array([start_s, end_s]), ready=True)[0]
+        return {**stats, "replicas": ready_s / (end_s - start_s), "serving": replicas}
+
+
+class _OwnReplicas:
+    """The serving replicas the reference engine ran: a step function of (paid, ready)."""
+
+    def __init__(self, spec, steps: list[tuple[float, int, int]]):
+        self.spec = spec
+        self.steps = steps
+
+    def bucket_replica_seconds(self, edges_s: np.ndarray, ready: bool = False) -> np.ndarray:
+        """Replica-seconds (paid, or ``ready``) between consecutive ``edges_s``."""
+        k = 2 if ready else 1
+        ends = [t for t, *_ in self.steps[1:]] + [math.inf]
+        edges = np.asarray(edges_s, dtype=float)
+        return np.array([sum(step[k] * max(0.0, min(end, b) - max(step[0], a))
+                             for step, end in zip(self.steps, ends))
+                         for a, b in zip(edges[:-1], edges[1:])])
 
 
 class _Waiting:
@@ -453,7 +527,8 @@ class _Batcher:
         # areas under the curves since the last evaluation
         self.last_s = env.now
         self.area = dict(busy=0.0, ready=0.0, queue=0.0)
-        self.rows: list[list[float]] = []
+        # (time, paid, ready) from each change on: the replicas this engine ran, for cost
+        self.steps: list[tuple[float, int, int]] = [(env.now, serving.replicas, serving.replicas)]
         self.last_scale_s = -np.inf
         env.process(self._dispatcher())
         if serving.autoscaling is not None:
@@ -515,7 +590,13 @@ class _Batcher:
         self._advance()
         setattr(self, was, getattr(self, was) - 1)
         self.idle += 1
+        if was == "warming":
+            self._step()
         self._poke()
+
+    def _step(self) -> None:
+        self.steps.append((self.env.now, self.idle + self.busy + self.warming,
+                           self.idle + self.busy))
 
     def _autoscaler(self, auto):
         env = self.env
@@ -540,7 +621,6 @@ class _Batcher:
                 if abs(ratio - 1.0) > auto.tolerance:
                     desired = math.ceil(ready * ratio - 1e-9)
             desired = max(auto.min, min(auto.max, desired))
-            paid_before = total
             if desired > total:
                 for _ in range(desired - total):
                     if auto.warmup > 0:
@@ -556,11 +636,5 @@ class _Batcher:
                 self.idle -= removed
                 if removed:
                     self.last_scale_s = t
-            self.rows.append([t, paid_before * auto.every, a["ready"], a["busy"], a["queue"],
-                              len(self.queue), self.idle + self.busy + self.warming,
-                              self.idle + self.busy, util])
+            self._step()
             self.area = dict.fromkeys(self.area, 0.0)
-
-    def log_array(self) -> np.ndarray:
-        from sim.serving import LOG_COLUMNS
-        return np.array(self.rows, dtype=float).reshape(-1, len(LOG_COLUMNS))

@@ -1,7 +1,8 @@
 """The fast path against the reference engine (one SimPy process per request), request by request.
 
-Same scenario and seed must give the same latency, queue wait, feature age, model age, quality
-and fallback for every request, to 1e-9, and the same summary.
+Same scenario and seed must give the same latency, queue wait, feature ages, cold starts, model
+age, quality and fallback for every request, to 1e-9, and the same summary, whose wasted
+predictions, serving cost, replicas and utilisation each engine computes from its own records.
 """
 
 from collections import defaultdict
