@@ -79,6 +79,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# A real server on 127.0.0.1 and the machine's own timing: `make fidelity` runs these, not
+# `make test` (they are skipped as often as they run on a busy or virtual machine).
+pytestmark = pytest.mark.fidelity
+
 ROOT = Path(__file__).resolve().parents[1]
 STATS = ("p50", "p95", "p99", "mean")
 REPLAY_BOUNDS = {"p50": 0.03, "mean": 0.04, "p95": 0.10, "p99": 0.12}

@@ -15,6 +15,8 @@ import sim
 from sim import engine
 from tests.conftest import SCENARIOS, make_scenario, online
 
+pytestmark = pytest.mark.slow  # a minute or more on 2 cores; still in make test
+
 FIELDS = ("t_s", "latency_s", "queue_wait_s", "feature_age_s", "model_age_s", "quality",
           "fallback", "timed_out", "service_s", "busy_s", "batch_age_s", "stream_age_s",
           "cold_start")

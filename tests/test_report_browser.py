@@ -19,10 +19,10 @@ import pytest
 from tests.test_report import PNGS, report_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(
     not Path(CHROMIUM).is_file(),
     reason="headless Chromium not found at /usr/bin/chromium: install Debian's package with "
-           "`apt-get install -y chromium` to run the browser check of the HTML report")
+           "`apt-get install -y chromium` to run the browser check of the HTML report")]
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -26,6 +26,7 @@ def test_closed_forms_reproduce_the_published_erlang_c_example():
     assert theory.periodic_age(3600, 600) == (2400, 4200)
 
 
+@pytest.mark.slow
 def test_verify_quick_passes_every_case():
     done = subprocess.run([str(PREDSIM), "verify", "--quick"], capture_output=True, text=True,
                           env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
@@ -91,6 +92,7 @@ def test_verify_catches_a_batcher_that_lingers(monkeypatch):
     assert not rows[0]["passed"]
 
 
+@pytest.mark.slow
 def test_mgc_lognormal_agrees_with_ciw():
     pytest.importorskip("ciw")
     check = verify.mgc_against_ciw(servers=3, rho=0.8, ciw_runs=5, ciw_horizon_s=300.0, n=10)
