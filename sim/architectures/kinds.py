@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import simpy
+from numba import njit
 
 from sim.architectures.base import World, empty_outcomes
 from sim.architectures.parts import (BatchFeaturePipeline, OnlineServing, StoredPredictions,
@@ -19,6 +20,17 @@ from sim.workload import Chunk
 COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training")
 LOSS_KEYS = ("predictions", "feature_staleness", "cold_start", "missing_features",
              "model_staleness", "drift")
+
+
+@njit(cache=True, nogil=True)
+def _masked_sum(values, mask):
+    """The sum of ``values`` where ``mask`` holds, in one pass (a BLAS dot product with a 0/1
+    weight wakes OpenBLAS's threads, which costs milliseconds per call on a busy machine)."""
+    total = 0.0
+    for i in range(values.shape[0]):
+        if mask[i]:
+            total += values[i]
+    return total
 
 
 class _Common:
@@ -46,13 +58,12 @@ class _Common:
         weight = np.logical_not(fallback)
         if t_s.size and t_s[0] < self.scenario.warmup:
             weight &= t_s >= self.scenario.warmup
-        weight = weight.astype(float)
-        n = float(weight.sum())
+        n = float(np.count_nonzero(weight))
         self.losses["predictions"] += n
-        self.losses["model_staleness"] += float(loss @ weight)
+        self.losses["model_staleness"] += _masked_sum(loss, weight)
         for key, part in (("feature_staleness", staleness), ("cold_start", cold)):
             if not np.isscalar(part):
-                self.losses[key] += float(part @ weight)
+                self.losses[key] += _masked_sum(part, weight)
                 loss += part
         self.losses["missing_features"] += missing * n
         loss += missing
@@ -60,7 +71,8 @@ class _Common:
             newest = ages.newest_s()
             drift = drift_loss(self.scenario.drift, t_s, model_cutoff_s,
                                None if newest is None else t_s - newest)
-            self.losses["drift"] += float(np.broadcast_to(drift, t_s.shape) @ weight)
+            self.losses["drift"] += (_masked_sum(drift, weight) if np.ndim(drift)
+                                     else float(drift) * n)
             loss += drift
         value = np.subtract(q.fresh, loss, out=loss)
         np.clip(value, 0.0, q.fresh, out=value)
