@@ -53,6 +53,7 @@ class RateProfile:
         self.hourly = None
         if arrivals.profile is not None:
             hourly = np.asarray(arrivals.profile, dtype=float)
+            hourly = hourly / hourly.max()  # first, so that a tiny profile's mean is not 0
             self.hourly = hourly / hourly.mean()
         self.bursts = [(b.at, b.at + b.duration, b.multiplier) for b in arrivals.bursts or ()]
 

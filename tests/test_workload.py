@@ -70,7 +70,8 @@ patterns = st.one_of(
                            "weekend_factor": st.floats(0.1, 3.0)}),
     st.fixed_dictionaries({"profile": st.lists(st.floats(0.0, 5.0), min_size=24, max_size=24)
                            .filter(lambda p: sum(p) > 0)}))
-bursts = st.lists(st.fixed_dictionaries({"at": st.floats(0, 3 * DAY), "duration":
+# A duration is 0 or at least a nanosecond (the scenario refuses anything in between).
+bursts = st.lists(st.fixed_dictionaries({"at": st.just(0.0) | st.floats(1e-9, 3 * DAY), "duration":
                                          st.floats(1.0, DAY), "multiplier": st.floats(0.1, 8.0)}),
                   max_size=3)
 
