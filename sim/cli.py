@@ -35,7 +35,36 @@ def _load(path: str, overrides: tuple[str, ...], seed: int | None = None):
         raise BadInput("\n".join(exc.problems)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_FORCE_HELP = ("Run even when the preflight finds an absurd number of control-plane events "
+               "(jobs overlapping, windows far shorter than the gap between requests); never "
+               "past a memory refusal.")
+
+
+def _force_option(command):
+    """--force, on every command that simulates (see sim/preflight.py)."""
+    return click.option("--force", is_flag=True, help=_FORCE_HELP)(command)
+
+
+class _Commands(click.Group):
+    """The command group; an output that cannot be written (a full disk, a read-only folder)
+    is bad input: one clear line, exit 2, nothing overwritten (sim.report.WriteError)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            from sim.report import WriteError, write_error_message
+            if isinstance(exc, WriteError):
+                raise BadInput(write_error_message(exc)) from None
+            raise
+        except ValueError as exc:  # a result that overflowed: bad input, naming the metric
+            from sim.results import NonFiniteResult
+            if isinstance(exc, NonFiniteResult):
+                raise BadInput(str(exc)) from None
+            raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="predsim-ml", prog_name="predsim")
 def main():
     """predsim: simulate batch, online, streaming and hybrid prediction on your own workload
@@ -69,8 +98,9 @@ def main():
 @click.option("--wide", is_flag=True, help="Also show p50 latency, wasted predictions, replica "
                                            "utilisation, value per day and the model age's p95 "
                                            "and max (too wide for a 100-column terminal).")
+@_force_option
 def run(scenario, overrides, seed, as_json, out_dir, replications, baseline, target_precision,
-        max_replications, workers, engine, wide):
+        max_replications, workers, engine, wide, force):
     """Simulate every architecture in SCENARIO and compare them."""
     import sim
     from sim.replications import default_workers
@@ -80,6 +110,8 @@ def run(scenario, overrides, seed, as_json, out_dir, replications, baseline, tar
     if baseline is not None and baseline not in spec.architectures:
         raise BadInput(f"{scenario}: --baseline {baseline!r} is not an architecture of this "
                        f"scenario (choose from {', '.join(spec.architectures)})")
+    notes = _preflight(spec, replications, force=force, parallel=workers or default_workers(),
+                       label=scenario, engine=engine)
     results = _with_progress(
         lambda progress: sim.run(spec, replications, baseline=baseline,
                                  target_precision=target_precision,
@@ -87,6 +119,7 @@ def run(scenario, overrides, seed, as_json, out_dir, replications, baseline, tar
                                  workers=workers or default_workers(), engine=engine,
                                  progress=progress),
         f"Simulating {spec.name}")
+    results.notes.extend(n for n in notes if n not in results.notes)
     if as_json:
         click.echo(to_json(results))
     else:
@@ -140,6 +173,30 @@ def _with_progress(work, description: str):
                   TimeRemainingColumn(), console=console, transient=True) as progress:
         task = progress.add_task(description, total=1.0)
         return work(lambda done: progress.update(task, completed=done))
+
+
+def _preflight(scenarios, replications: int = 1, *, force: bool = False, parallel: int = 1,
+               label: str | None = None, time_scenarios=None, engine: str = "fast"
+               ) -> list[str]:
+    """Estimate the simulations a command is about to run (sim/preflight.py) before any starts:
+    a refusal exits 2 with its message; warnings (a run longer than a minute) go to stderr and
+    are returned, for the JSON's notes. An estimate that fails itself never stops the run."""
+    from sim.preflight import PreflightError, check, estimate_many
+
+    if not isinstance(scenarios, (list, tuple)):
+        scenarios = [scenarios]
+    try:
+        est = check(estimate_many(scenarios, replications, parallel=parallel, label=label,
+                                  time_scenarios=time_scenarios, engine=engine), force=force)
+    except PreflightError as exc:
+        raise BadInput(str(exc)) from None
+    except Exception:  # noqa: BLE001 - the preflight advises; the simulation decides
+        if os.environ.get("PREDSIM_DEBUG"):
+            raise
+        return []
+    for warning in est.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    return list(est.warnings)
 
 
 def entry() -> None:
@@ -344,8 +401,9 @@ def _check_baseline(scenario: str, spec, baseline: str | None, option: str = "--
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Simulations run in parallel in this many processes (default: CPU cores). "
                    "Results do not depend on it.")
+@_force_option
 def report(scenario, out_dir, overrides, seed, replications, baseline, analysis_horizon,
-           analysis_replications, no_analysis, workers):
+           analysis_replications, no_analysis, workers, force):
     """Write the report for a manager on SCENARIO to --out: a recommendation in one sentence,
     the comparison with confidence intervals, plots, the traffic at which the decision flips,
     the inputs that matter most, the A/B test that would confirm it, and the assumptions."""
@@ -368,10 +426,12 @@ def report(scenario, out_dir, overrides, seed, replications, baseline, analysis_
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise BadInput(f"--out {out_dir}: exists and is not a folder")
     workers = workers or default_workers()
+    notes = _preflight(spec, replications, force=force, parallel=workers, label=scenario)
     results = _with_progress(
         lambda progress: sim.run(spec, replications, baseline=baseline, workers=workers,
                                  progress=progress),
         f"Simulating {spec.name}")
+    results.notes.extend(n for n in notes if n not in results.notes)
     analysis = Analysis(horizon_s=horizon_s, replications=analysis_replications,
                         breakeven=not no_analysis, sensitivity=not no_analysis)
     built = _with_progress(
@@ -382,8 +442,8 @@ def report(scenario, out_dir, overrides, seed, replications, baseline, analysis_
     try:
         written = built.write(out_dir)
     except OSError as exc:
-        raise BadInput(f"--out {out_dir}: cannot write the report ({exc.strerror or exc})") \
-            from None
+        from sim.report import write_error_message
+        raise BadInput(write_error_message(exc, out_dir)) from None
     click.echo(built.recommendation.sentence)
     click.echo(f"Wrote {len(written)} files to {out_dir}/: open {Path(out_dir) / 'report.html'}")
 
@@ -430,9 +490,10 @@ def report(scenario, out_dir, overrides, seed, replications, baseline, analysis_
               help="With --requests-per-user: coefficient of variation of requests per user "
                    "(default 0: every user the same).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_force_option
 def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alpha, one_sided,
            traffic_share, overrides, seed, replications, baseline, arch, unit, icc,
-           requests_per_user, cv, as_json):
+           requests_per_user, cv, as_json, force):
     """Sample size per arm and days of traffic an A/B test needs to confirm an uplift.
 
     Two modes: `predsim abtest --baseline-rate 0.05 --uplift 0.03 --relative --daily-traffic 1e6`,
@@ -481,7 +542,7 @@ def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alph
                                f"choose the arms)")
             result = _abtest_from_scenario(scenario, overrides, seed, replications, baseline,
                                            arch, alpha, power, not one_sided, traffic_share,
-                                           traffic, user_options)
+                                           traffic, user_options, force=force)
     except PlanError as exc:
         where = (f"--{exc.field.replace('_', '-')}: " if exc.field in user_options else
                  f"{scenario}: " if scenario else
@@ -495,7 +556,7 @@ def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alph
 
 
 def _abtest_from_scenario(scenario, overrides, seed, replications, baseline, arch, alpha,
-                          power, two_sided, traffic_share, traffic, user_options):
+                          power, two_sided, traffic_share, traffic, user_options, force=False):
     import sim
     from sim.abtest import plan_from_results
     from sim.manager_report import recommend
@@ -507,6 +568,7 @@ def _abtest_from_scenario(scenario, overrides, seed, replications, baseline, arc
     if len(spec.architectures) < 2:
         raise BadInput(f"{scenario}: an A/B test needs two architectures; this scenario has "
                        f"one ({', '.join(spec.architectures)})")
+    _preflight(spec, replications, force=force, parallel=default_workers(), label=scenario)
     results = _with_progress(
         lambda progress: sim.run(spec, replications, baseline=baseline,
                                  workers=default_workers(), progress=progress),
@@ -597,8 +659,9 @@ def _evaluation_printer():
               help="Every point uses the scenario's seed (the same requests), instead of a seed "
                    "derived from the point.")
 @click.option("--no-plots", is_flag=True, help="Write the tables only.")
+@_force_option
 def sweep(scenario, grid, random_points, ranges, design, replications, workers, dask, resume,
-          out_dir, overrides, seed, common_random_numbers, no_plots):
+          out_dir, overrides, seed, common_random_numbers, no_plots, force):
     """Simulate SCENARIO at every point of a grid (and/or random points in ranges), each over
     replications, and write one tidy table: a row per point and architecture, the swept keys as
     columns, means and 95% CIs. Each point's seed derives from the scenario seed and the point,
@@ -620,6 +683,10 @@ def sweep(scenario, grid, random_points, ranges, design, replications, workers, 
         replications=replications, out=out_dir, resume=resume,
         common_random_numbers=common_random_numbers, overrides=overrides, seed=seed))
     todo = len(plan.remaining)
+    left = {p.id for p in plan.remaining}
+    _preflight(plan.scenarios, replications, force=force, label=scenario,
+               parallel=getattr(executor, "workers", None) or os.cpu_count() or 1,
+               time_scenarios=[s for p, s in zip(plan.points, plan.scenarios) if p.id in left])
     if todo:
         _search_errors(executor.__enter__)
     try:
@@ -631,7 +698,8 @@ def sweep(scenario, grid, random_points, ranges, design, replications, workers, 
     try:
         written = write_outputs(table, out_dir, plots=not no_plots)
     except OSError as exc:
-        raise BadInput(f"--out {out_dir}: cannot write ({exc.strerror or exc})") from None
+        from sim.report import write_error_message
+        raise BadInput(write_error_message(exc, out_dir)) from None
     resumed = f", {plan.resumed} of them resumed from {out_dir}/" if plan.resumed else ""
     where = executor.describe() if todo else "nothing left to run"
     click.echo(f"{len(plan.points)} points x {replications} replications = "
@@ -682,8 +750,9 @@ def _run_search(executor, work):
 @_scale_out_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
+@_force_option
 def optimize(scenario, vary, objective, constraints, arch, method, replications, tolerance,
-             max_evaluations, window, workers, dask, overrides, seed):
+             max_evaluations, window, workers, dask, overrides, seed, force):
     """Find the configuration that minimises (or maximises) a metric subject to constraints,
     with far fewer simulations than a grid; prints how many it used.
 
@@ -694,6 +763,9 @@ def optimize(scenario, vary, objective, constraints, arch, method, replications,
     from sim.search import optimize as search
 
     _load(scenario, overrides, seed)
+    from sim.preflight import corner_scenarios
+    _preflight(corner_scenarios(scenario, overrides, seed, vary), replications, force=force,
+               parallel=workers or os.cpu_count() or 1, label=scenario, time_scenarios=[])
     result = _run_search(_executor(workers, dask), lambda executor: search(
         scenario, list(vary), objective, list(constraints), arch=arch,
         replications=replications, method=method, tolerance=tolerance,
@@ -724,14 +796,16 @@ def optimize(scenario, vary, objective, constraints, arch, method, replications,
 @_scale_out_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
+@_force_option
 def capacity(scenario, arch, constraints, replications, tolerance, max_evaluations, window,
-             workers, dask, overrides, seed):
+             workers, dask, overrides, seed, force):
     """The highest arrival rate (workload.arrivals.rate, the mean rate) at which an architecture
     stays within its SLO at the busiest hour of its traffic (--window), by bisection on the
     rate; prints the answer with its bracket and the window judged."""
     from sim.search import capacity as search
 
-    _load(scenario, overrides, seed)
+    _preflight(_load(scenario, overrides, seed), replications, force=force,
+               parallel=workers or os.cpu_count() or 1, label=scenario, time_scenarios=[])
     result = _run_search(_executor(workers, dask), lambda executor: search(
         scenario, arch, list(constraints), replications=replications, tolerance=tolerance,
         max_evaluations=max_evaluations, executor=executor, overrides=overrides, seed=seed,
@@ -916,8 +990,9 @@ def calibrate_freshness(file, metric, fresh, lower_is_better, form, age_column, 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
+@_force_option
 def retrain_advice(scenario, intervals, policies, replications, workers, dask, out_dir, as_json,
-                   overrides, seed):
+                   overrides, seed, force):
     """How often to retrain: simulate SCENARIO with each retraining interval (and policy) and
     print the net value per day (value - cost) of each, per architecture, with 95% confidence
     intervals, and the best. Every candidate sees the same requests (common random numbers).
@@ -934,11 +1009,16 @@ def retrain_advice(scenario, intervals, policies, replications, workers, dask, o
     chosen = _search_errors(lambda: (parse_intervals(intervals), parse_policies(policies)))
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise BadInput(f"--out {out_dir}: exists and is not a folder")
+    from sim.preflight import advice_scenarios
+    notes = _preflight(advice_scenarios(scenario, overrides, seed, *chosen) or [spec],
+                       replications, force=force, parallel=workers or os.cpu_count() or 1,
+                       label=scenario)
     result = _run_search(_executor(workers, dask), lambda executor: _with_progress(
         lambda progress: advise(scenario, *chosen, replications=replications,
                                 executor=executor, overrides=overrides, seed=seed,
                                 progress=progress),
         f"Retraining advice for {spec.name}"))
+    result.notes.extend(n for n in notes if n not in result.notes)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -954,6 +1034,7 @@ def retrain_advice(scenario, intervals, policies, replications, workers, dask, o
         try:
             written = write_advice(result, out_dir)
         except OSError as exc:
-            raise BadInput(f"--out {out_dir}: cannot write ({exc.strerror or exc})") from None
+            from sim.report import write_error_message
+            raise BadInput(write_error_message(exc, out_dir)) from None
         if not as_json:
             click.echo(f"Wrote {', '.join(p.name for p in written)} to {out_dir}/")

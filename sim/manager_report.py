@@ -1168,24 +1168,24 @@ class ManagerReport:
                 + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
 
     def write(self, out_dir: str | Path) -> list[Path]:
-        """Write the PNGs, ``report.md`` and the self-contained ``report.html``, atomically."""
+        """Write the PNGs, ``report.md`` and the self-contained ``report.html``: all staged as
+        fsynced temporaries first, then renamed into place together (a full disk or a
+        read-only folder fails before anything is overwritten; see :class:`sim.report.OutputBatch`)."""
         import matplotlib.pyplot as plt
 
-        from sim.report import _atomic_write, _atomic_write_figure
+        from sim.report import OutputBatch, render_png
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         written, images = [], {}
-        for figure in self.figures():
-            fig = figure.make()
-            try:
-                path = _atomic_write_figure(out / figure.name, fig)
-            finally:
-                plt.close(fig)
-            images[figure.name] = path.read_bytes()
-            written.append(path)
-        written.append(_atomic_write(out / "report.md", self.to_markdown()))
-        written.append(_atomic_write(out / "report.html", self.to_html(images)))
+        with OutputBatch(out_dir) as batch:
+            for figure in self.figures():
+                fig = figure.make()
+                try:
+                    images[figure.name] = render_png(fig)
+                finally:
+                    plt.close(fig)
+                written.append(batch.add(figure.name, images[figure.name]))
+            written.append(batch.add("report.md", self.to_markdown()))
+            written.append(batch.add("report.html", self.to_html(images)))
         return written
 
 

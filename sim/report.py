@@ -1,15 +1,21 @@
 """Results -> terminal tables and files. Never simulates.
 
-Every file is written to a temporary name in the target folder and renamed into place, so an
-interrupted run never leaves a half-written file where a good one was.
+Every file is written to a temporary name in the target folder, fsynced and renamed into place
+(:class:`OutputBatch`), so an interrupted run never leaves a half-written file where a good one
+was, and a full disk or a read-only folder fails with a clear message before anything is
+overwritten (:class:`WriteError`).
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
 import os
+import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -210,26 +216,270 @@ def resolved_yaml(results_or_scenario) -> str:
 
 
 def write_outputs(results: Results, out_dir: str | Path) -> list[Path]:
-    """Write summary.csv, timeseries.csv, results.json, scenario.resolved.yaml and PNG plots."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [
-        _atomic_write(out / "summary.csv", results.summary.to_csv(index=False)),
-        _atomic_write(out / "timeseries.csv", results.timeseries.to_csv(index=False)),
-        _atomic_write(out / "results.json", to_json(results) + "\n"),
-        _atomic_write(out / "scenario.resolved.yaml", resolved_yaml(results)),
-    ]
+    """Write summary.csv, timeseries.csv, results.json, scenario.resolved.yaml and PNG plots,
+    all staged first and renamed into place together (see :class:`OutputBatch`)."""
     import matplotlib.pyplot as plt
+
     plot = results.plot
-    for name, figure in (("latency_cdf.png", plot.latency_cdf), ("feature_age.png", plot.feature_age),
-                         ("quality_over_time.png", plot.quality_over_time),
-                         ("serving_load.png", plot.serving_load),
-                         ("cost_breakdown.png", plot.cost_breakdown),
-                         ("net_value.png", plot.net_value)):
-        fig = figure()
-        written.append(_atomic_write_figure(out / name, fig))
-        plt.close(fig)
+    with OutputBatch(out_dir) as batch:
+        written = [
+            batch.add("summary.csv", results.summary.to_csv(index=False)),
+            batch.add("timeseries.csv", results.timeseries.to_csv(index=False)),
+            batch.add("results.json", to_json(results) + "\n"),
+            batch.add("scenario.resolved.yaml", resolved_yaml(results)),
+        ]
+        for name, figure in (("latency_cdf.png", plot.latency_cdf),
+                             ("feature_age.png", plot.feature_age),
+                             ("quality_over_time.png", plot.quality_over_time),
+                             ("serving_load.png", plot.serving_load),
+                             ("cost_breakdown.png", plot.cost_breakdown),
+                             ("net_value.png", plot.net_value)):
+            fig = figure()
+            try:
+                written.append(batch.add(name, render_png(fig)))
+            finally:
+                plt.close(fig)
     return written
+
+
+# --------------------------------------------------------------------------------------------
+# Writing files: atomically, durably, with a clear message when the disk says no
+# --------------------------------------------------------------------------------------------
+#
+# Every output goes through OutputBatch (or atomic_write, a batch of one file): the bytes are
+# written to a temporary file in the target folder (".NAME.predsim-PID-XXXX.tmp"), flushed and
+# fsynced; only when every file of the batch is staged are they renamed into place
+# (os.replace) and the folder fsynced. So a full disk or a read-only folder fails before
+# anything is overwritten, and a crash (SIGKILL, power loss) leaves each output either the old
+# complete file or the new complete one, never a truncated one. Temporary files a crash left
+# behind are removed by the next write into the folder.
+
+_TEMP = re.compile(r"^\..+\.predsim-(\d+)-[A-Za-z0-9_]+\.tmp$")
+WRITE_SPACE_ERRORS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+class WriteError(OSError):
+    """An output could not be written. No half-written file was left behind; ``replaced``
+    lists the outputs already renamed into place by this batch (normally none: a batch fails
+    while staging, before it overwrites anything)."""
+
+    def __init__(self, path: str | Path, cause: OSError, replaced: Sequence[Path] = (),
+                 advice: str | None = None, creating: bool = False):
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.path = Path(path)
+        self.cause = cause
+        self.replaced = list(replaced)
+        self.advice = advice
+        self.creating = creating
+
+    def __str__(self) -> str:
+        return write_error_message(self)
+
+
+def write_error_message(exc: OSError, out: str | Path | None = None) -> str:
+    """The one-line message a user sees when an output cannot be written, e.g.
+    ``predsim: could not write out/summary.csv: no space left on device (nothing was
+    overwritten; free space or choose another --out)``. ``out`` names the target when ``exc``
+    carries no file name."""
+    wrapped = isinstance(exc, WriteError)
+    creating = wrapped and exc.creating
+    path = exc.path if wrapped else Path(exc.filename) if exc.filename else \
+        Path(out) if out is not None else Path(".")
+    folder = path.parent
+    if creating:  # the folder that refused is the deepest one that exists
+        while folder != folder.parent and not folder.exists():
+            folder = folder.parent
+    code = exc.errno
+    if code == errno.ENOSPC:
+        reason = "no space left on device"
+    elif code == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    elif code == errno.EFBIG:
+        reason = "file too large (over the file-size limit, see ulimit -f)"
+    elif code in (errno.EACCES, errno.EPERM):
+        reason = f"permission denied: {folder} is read-only for this user"
+    elif code == errno.EROFS:
+        reason = f"read-only file system: {folder} is read-only"
+    else:
+        reason = (exc.strerror or str(exc)).rstrip(".")
+        reason = reason[:1].lower() + reason[1:]
+    replaced = exc.replaced if wrapped else []
+    state = ("nothing was overwritten" if not replaced else
+             f"{len(replaced)} file{'s' if len(replaced) != 1 else ''} already replaced, "
+             f"the others unchanged")
+    advice = exc.advice if wrapped and exc.advice else \
+        "free space or choose another --out" if code in WRITE_SPACE_ERRORS else \
+        "choose another --out"
+    return f"predsim: could not {'create' if creating else 'write'} {path}: {reason} " \
+           f"({state}; {advice})"
+
+
+def ensure_folder(folder: str | Path, advice: str | None = None) -> Path:
+    """``mkdir -p folder`` (the parent fsynced when it is new), failing with a WriteError."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fsync_folder(folder.parent)  # the new folder's name survives a crash too
+    except FileExistsError as exc:  # a file of that name
+        raise WriteError(folder, OSError(errno.ENOTDIR, "exists and is not a folder"),
+                         advice=advice or "choose another --out", creating=True) from exc
+    except OSError as exc:
+        raise WriteError(folder, exc, advice=advice, creating=True) from exc
+    return folder
+
+
+def render_png(fig, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (no timestamp or version in the metadata)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+class OutputBatch:
+    """Files for one folder, staged as fsynced temporaries and renamed into place together.
+
+    >>> with OutputBatch(out) as batch:
+    ...     batch.add("summary.csv", text)
+    ...     batch.add("plot.png", render_png(fig))
+    # on leaving the block without an exception every file is renamed into place; with one,
+    # the temporaries are removed and nothing in the folder has changed.
+    """
+
+    def __init__(self, folder: str | Path, advice: str | None = None):
+        self.folder = Path(folder)
+        self.advice = advice
+        self.staged: list[tuple[str, Path]] = []
+        self.replaced: list[Path] = []
+        self._cleaned = False
+
+    def __enter__(self) -> OutputBatch:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def add(self, name: str | Path, data: bytes | str) -> Path:
+        """Stage ``data`` (text is UTF-8) for ``folder/name``; returns the final path."""
+        path = self.folder / name
+        if not self._cleaned:
+            ensure_folder(self.folder, self.advice)
+            remove_stale_temps(self.folder)
+            self._cleaned = True
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.predsim-"
+                                       f"{os.getpid()}-", suffix=".tmp")
+        except OSError as exc:
+            self.discard()
+            raise WriteError(path, exc, advice=self.advice) from exc
+        self.staged.append((tmp, path))
+        try:
+            try:
+                os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs look ordinary
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.discard()
+            raise WriteError(path, exc, advice=self.advice) from exc
+        except BaseException:
+            self.discard()
+            raise
+        return path
+
+    def commit(self) -> list[Path]:
+        """Rename every staged file into place, then fsync the folder."""
+        paths = []
+        try:
+            while self.staged:
+                tmp, path = self.staged[0]
+                os.replace(tmp, path)
+                self.staged.pop(0)
+                self.replaced.append(path)
+                paths.append(path)
+        except OSError as exc:
+            path = self.staged[0][1]
+            replaced = list(self.replaced)
+            self.discard()
+            raise WriteError(path, exc, replaced, advice=self.advice) from exc
+        except BaseException:
+            self.discard()
+            raise
+        fsync_folder(self.folder)
+        return paths
+
+    def discard(self) -> None:
+        """Remove the staged temporaries (the folder keeps whatever it had)."""
+        for tmp, _ in self.staged:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        self.staged = []
+
+
+def atomic_write(path: str | Path, data: bytes | str, advice: str | None = None) -> Path:
+    """Write one file so that a crash leaves the old file or the new one, never a mix: a
+    temporary file in the same folder, fsync, rename, fsync of the folder."""
+    path = Path(path)
+    with OutputBatch(path.parent, advice) as batch:
+        batch.add(path.name, data)
+    return path
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """fsync a folder so that renames in it survive a power loss (best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without folder descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporaries that an interrupted predsim left in ``folder``: names
+    ``.NAME.predsim-PID-XXXX.tmp`` whose process is gone (a live writer's are left alone)."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -238,27 +488,11 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; files should look ordinary
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def _atomic_write(path: Path, text: str | bytes) -> Path:
+    """Kept for callers of the old name: :func:`atomic_write`."""
+    return atomic_write(path, text)
 
 
 def _atomic_write_figure(path: Path, fig) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """A figure as PNG, written with :func:`atomic_write`."""
+    return atomic_write(path, render_png(fig))

@@ -34,6 +34,41 @@ def version() -> str:
         return "0+unknown"
 
 
+class NonFiniteResult(ValueError):
+    """A result that overflowed to infinity (or is NaN where a number is required): the
+    scenario's numbers are too large to simulate. ``where`` names the metric."""
+
+    def __init__(self, where: str, value: float, scenario: str = ""):
+        self.where = where
+        self.value = value
+        prefix = f"{scenario}: " if scenario else ""
+        super().__init__(
+            f"{prefix}the result {where} is {value} (it overflowed): the scenario's numbers "
+            f"are too large to simulate; make the prices, the value per outcome, the metric or "
+            f"the times smaller")
+
+
+def check_finite(data, where: str = "", scenario: str = ""):
+    """``data`` (the JSON object) with every NaN (not applicable) made None; NonFiniteResult
+    naming the first infinite number (as a key path such as
+    ``architectures[online].value_per_day``)."""
+    if isinstance(data, dict):
+        return {key: check_finite(value, f"{where}.{key}" if where else str(key), scenario)
+                for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        out = []
+        for i, value in enumerate(data):
+            label = value.get("name") if isinstance(value, dict) else None
+            out.append(check_finite(value, f"{where}[{label if isinstance(label, str) else i}]",
+                                    scenario))
+        return out
+    if isinstance(data, float) and math.isnan(data):
+        return None
+    if isinstance(data, float) and not math.isfinite(data):
+        raise NonFiniteResult(where, data, scenario)
+    return data
+
+
 @dataclass
 class Results:
     """What a run measured, per architecture."""
@@ -102,7 +137,9 @@ class Results:
             out["verdict"] = self.verdict
         out["notes"] = self.notes
         out["resolved_scenario"] = self.scenario.to_yaml_dict()
-        return out
+        # Valid JSON always: NaN (not applicable) is already null; anything infinite is an error
+        # that names the metric, never an Infinity token or a crash in json.dumps.
+        return check_finite(out, scenario=self.scenario.name)
 
 
 def _metrics(row: dict, suffix: str) -> dict:
@@ -139,7 +176,7 @@ def _metrics(row: dict, suffix: str) -> dict:
 
 
 def _num(x) -> float | None:
-    """JSON-safe number: NaN becomes null."""
+    """JSON-safe number: NaN becomes null (infinity is caught by :func:`check_finite`)."""
     if x is None:
         return None
     x = float(x)

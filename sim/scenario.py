@@ -119,16 +119,60 @@ def _dist_json_schema() -> dict:
 _PERCENTILE_RE = r"^p(?:[1-9]\d?(?:\.\d+)?|0\.\d*[1-9]\d*|[1-9]\d?\.?)$"
 
 
+# Bounds on the numbers a scenario may hold, so that nothing the simulator derives from them
+# (sums over billions of requests, products with prices, job times = entities / throughput)
+# can overflow to infinity or become NaN. Each is far beyond any real workload.
+# Durations: at most 1000 years (longer is no schedule, delay or latency a team models), and a
+# nonzero duration at least 1 ns, 0.001us (shorter is below any clock; its reciprocal, a rate,
+# would overflow).
+MAX_DURATION_S = 1000 * 365.25 * 86400.0
+MIN_DURATION_S = 1e-9
+# Rates: at least one per 1000 years (slower never happens in a run); counts at most 2**53,
+# the largest whole number a float holds exactly.
+MIN_RATE_PER_S = 1.0 / MAX_DURATION_S
+MAX_COUNT = float(2 ** 53)
+# The metric (quality.fresh and every level, curve value and drop) and prices in US$ (unit
+# prices, value per outcome): at most 1e12 in size, so that value per day = metric x requests x
+# value per outcome and cost per day = price x hours x replicas stay finite.
+MAX_METRIC = 1e12
+MAX_PRICE = 1e12
+
+
+def _check_seconds(seconds: float, raw: Any = None) -> float:
+    """A finite duration within [-MAX_DURATION_S, MAX_DURATION_S], 0 or at least 1 ns."""
+    got = raw if raw is not None else format_duration(seconds)
+    if abs(seconds) > MAX_DURATION_S:
+        raise ValueError(f"expected a duration of at most 365250d (1000 years); longer is beyond "
+                         f"any schedule or latency, and sums of it would overflow (got {got!r})")
+    if seconds != 0 and abs(seconds) < MIN_DURATION_S:
+        raise ValueError(f"expected 0 or a duration of at least 0.001us (1 nanosecond) "
+                         f"(got {got!r})")
+    return seconds
+
+
 def _duration(value: Any) -> float:
-    return parse_duration(value)
+    return _check_seconds(parse_duration(value), value)
+
+
+def _parse_duration(value: Any) -> float:
+    """A duration in a distribution, within the same bounds as every other duration."""
+    return _check_seconds(parse_duration(value), value)
 
 
 def _rate(value: Any) -> float:
-    return parse_rate(value)
+    per_s = parse_rate(value)
+    if 0 < per_s < MIN_RATE_PER_S:
+        raise ValueError(f"expected a rate of at least 1 per 1000 years; slower never happens "
+                         f"in a simulation (got {value!r})")
+    return per_s
 
 
 def _count(value: Any) -> float:
-    return parse_count(value)
+    count = parse_count(value)
+    if not math.isfinite(count) or abs(count) > MAX_COUNT:
+        raise ValueError(f"expected a count of at most 2**53 (9e15), the largest whole number "
+                         f"held exactly (got {value!r})")
+    return count
 
 
 Duration = Annotated[float, BeforeValidator(_duration),
@@ -154,6 +198,38 @@ def _rate_positive(per_s: float) -> float:
     return per_s
 
 
+def _metric_bound(x: float) -> float:
+    if abs(x) > MAX_METRIC:
+        raise ValueError(f"expected at most 1e12 in size: the metric is summed over every "
+                         f"request and multiplied by the value per outcome, which must stay "
+                         f"finite (got {x:g})")
+    return x
+
+
+def _price_bound(x: float) -> float:
+    if abs(x) > MAX_PRICE:
+        raise ValueError(f"expected at most 1e12 US$: prices are multiplied by hours, replicas "
+                         f"and outcomes per day, which must stay finite (got {x:g})")
+    return x
+
+
+# A value of the team's metric (or a change of it), and a price in US$: finite and bounded.
+MetricValue = Annotated[float, AfterValidator(_metric_bound)]
+Price = Annotated[float, AfterValidator(_price_bound)]
+def _multiplier_bound(x: float) -> float:
+    if x > MAX_MULTIPLIER:
+        raise ValueError(f"expected at most 1e6: a rate a million times another is no traffic "
+                         f"pattern, and larger multipliers overflow the rate (got {x:g})")
+    return x
+
+
+# Rate multipliers and ratios (bursts, MMPP states, profiles, peak to trough, weekends).
+MAX_MULTIPLIER = 1e6
+Multiplier = Annotated[float, AfterValidator(_multiplier_bound)]
+# Replicas, nodes and batch sizes: a million is beyond any one serving fleet or job, and keeps
+# every product of them with prices and times finite.
+MAX_UNITS = 1_000_000
+
 PositiveDuration = Annotated[Duration, AfterValidator(_must_be_positive),
                              WithJsonSchema(_duration_json_schema("exclusiveMinimum"))]
 NonNegativeDuration = Annotated[Duration, AfterValidator(_must_be_non_negative),
@@ -173,14 +249,14 @@ def _distribution(value: Any, info: ValidationInfo) -> Distribution:
     if isinstance(value, Distribution):
         return value
     if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        seconds = parse_duration(value)
+        seconds = _parse_duration(value)
         _non_negative(seconds, value)
         return Distribution.constant(seconds)
     if not isinstance(value, dict) or len(value) != 1:
         raise ValueError(f"{_DIST_HELP} (got {value!r})")
     (kind, params), = value.items()
     if kind == "constant":
-        seconds = parse_duration(params)
+        seconds = _parse_duration(params)
         _non_negative(seconds, params)
         return Distribution.constant(seconds)
     if kind == "empirical":
@@ -196,11 +272,11 @@ def _distribution(value: Any, info: ValidationInfo) -> Distribution:
         keys = ", ".join(sorted(expected[kind]))
         raise ValueError(f"{kind} needs exactly the keys {keys} (got {params!r})")
     if kind == "exponential":
-        mean = parse_duration(params["mean"])
+        mean = _parse_duration(params["mean"])
         _positive(mean, "mean", params["mean"])
         return Distribution.exponential(mean)
     if kind == "lognormal":
-        median, p99 = parse_duration(params["median"]), parse_duration(params["p99"])
+        median, p99 = _parse_duration(params["median"]), _parse_duration(params["p99"])
         _positive(median, "median", params["median"])
         if p99 < median:
             raise ValueError(f"lognormal p99 must be at least the median "
@@ -208,11 +284,13 @@ def _distribution(value: Any, info: ValidationInfo) -> Distribution:
         if p99 == median:
             return Distribution.constant(median)
         return Distribution.lognormal(median, p99)
-    mean = parse_duration(params["mean"])
+    mean = _parse_duration(params["mean"])
     _positive(mean, "mean", params["mean"])
     cv = params["cv"]
-    if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not cv > 0:
-        raise ValueError(f"gamma cv must be a number > 0 (got {cv!r})")
+    if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not 0 < cv <= 100:
+        # above 100 the gamma's shape (1/cv^2) is so small that every draw is 0 and its scale
+        # overflows; no measured latency varies that much
+        raise ValueError(f"gamma cv must be a number > 0 and at most 100 (got {cv!r})")
     return Distribution.gamma(mean, float(cv))
 
 
@@ -224,7 +302,7 @@ def _percentiles(params: Any) -> Distribution:
     points = {}
     for key, raw in params.items():
         percentile_probability(key)  # raises ValueError naming the key
-        seconds = parse_duration(raw)
+        seconds = _parse_duration(raw)
         _positive(seconds, str(key), raw)
         points[str(key)] = seconds
     dist = Distribution.percentiles(points)
@@ -272,7 +350,9 @@ Dist = Annotated[Distribution, BeforeValidator(_distribution),
 class Model(BaseModel):
     """Base for every scenario section: unknown keys are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    # allow_inf_nan=False: every number must be finite (nan, inf, .inf are refused with the key)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +399,7 @@ class Burst(Model):
     at: NonNegativeDuration = Field(description="When it starts, from the start of the "
                                     "simulation (warm-up included).")
     duration: PositiveDuration = Field(description="How long it lasts.")
-    multiplier: float = Field(gt=0, description="The rate during the burst / the rate without "
+    multiplier: Multiplier = Field(gt=0, description="The rate during the burst / the rate without "
                               "it (overlapping bursts multiply).")
 
 
@@ -328,7 +408,7 @@ class Mmpp(Model):
     state's multiplier. It stays in state i for an exponential time with mean
     ``mean_sojourn[i]``, then jumps to one of the other states, each equally likely."""
 
-    multipliers: list[Annotated[float, Field(ge=0)]] = Field(
+    multipliers: list[Annotated[float, Field(ge=0), AfterValidator(_multiplier_bound)]] = Field(
         description="Rate multiplier of each state (two or more), relative: they are scaled so "
         "that their long-run average is 1 and rate stays the mean rate.")
     mean_sojourn: list[PositiveDuration] = Field(description="Mean time spent in each state "
@@ -448,11 +528,12 @@ class Arrivals(Model):
     pattern: Literal["constant", "diurnal", "weekly"] = Field(
         "constant", description="constant; diurnal (a daily cycle); weekly (diurnal, quieter at "
         "weekends).")
-    peak_to_trough: float = Field(1.0, ge=1.0, description="Daily peak rate / daily trough rate.")
+    peak_to_trough: Multiplier = Field(1.0, ge=1.0, description="Daily peak rate / daily "
+                                       "trough rate.")
     peak_hour: float = Field(19.0, ge=0, lt=24, description="Hour of day of the daily peak.")
-    weekend_factor: float = Field(0.7, gt=0, description="Weekly pattern: weekend traffic "
+    weekend_factor: Multiplier = Field(0.7, gt=0, description="Weekly pattern: weekend traffic "
                                   "relative to weekdays (day 0 of the simulation is a Monday).")
-    profile: list[Annotated[float, Field(ge=0)]] | None = Field(
+    profile: list[Annotated[float, Field(ge=0), AfterValidator(_multiplier_bound)]] | None = Field(
         None, description="Instead of pattern: 24 hour-of-day or 168 hour-of-week rate "
         "multipliers (Monday 00:00 first), scaled on load to a mean of 1 (predsim workload fit "
         "writes them).")
@@ -635,7 +716,7 @@ class ExponentialCurve(Model):
 class LinearCurve(Model):
     """Quality changes by ``per_day`` (negative) per day of age, never below ``floor``."""
 
-    per_day: float = Field(le=0, description="Change of the metric per day of age (<= 0).")
+    per_day: MetricValue = Field(le=0, description="Change of the metric per day of age (<= 0).")
     floor: float = Field(description="The metric never falls below this.")
 
 
@@ -644,7 +725,7 @@ class Curve(Model):
 
     exponential: ExponentialCurve | None = Field(None, description="{half_life, floor}.")
     linear: LinearCurve | None = Field(None, description="{per_day, floor}.")
-    table: list[tuple[Duration, float]] | None = Field(
+    table: list[tuple[Duration, MetricValue]] | None = Field(
         None, description="[[age, metric], ...] interpolated linearly, flat beyond the ends.")
 
     @model_validator(mode="after")
@@ -720,7 +801,8 @@ class Quality(Model):
     """
 
     metric: str = Field("quality", description="Name of the metric (ctr, accuracy, ...).")
-    fresh: float = Field(gt=0, description="Metric with fresh features and a just-trained model.")
+    fresh: MetricValue = Field(gt=0, description="Metric with fresh features and a "
+                               "just-trained model.")
     fallback: float = Field(0.0, ge=0, description="Metric of the fallback (no prediction).")
     feature_staleness: Curve | None = Field(None, description="Metric as a function of the "
                                             "batch features' age (model age zero): shorthand "
@@ -861,7 +943,8 @@ class Training(Model):
                                     "overhead.")
     overhead: NonNegativeDuration = Field(0.0, description="Fixed time added to each run "
                                           "(start-up, evaluation).")
-    nodes: int = Field(1, ge=1, description="Nodes a run occupies (cost: run time x nodes x "
+    nodes: int = Field(1, ge=1, le=MAX_UNITS,
+                       description="Nodes a run occupies (cost: run time x nodes x "
                        "costs.training_node_hour).")
     full_retrain_every: PositiveDuration | None = Field(
         None, description="Stateful: a stateless retrain from scratch at least this often.")
@@ -933,7 +1016,7 @@ class Drift(Model):
     at: NonNegativeDuration = Field(description="When it happens (sudden), starts (gradual: the "
                                     "start of the ramp; recurring: the start of the cycle), from "
                                     "the start of the simulation, warm-up included.")
-    quality_drop: float = Field(gt=0, description="Metric lost by predictions that have not "
+    quality_drop: MetricValue = Field(gt=0, description="Metric lost by predictions that have not "
                                 "caught up with the whole shift (for recurring: half a period "
                                 "out of phase).")
     kind: Literal["sudden", "gradual", "recurring"] = Field(
@@ -972,14 +1055,14 @@ class Drift(Model):
 class Costs(Model):
     """Unit prices in US dollars."""
 
-    replica_hour: float = Field(0.0, ge=0, description="One serving replica for an hour.")
-    batch_node_hour: float = Field(0.0, ge=0, description="One node of a batch scoring or "
+    replica_hour: Price = Field(0.0, ge=0, description="One serving replica for an hour.")
+    batch_node_hour: Price = Field(0.0, ge=0, description="One node of a batch scoring or "
                                    "feature job for an hour.")
-    stream_node_hour: float = Field(0.0, ge=0, description="One stream-processing node for an "
+    stream_node_hour: Price = Field(0.0, ge=0, description="One stream-processing node for an "
                                     "hour.")
-    training_run: float = Field(0.0, ge=0, description="One training run (a fixed cost per run, "
+    training_run: Price = Field(0.0, ge=0, description="One training run (a fixed cost per run, "
                                 "on top of its node-hours).")
-    training_node_hour: float = Field(0.0, ge=0, description="One training node for an hour "
+    training_node_hour: Price = Field(0.0, ge=0, description="One training node for an hour "
                                       "(a run costs run time x training.nodes x this).")
 
 
@@ -992,7 +1075,7 @@ class LatencyPenalty(Model):
 class Business(Model):
     """What an outcome is worth."""
 
-    value_per_outcome: float = Field(0.0, ge=0, description="US dollars per outcome (a click...).")
+    value_per_outcome: Price = Field(0.0, ge=0, description="US dollars per outcome (a click...).")
     latency_penalty: LatencyPenalty = Field(LatencyPenalty(), description="Value lost per "
                                             "100 ms of latency, capped at all of it.")
 
@@ -1015,7 +1098,7 @@ class BatchFeatures(Model):
                                                  "throughput.")
     throughput: Rate | None = Field(None, description="Entities materialised per second.")
     overhead: NonNegativeDuration = Field(0.0, description="Fixed time added to each run.")
-    nodes: int = Field(1, ge=1, description="Nodes per run (cost only).")
+    nodes: int = Field(1, ge=1, le=MAX_UNITS, description="Nodes per run (cost only).")
     start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
                                           "for 02:00.")
 
@@ -1033,7 +1116,8 @@ class StreamFeatures(Model):
     window: Dist = Field(ZERO, description="Window length: a duration (1m) for tumbling windows, "
                          "or a distribution for windows that close irregularly (micro-batches); "
                          "0: every event is its own update.")
-    nodes: int = Field(1, ge=1, description="Stream-processing nodes, running all day (cost).")
+    nodes: int = Field(1, ge=1, le=MAX_UNITS,
+                       description="Stream-processing nodes, running all day (cost).")
 
 
 class RequestFeatures(Model):
@@ -1066,7 +1150,8 @@ class Batching(Model):
     ``per_item`` for each request (one draw per request).
     """
 
-    max_batch: int = Field(ge=1, description="Most requests served together in one batch.")
+    max_batch: int = Field(ge=1, le=MAX_UNITS,
+                           description="Most requests served together in one batch.")
     max_wait: NonNegativeDuration = Field(0.0, description="Longest the oldest waiting request "
                                           "is held back for a fuller batch (the linger).")
     fixed: Dist = Field(ZERO, description="Time per batch, whatever its size.")
@@ -1086,8 +1171,8 @@ class Autoscaling(Model):
     included.
     """
 
-    min: int = Field(ge=1, description="Fewest replicas.")
-    max: int = Field(ge=1, description="Most replicas.")
+    min: int = Field(ge=1, le=MAX_UNITS, description="Fewest replicas.")
+    max: int = Field(ge=1, le=MAX_UNITS, description="Most replicas.")
     target_utilization: float | None = Field(None, gt=0, le=1, description="Share of time "
                                              "the ready replicas should be busy (0.6 = 60%).")
     target_queue: float | None = Field(None, gt=0, description="Waiting requests per ready "
@@ -1116,7 +1201,8 @@ class Serving(Model):
     """Serving replicas: FIFO, each runs feature lookup then inference for one request (or one
     batch of requests with ``batching``)."""
 
-    replicas: int = Field(ge=1, description="Serving replicas, each serving one request (or "
+    replicas: int = Field(ge=1, le=MAX_UNITS,
+                          description="Serving replicas, each serving one request (or "
                           "batch) at a time; with autoscaling, the number at the start.")
     service_time: Dist | None = Field(None, description="Inference time per request on a "
                                       "replica (without batching).")
@@ -1165,7 +1251,7 @@ class _Scheduled(Model):
     every: PositiveDuration = Field(description="Time between scoring jobs.")
     throughput: Rate = Field(description="Entities scored per second by a job.")
     overhead: NonNegativeDuration = Field(0.0, description="Fixed time added to each job.")
-    nodes: int = Field(1, ge=1, description="Nodes per job (cost only).")
+    nodes: int = Field(1, ge=1, le=MAX_UNITS, description="Nodes per job (cost only).")
     start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
                                           "for 02:00.")
     lookup: Dist = Field(ZERO, description="Time to read a stored prediction.")
@@ -1427,6 +1513,7 @@ _MESSAGES = {
     "model_type": "expected a section of keys",
     "list_type": "expected a list",
     "tuple_type": "expected a pair [age, value]",
+    "finite_number": "expected a finite number",
 }
 
 

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -576,37 +575,22 @@ def simulate_points(template: Template, points: Sequence[Point], replications: i
 # Durable storage: manifest and one file per point
 # --------------------------------------------------------------------------------------------
 
-def durable_write(path: Path, data: bytes) -> Path:
+def durable_write(path: Path, data: bytes, advice: str | None = None) -> Path:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one:
-    a temporary file in the same folder, fsync, rename, fsync of the folder."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    a temporary file in the same folder, fsync, rename, fsync of the folder
+    (:func:`sim.report.atomic_write`; a failure raises :class:`sim.report.WriteError`)."""
+    from sim.report import atomic_write
+    return atomic_write(path, data, advice)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+def _resume_advice(out: Path, exc: OSError) -> str:
+    """What to do when a sweep's folder refuses a write: every finished point is kept."""
+    from sim.report import WRITE_SPACE_ERRORS
+    if exc.errno in WRITE_SPACE_ERRORS:
+        return (f"the points finished so far are kept in {out / POINTS_DIR}; free space, then "
+                f"run the same command with --resume")
+    return (f"the points finished so far are kept in {out / POINTS_DIR}; make {out} writable "
+            f"and run the same command with --resume, or choose another --out")
 
 
 def _json_default(obj):
@@ -659,22 +643,22 @@ class SweepStore:
                                  f"{len(manifest['points'])} points done); add --resume to "
                                  f"continue it, or choose another folder")
             return done
-        try:
-            self.points_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SweepError(f"--out {self.out}: cannot create the folder "
-                             f"({exc.strerror or exc})") from None
-        durable_write(path, _to_json(manifest).encode())
+        from sim.report import ensure_folder
+        ensure_folder(self.points_dir)
+        self._write(path, _to_json(manifest).encode())
         return self._finished(manifest)
 
     def _finished(self, manifest: dict) -> dict[str, dict]:
-        self.points_dir.mkdir(parents=True, exist_ok=True)
+        from sim.report import ensure_folder, remove_stale_temps
+        ensure_folder(self.points_dir, _resume_advice(self.out, OSError()))
+        remove_stale_temps(self.points_dir)  # writes that a crash interrupted
         wanted = {point_id(key): key for key in manifest["points"]}
         done = {}
         for path in sorted(self.points_dir.iterdir()):
             if path.name.startswith(".") and path.name.endswith(".tmp"):
-                path.unlink(missing_ok=True)  # a write that a crash interrupted
-                continue
+                if ".predsim-" not in path.name:  # left by an older predsim: never live now
+                    path.unlink(missing_ok=True)
+                continue  # a temporary file: never a finished point
             if path.suffix != ".json" or path.stem not in wanted:
                 continue
             try:
@@ -686,7 +670,15 @@ class SweepStore:
         return done
 
     def save_point(self, record: dict) -> Path:
-        return durable_write(self.points_dir / f"{record['id']}.json", _to_json(record).encode())
+        return self._write(self.points_dir / f"{record['id']}.json", _to_json(record).encode())
+
+    def _write(self, path: Path, data: bytes) -> Path:
+        from sim.report import WriteError
+        try:
+            return durable_write(path, data)
+        except WriteError as exc:
+            exc.advice = _resume_advice(self.out, exc)
+            raise
 
 
 _MANIFEST_WORDS = {"format": "format", "scenario": "scenario", "points": "grid (points)",
@@ -878,20 +870,24 @@ def table_bytes(table: pd.DataFrame) -> tuple[bytes, bytes]:
 def write_outputs(table: pd.DataFrame, out: str | Path, plots: bool = True) -> list[Path]:
     """``sweep.parquet``, ``sweep.csv`` and, with ``plots``, ``<metric>_vs_<key>.png`` for each
     swept key whose values are numbers (or durations, rates) and ``cost_vs_quality.png``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sim.report import OutputBatch
+
     parquet, csv = table_bytes(table)
-    written = [durable_write(out / TABLE_PARQUET, parquet), durable_write(out / TABLE_CSV, csv)]
-    if plots and not table.empty:
-        written += _write_plots(table, out)
+    advice = ("the points are kept in " + str(Path(out) / POINTS_DIR) +
+              "; free space or make the folder writable, then run the same command with "
+              "--resume to write the table")
+    with OutputBatch(out, advice) as batch:  # staged, then renamed into place together
+        written = [batch.add(TABLE_PARQUET, parquet), batch.add(TABLE_CSV, csv)]
+        if plots and not table.empty:
+            written += _write_plots(table, batch)
     return written
 
 
-def _write_plots(table: pd.DataFrame, out: Path) -> list[Path]:
+def _write_plots(table: pd.DataFrame, batch) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from sim import sweep_plots
-    from sim.report import _atomic_write_figure
+    from sim.report import render_png
 
     written = []
     for key in swept_keys(table):
@@ -907,12 +903,16 @@ def _write_plots(table: pd.DataFrame, out: Path) -> list[Path]:
                 continue
             fig = sweep_plots.metric_vs_parameter(table, key, metric, architectures=names)
             name = f"{metric}_vs_{_file_safe(key)}.png"
-            written.append(_atomic_write_figure(out / name, fig))
-            plt.close(fig)
+            try:
+                written.append(batch.add(name, render_png(fig)))
+            finally:
+                plt.close(fig)
     if {"cost_usd_per_day", "quality_mean"} <= set(table.columns):
         fig = sweep_plots.cost_vs_quality(table)
-        written.append(_atomic_write_figure(out / "cost_vs_quality.png", fig))
-        plt.close(fig)
+        try:
+            written.append(batch.add("cost_vs_quality.png", render_png(fig)))
+        finally:
+            plt.close(fig)
     return written
 
 
