@@ -599,17 +599,39 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {obj!r}")
 
 
+def _nulls(data: Any) -> Any:
+    """``data`` with every non-finite float as None, so that the JSON written is strict."""
+    if isinstance(data, dict):
+        return {k: _nulls(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_nulls(v) for v in data]
+    if hasattr(data, "item") and not isinstance(data, (str, bytes)):
+        data = data.item()
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
 def _to_json(data: Any) -> str:
-    return json.dumps(data, indent=1, default=_json_default, allow_nan=True) + "\n"
+    """Strict JSON (no NaN or Infinity tokens: they become null)."""
+    return json.dumps(_nulls(data), indent=1, default=_json_default, allow_nan=False) + "\n"
+
+
+def _read_record(text: str) -> dict:
+    """A point record as written by :func:`_to_json`, with a null metric read back as NaN."""
+    record = json.loads(text)
+    record["rows"] = [{k: float("nan") if v is None else v for k, v in row.items()}
+                      for row in record.get("rows", [])]
+    return record
 
 
 def point_record(result: PointResult) -> dict:
     """What is stored for a finished point (and what the table is assembled from)."""
     rows = result.summary.to_dict("records")
-    return json.loads(_to_json({"key": result.point.key, "id": result.point.id,
-                                "values": result.point.values, "seed": result.seed,
-                                "replications": result.replications, "rows": rows,
-                                "notes": result.notes}))
+    return _read_record(_to_json({"key": result.point.key, "id": result.point.id,
+                                  "values": result.point.values, "seed": result.seed,
+                                  "replications": result.replications, "rows": rows,
+                                  "notes": result.notes}))
 
 
 class SweepStore:
@@ -662,8 +684,8 @@ class SweepStore:
             if path.suffix != ".json" or path.stem not in wanted:
                 continue
             try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
+                record = _read_record(path.read_text())
+            except (OSError, ValueError, AttributeError):
                 continue  # unreadable: simulated again and replaced
             if record.get("key") == wanted[path.stem]:
                 done[path.stem] = record

@@ -4,6 +4,7 @@ points that survive SIGKILL and resume to the same table, and the sweep plots.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -234,3 +235,19 @@ def test_sweep_plots_return_figures():
     plt.close(fig)
     with pytest.raises(ValueError, match="swept keys"):
         sweep_plots.metric_vs_parameter(table, "nope")
+
+
+def test_the_files_a_sweep_writes_are_strict_json(tmp_path):
+    # A tiny run has metrics with no value (wasted predictions, no job replaced): they are
+    # written as null, never as a NaN token, and read back as NaN in the table.
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+
+    table = run_sweep(tiny(), {REPLICAS: [1, 2]}, replications=1, out=tmp_path, plots=False,
+                      workers=1)
+    files = [tmp_path / "manifest.json", *sorted((tmp_path / "points").glob("*.json"))]
+    assert len(files) == 3
+    for path in files:
+        json.loads(path.read_text(), parse_constant=refuse)
+    assert table["wasted_prediction_rate"].isna().all()
+    assert table["queue_stable"].dtype == "boolean"
