@@ -47,9 +47,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-from sim.units import human_duration
+from sim.units import DAY_S, human_duration
 
-DAY_S = 86400.0
 FORMULA = ("n = (z_{1-α/2}·sqrt(2·p̄(1−p̄)) + z_{1−β}·sqrt(p1(1−p1)+p2(1−p2)))² / (p2−p1)², "
            "p̄ = (p1+p2)/2")
 DESIGN_EFFECT_FORMULA = "DE = 1 + ((cv² + 1)·m̄ − 1)·ICC"

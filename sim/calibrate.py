@@ -38,9 +38,8 @@ import numpy as np
 from scipy import optimize
 
 from sim.fit import InputError
-from sim.units import parse_duration, round_duration
+from sim.units import DAY_S, parse_duration, round_duration
 
-DAY_S = 86400.0
 MIN_POINTS = 3
 MAX_REPORTED = 10
 # Age columns whose name carries their unit; ``age`` itself holds durations such as 6h.

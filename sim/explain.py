@@ -17,10 +17,8 @@ from sim.distributions import Distribution
 from sim.scenario import (BatchArchitecture, BatchFeatures, Curve, HybridArchitecture,
                           OnlineArchitecture, Scenario, StreamingArchitecture, StreamFeatures)
 from sim.starter import expected_active, head_request_share
-from sim.units import format_duration, human_duration
+from sim.units import DAY_S, HOUR_S, format_duration, human_duration
 
-DAY_S = 86400.0
-HOUR_S = 3600.0
 WIDTH = 100
 
 

@@ -29,10 +29,8 @@ import pandas as pd
 from scipy import optimize, special, stats
 
 from sim.distributions import Z_99, Distribution
-from sim.units import round_duration, round_rate
+from sim.units import DAY_S, HOUR_S, round_duration, round_rate
 
-DAY_S = 86400.0
-HOUR_S = 3600.0
 WEEK_HOURS = 168
 MAX_REPORTED_ROWS = 10
 PARQUET_SUFFIXES = (".parquet", ".pq")

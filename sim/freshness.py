@@ -15,8 +15,7 @@ import numpy as np
 from numba import njit
 
 from sim.scenario import Curve, Drift, Quality
-
-DAY_S = 86400.0
+from sim.units import DAY_S
 
 
 class Timeline:

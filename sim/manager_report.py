@@ -41,10 +41,9 @@ from scipy import stats
 from sim.engine import simulate
 from sim.results import COST_COMPONENTS, Results, version
 from sim.scenario import Scenario, ScenarioError, scenario_from_dict
-from sim.units import (format_duration, format_rate, human_duration, parse_duration,
+from sim.units import (DAY_S, format_duration, format_rate, human_duration, parse_duration,
                        parse_rate)
 
-DAY_S = 86400.0
 MONTH_DAYS = 365.25 / 12
 NET = "net_value_usd_per_day"
 RATE_KEY = ("workload", "arrivals", "rate")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-HOUR_S = 3600.0
+from sim.units import HOUR_S
 
 
 def _subplots(**kwargs):

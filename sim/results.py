@@ -16,8 +16,8 @@ import pandas as pd
 
 from sim.metrics import Accumulator, Histogram, quantile
 from sim.scenario import Scenario
+from sim.units import DAY_S
 
-DAY_S = 86400.0
 COST_COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing",
                    "training")
 # Causes of metric lost per real prediction (summary columns quality_lost_<cause>).

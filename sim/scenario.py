@@ -24,8 +24,7 @@ from sim.distributions import ZERO, Distribution, percentile_probability
 from sim.fit import InputError, RequestLog, new_entity_share_range, read_log, read_samples
 from sim.units import (COUNT_SUFFIX, DURATION_UNITS_S, RATE_UNITS_S, format_duration,
                        format_rate, human_duration, parse_count, parse_duration, parse_rate)
-
-DAY_S = 86400.0
+from sim.units import DAY_S
 
 
 class ScenarioError(Exception):

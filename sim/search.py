@@ -61,7 +61,7 @@ from sim.results import COST_COMPONENTS
 from sim.scenario import Scenario
 from sim.sweep import (Knob, Point, SweepError, Template, make_executor, random_unit,
                        simulate_points)
-from sim.units import format_duration, format_rate, parse_duration
+from sim.units import DAY_S, WEEK_S, format_duration, format_rate, parse_duration
 
 RATE_KEY = "workload.arrivals.rate"
 
@@ -239,8 +239,6 @@ def slo_constraint(scenario: Scenario) -> Constraint:
 WINDOWS = ("peak", "day", "horizon")
 BUSIEST_S = 3600.0   # the busiest window is an hour long
 SETTLE_S = 3600.0    # simulated before it (at least), so queues and autoscalers settle
-DAY_S = 86400.0
-WEEK_S = 7 * DAY_S
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # Summary columns that depend on the load at the time: judged over the busiest hour with
 # --window peak. The others (cost, value, quality, ages) are judged over the scenario's window.

@@ -29,9 +29,8 @@ import yaml
 
 from sim.distributions import Distribution
 from sim.scenario import scenario_from_dict
-from sim.units import format_duration, format_rate, parse_count, parse_duration
+from sim.units import DAY_S, format_duration, format_rate, parse_count, parse_duration
 
-DAY_S = 86400.0
 TARGET_UTILIZATION = 0.6  # replicas are sized so that they are about this busy at the peak
 MAX_EXPONENT = 4.0
 _SINC_HOUR = math.sin(math.pi / 24) / (math.pi / 24)  # mean of cos over the busiest hour

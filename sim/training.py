@@ -42,8 +42,8 @@ from sim.control import Run, first_run_at, periodic
 from sim.freshness import Timeline, staleness_loss
 from sim.freshness import drift_loss as _drift_loss
 from sim.scenario import Costs, Training
+from sim.units import DAY_S
 
-DAY_S = 86400.0
 # The monitor cuts its window into bins this many times shorter than min(check_every, window).
 BINS_PER_CHECK = 10
 MAX_BINS = 2000

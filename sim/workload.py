@@ -25,9 +25,7 @@ from numba import njit
 from sim.fit import ZipfMass
 from sim.rng import Streams
 from sim.scenario import Arrivals, Mmpp, Popularity, Workload
-
-DAY_S = 86400.0
-WEEK_S = 7 * DAY_S
+from sim.units import DAY_S
 
 
 class RateProfile:

@@ -13,8 +13,6 @@ from sim.scenario import BatchFeatures, Serving, StreamFeatures, _Scheduled
 from sim.serving import BatchingPool, ReplicaPool
 from sim.workload import Population
 
-DAY_S = 86400.0
-
 
 class StoredPredictions:
     """Scheduled scoring jobs writing predictions to a store that requests read.
