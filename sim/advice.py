@@ -324,15 +324,15 @@ def write_advice(advice: Advice, out: str | Path) -> list[Path]:
     """``advice.csv``, ``advice.json`` and ``net_value_vs_interval.png`` in ``out``."""
     import matplotlib.pyplot as plt
 
-    from sim.report import _atomic_write, _atomic_write_figure
+    from sim.report import atomic_write, atomic_write_figure
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = [_atomic_write(out / TABLE_CSV, advice.table.to_csv(index=False)),
-               _atomic_write(out / TABLE_JSON, json.dumps(advice.to_dict(), indent=2) + "\n")]
+    written = [atomic_write(out / TABLE_CSV, advice.table.to_csv(index=False)),
+               atomic_write(out / TABLE_JSON, json.dumps(advice.to_dict(), indent=2) + "\n")]
     fig = plot(advice)
     try:
-        written.append(_atomic_write_figure(out / PLOT, fig))
+        written.append(atomic_write_figure(out / PLOT, fig))
     finally:
         plt.close(fig)
     return written

@@ -314,7 +314,7 @@ def init(path, defaults, force, name, **given):
     """
     from pathlib import Path
 
-    from sim.report import _atomic_write
+    from sim.report import atomic_write
     from sim.starter import StarterError, parse_answers, starter_yaml
 
     target = Path(path)
@@ -330,7 +330,7 @@ def init(path, defaults, force, name, **given):
         text = starter_yaml(parse_answers(given, name=name or target.stem), filename=path)
     except (StarterError, ScenarioError) as exc:
         raise BadInput("\n".join(exc.problems)) from None
-    _atomic_write(target, text)
+    atomic_write(target, text)
     click.echo(f"Wrote {path}. Read it back with `predsim explain {path}`, then compare the "
                f"architectures with `predsim run {path}`.")
 
@@ -358,7 +358,7 @@ def schema(out_file):
     import json
     from pathlib import Path
 
-    from sim.report import _atomic_write
+    from sim.report import atomic_write
     from sim.scenario import Scenario
 
     text = json.dumps(Scenario.model_json_schema(), indent=2) + "\n"
@@ -368,7 +368,7 @@ def schema(out_file):
     target = Path(out_file)
     if not target.parent.is_dir():
         raise BadInput(f"{out_file}: folder {target.parent} does not exist")
-    _atomic_write(target, text)
+    atomic_write(target, text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -847,7 +847,7 @@ def workload_fit(log, timestamp_column, entity_column, profile, out_file):
     from pathlib import Path
 
     from sim.fit import InputError, fit_workload, read_log
-    from sim.report import _atomic_write
+    from sim.report import atomic_write
 
     if out_file is not None and not Path(out_file).parent.is_dir():
         raise BadInput(f"--out {out_file}: folder {Path(out_file).parent} does not exist")
@@ -859,7 +859,7 @@ def workload_fit(log, timestamp_column, entity_column, profile, out_file):
         raise BadInput("\n".join(exc.problems)) from None
     click.echo(text, nl=False)
     if out_file is not None:
-        _atomic_write(Path(out_file), text)
+        atomic_write(Path(out_file), text)
 
 
 @main.group()
@@ -943,7 +943,7 @@ def calibrate_freshness(file, metric, fresh, lower_is_better, form, age_column, 
 
     from sim.calibrate import fit_freshness, read_freshness
     from sim.fit import InputError
-    from sim.report import _atomic_write
+    from sim.report import atomic_write
 
     if out_file is not None and not Path(out_file).parent.is_dir():
         raise BadInput(f"--out {out_file}: folder {Path(out_file).parent} does not exist")
@@ -968,7 +968,7 @@ def calibrate_freshness(file, metric, fresh, lower_is_better, form, age_column, 
     text = fitted.to_yaml()
     click.echo(text, nl=False)
     if out_file is not None:
-        _atomic_write(Path(out_file), text)
+        atomic_write(Path(out_file), text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -488,11 +488,6 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, text: str | bytes) -> Path:
-    """Kept for callers of the old name: :func:`atomic_write`."""
-    return atomic_write(path, text)
-
-
-def _atomic_write_figure(path: Path, fig) -> Path:
+def atomic_write_figure(path: Path, fig) -> Path:
     """A figure as PNG, written with :func:`atomic_write`."""
     return atomic_write(path, render_png(fig))
