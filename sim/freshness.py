@@ -63,24 +63,9 @@ class Timeline:
             self._arrays = arrays
         return self._arrays
 
-    def lookup(self, t_s: np.ndarray) -> np.ndarray:
-        """Index of the refresh in force at each of the (time-ordered) ``t_s``, -1 before any."""
-        arrays = self.arrays()
-        t_s = np.asarray(t_s, dtype=float)
-        out = np.empty(t_s.shape, dtype=np.int64)
-        if t_s.size:
-            _in_force(arrays["visible_at_s"], arrays["best"], t_s, out)
-        return out
-
-    def value(self, index: np.ndarray, key: str, missing: float = np.nan) -> np.ndarray:
-        """Values of ``key`` for refresh indices from :meth:`lookup` (``missing`` where -1)."""
-        column = self.arrays()[key]
-        if column.size == 0:
-            return np.full(np.shape(index), missing)
-        return np.where(index >= 0, column[np.maximum(index, 0)], missing)
-
     def at(self, t_s: np.ndarray, key: str, missing: float = np.nan) -> np.ndarray:
-        """``value(lookup(t_s), key, missing)`` in one pass."""
+        """``key`` of the refresh in force at each of the (time-ordered) ``t_s``: the visible
+        refresh with the newest cut-off; ``missing`` before any."""
         arrays = self.arrays()
         t_s = np.asarray(t_s, dtype=float)
         out = np.full(t_s.shape, missing)
@@ -112,20 +97,9 @@ def _last_visible(visible_at_s, t0):
 
 
 @njit(cache=True, nogil=True)
-def _in_force(visible_at_s, best, t_s, out):
-    """For sorted request times, the freshest refresh visible at each: a merge, O(n + m)."""
-    m = visible_at_s.shape[0]
-    j = _last_visible(visible_at_s, t_s[0])  # then walk forward with the requests
-    for i in range(t_s.shape[0]):
-        while j + 1 < m and visible_at_s[j + 1] <= t_s[i]:
-            j += 1
-        out[i] = best[j] if j >= 0 else -1
-
-
-@njit(cache=True, nogil=True)
 def _value_in_force(visible_at_s, best, column, t_s, out):
     """``column`` of the freshest refresh visible at each sorted request time (``out`` keeps
-    its value before any): :func:`_in_force` and a gather in one pass."""
+    its value before any): a merge of the two sorted sequences, O(n + m), and a gather."""
     m = visible_at_s.shape[0]
     j = _last_visible(visible_at_s, t_s[0])
     for i in range(t_s.shape[0]):

@@ -83,8 +83,6 @@ def test_timeline_picks_the_newest_cutoff_even_when_jobs_finish_out_of_order():
     timeline.append(10.0, 0.0)
     timeline.append(20.0, 15.0)   # newer data, finished first
     timeline.append(25.0, 5.0)    # older data, finished later: must not replace it
-    idx = timeline.lookup(np.array([5.0, 10.0, 22.0, 30.0]))
-    assert timeline.value(idx, "cutoff_s", missing=-1).tolist() == [-1, 0.0, 15.0, 15.0]
     assert timeline.at(np.array([5.0, 10.0, 22.0, 30.0]), "cutoff_s", missing=-1).tolist() == \
         [-1, 0.0, 15.0, 15.0]
 
