@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sim
 from sim import engine
-from tests.conftest import ci_half_width, make_scenario, online, replicate
+from tests.conftest import SCENARIOS, ci_half_width, make_scenario, online, replicate
 
 DAY = 86400.0
 
@@ -197,3 +197,24 @@ def test_cost_never_falls_when_replicas_rise(a, b):
                                  costs={"replica_hour": 0.7})
         costs.append(row(sim.run(scenario), "online")["cost_usd_per_day"])
     assert costs[0] <= costs[1]
+
+
+@pytest.mark.parametrize("kind", ["batch", "online", "streaming", "hybrid"])
+def test_every_kind_implements_the_architecture_protocol(kind):
+    import inspect
+
+    from sim.architectures import Architecture, build
+
+    scenario = sim.load_scenario(SCENARIOS / "quickstart.yaml")
+    name = next(n for n, spec in scenario.architectures.items() if spec.kind == kind)
+    model = build(name, scenario.architectures[name], scenario)
+    declared = [m for m in dir(Architecture) if not m.startswith("_")]
+    for member in declared:
+        assert hasattr(model, member), f"{kind} lacks {member}"
+        expected = getattr(Architecture, member)
+        if callable(expected):
+            want = list(inspect.signature(expected).parameters)[1:]
+            have = list(inspect.signature(getattr(model, member)).parameters)
+            assert have == want, (kind, member, have, want)
+    for attribute in Architecture.__annotations__:
+        assert hasattr(model, attribute), f"{kind} lacks {attribute}"

@@ -28,10 +28,14 @@ class World:
 
 
 class Architecture(Protocol):
+    """What the engine, the reference engine and the results need of an architecture; every
+    kind in ``sim.architectures.kinds`` implements all of it (tests/test_engine.py checks)."""
+
     name: str
     kind: str
+    losses: dict[str, float]  # metric lost by the measured real predictions, by cause
 
-    def lead_s(self) -> float:
+    def lead_s(self, population_size: int) -> float:
         """How far before time 0 this architecture's schedules must start."""
 
     def start(self, env: simpy.Environment, world: World) -> None:
@@ -40,13 +44,19 @@ class Architecture(Protocol):
     def serve(self, chunk: Chunk) -> Outcomes:
         """Per-request outcomes for a time-ordered chunk of requests."""
 
+    def finish(self) -> Outcomes | None:
+        """Outcomes of the requests still undecided when arrivals end (batching, autoscaling)."""
+
     def cost_usd_per_day(self, start_s: float, end_s: float) -> dict[str, float]:
         """Cost per component per day over a window."""
 
     def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
         """(predictions scored, predictions never used) for jobs superseded in the window."""
 
-    def serving_stats(self) -> dict[str, float] | None:
+    def trainings(self, start_s: float, end_s: float) -> int:
+        """Training runs started in the window by the model history it serves with."""
+
+    def serving_stats(self) -> dict | None:
         """Replicas and mean occupancy per request, for utilisation and stability."""
 
 
