@@ -223,8 +223,18 @@ def _quality(s: Scenario) -> list[str]:
                          f"{q.without('stream'):.4g} {q.metric} on that account, as if its "
                          f"stream features were as stale as they get.")
     if q.without("request") < q.fresh:
+        lacking = [name for name, a in s.architectures.items()
+                   if getattr(getattr(a, "features", None), "request", None) is None]
+        who = (f": here {', '.join(lacking)}" if lacking else "")
         lines.append(f"Request-time features are always fresh; a prediction without them "
-                     f"(batch and stored predictions) is worth {q.without('request'):.4g}.")
+                     f"(stored predictions, and any architecture without features.request"
+                     f"{who}) is worth {q.without('request'):.4g} on that account.")
+    no_batch = [name for name, a in s.architectures.items()
+                if a.kind == "streaming" and a.features.batch is None]
+    if no_batch and q.without("batch") < q.fresh:
+        lines.append(f"{', '.join(no_batch)} has no batch features: worth "
+                     f"{q.without('batch'):.4g} on that account, as if they were as stale as "
+                     f"they get.")
     cold = (f"An entity created after the last feature refresh that could include it has no "
             f"batch features yet (a cold start), for every architecture: a batch store has no "
             f"prediction for it (the fallback), and online and streaming predict for it at "

@@ -302,6 +302,21 @@ def test_explain_describes_own_training_drift_kinds_batching_and_autoscaling():
     assert "An autoscaler keeps between 1 and 4 replicas" in text
 
 
+def test_explain_describes_feature_classes_and_cold_starts():
+    quick = ROOT / "scenarios" / "quickstart.yaml"
+    scenario = load_scenario(quick, {
+        "architectures.streaming.features": {"stream": {"lag": "5s", "window": "1m"},
+                                             "request": {"compute": "2ms"}},
+        "quality.features.request": {"without": 0.048}})
+    text = " ".join(explain(scenario).split())
+    assert "Batch features: as batch features age" in text
+    assert "Stream features: as stream features age" in text
+    assert "without features.request: here batch, online, hybrid) is worth 0.048" in text
+    assert "streaming has no batch features: worth 0.04" in text
+    assert "a cold start), for every architecture" in text
+    assert "Request-time features are computed on the replica in every request (2ms)" in text
+
+
 def test_explain_of_a_bad_file_is_bad_input(tmp_path):
     (tmp_path / "bad.yaml").write_text("horizon: soon\n")
     result = CliRunner().invoke(main, ["explain", str(tmp_path / "bad.yaml")])
