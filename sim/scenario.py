@@ -22,9 +22,8 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from sim.distributions import ZERO, Distribution, percentile_probability
 from sim.fit import InputError, RequestLog, new_entity_share_range, read_log, read_samples
-from sim.units import (COUNT_SUFFIX, DURATION_UNITS_S, RATE_UNITS_S, format_duration,
+from sim.units import (COUNT_SUFFIX, DAY_S, DURATION_UNITS_S, RATE_UNITS_S, format_duration,
                        format_rate, human_duration, parse_count, parse_duration, parse_rate)
-from sim.units import DAY_S
 
 
 class ScenarioError(Exception):
