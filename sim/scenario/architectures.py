@@ -1,0 +1,259 @@
+"""The architectures section: batch and stream features, serving (batching, autoscaling) and the
+four kinds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from sim.distributions import Distribution, ZERO
+from sim.units import format_duration
+from sim.scenario.fields import Dist, MAX_UNITS, Model, NonNegativeDuration, PositiveDuration, Rate
+from sim.scenario.operations import Training
+
+
+# --------------------------------------------------------------------------------------------
+# Architectures
+# --------------------------------------------------------------------------------------------
+
+class BatchFeatures(Model):
+    """Scheduled feature materialisation: data cut-off at the start of each run."""
+
+    every: PositiveDuration = Field(description="Time between materialisation runs.")
+    duration: NonNegativeDuration | None = Field(None, description="Run time; or give "
+                                                 "throughput.")
+    throughput: Rate | None = Field(None, description="Entities materialised per second.")
+    overhead: NonNegativeDuration = Field(0.0, description="Fixed time added to each run.")
+    nodes: int = Field(1, ge=1, le=MAX_UNITS, description="Nodes per run (cost only).")
+    start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
+                                          "for 02:00.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BatchFeatures":
+        if self.duration is not None and self.throughput is not None:
+            raise ValueError("give either duration or throughput, not both")
+        return self
+
+
+class StreamFeatures(Model):
+    """Features from a stream processor: windows, each visible ``lag`` after it closes."""
+
+    lag: Dist = Field(ZERO, description="From a window closing to its features being visible.")
+    window: Dist = Field(ZERO, description="Window length: a duration (1m) for tumbling windows, "
+                         "or a distribution for windows that close irregularly (micro-batches); "
+                         "0: every event is its own update.")
+    nodes: int = Field(1, ge=1, le=MAX_UNITS,
+                       description="Stream-processing nodes, running all day (cost).")
+
+
+class RequestFeatures(Model):
+    """Features computed in the request from its own payload (fresh by construction).
+
+    They are computed by the serving replica before inference, so their time occupies the
+    replica and waits in its queue like inference does: most teams compute them in the serving
+    process, and a separate feature service would be a queue of its own to size.
+    """
+
+    compute: Dist = Field(description="Time to compute the request-time features, on the "
+                          "replica (per request; per item in a batch).")
+
+
+class Features(Model):
+    """Where the features used at request time come from."""
+
+    batch: BatchFeatures | None = Field(None, description="Scheduled feature materialisation.")
+    stream: StreamFeatures | None = Field(None, description="Features from a stream processor.")
+    request: RequestFeatures | None = Field(None, description="Features computed in the "
+                                            "request: {compute: DURATION or distribution}.")
+
+
+class Batching(Model):
+    """Dynamic batching: a free replica serves up to ``max_batch`` waiting requests at once.
+
+    A batch leaves the queue as soon as a replica is free and either ``max_batch`` requests are
+    waiting or the oldest has waited ``max_wait``; it then occupies the replica for the longest
+    feature lookup among its requests (one multi-get) plus ``fixed`` (one draw per batch) plus
+    ``per_item`` for each request (one draw per request).
+    """
+
+    max_batch: int = Field(ge=1, le=MAX_UNITS,
+                           description="Most requests served together in one batch.")
+    max_wait: NonNegativeDuration = Field(0.0, description="Longest the oldest waiting request "
+                                          "is held back for a fuller batch (the linger).")
+    fixed: Dist = Field(ZERO, description="Time per batch, whatever its size.")
+    per_item: Dist = Field(ZERO, description="Time added for each request in the batch.")
+
+
+class Autoscaling(Model):
+    """Replicas added and removed by an autoscaler that looks at the last ``every``.
+
+    Every ``every`` the autoscaler computes ``desired = ceil(replicas x observed / target)``
+    (as the Kubernetes Horizontal Pod Autoscaler does), from the utilisation of the ready
+    replicas or from the mean number of waiting requests per ready replica over the last
+    interval, and keeps it between ``min`` and ``max``. New replicas serve ``warmup`` after they
+    are asked for and are paid for from the moment they are asked for; replicas are removed only
+    when idle, never while one warms up, and at least ``cooldown`` after the last change. The
+    queue target counts every waiting request, those a batcher holds back for ``max_wait``
+    included.
+    """
+
+    min: int = Field(ge=1, le=MAX_UNITS, description="Fewest replicas.")
+    max: int = Field(ge=1, le=MAX_UNITS, description="Most replicas.")
+    target_utilization: float | None = Field(None, gt=0, le=1, description="Share of time "
+                                             "the ready replicas should be busy (0.6 = 60%).")
+    target_queue: float | None = Field(None, gt=0, description="Waiting requests per ready "
+                                       "replica to aim for, on average over the interval.")
+    every: PositiveDuration = Field(30.0, description="How often the autoscaler looks and "
+                                    "decides.")
+    tolerance: float = Field(0.1, ge=0, lt=1, description="No change while observed/target "
+                             "is within this share of 1 (Kubernetes uses 0.1).")
+    warmup: NonNegativeDuration = Field(0.0, description="From asking for a replica to it "
+                                        "serving (start-up, model load).")
+    cooldown: NonNegativeDuration = Field(300.0, description="No removal sooner than this "
+                                          "after the last change.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Autoscaling":
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be at least min ({self.min})")
+        given = [k for k in ("target_utilization", "target_queue") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of target_utilization or target_queue "
+                             f"(got {', '.join(given) or 'none'})")
+        return self
+
+
+class Serving(Model):
+    """Serving replicas: FIFO, each runs feature lookup then inference for one request (or one
+    batch of requests with ``batching``)."""
+
+    replicas: int = Field(ge=1, le=MAX_UNITS,
+                          description="Serving replicas, each serving one request (or "
+                          "batch) at a time; with autoscaling, the number at the start.")
+    service_time: Dist | None = Field(None, description="Inference time per request on a "
+                                      "replica (without batching).")
+    timeout: PositiveDuration | None = Field(None, description="Requests slower than this get "
+                                             "the fallback.")
+    batching: Batching | None = Field(None, description="Dynamic batching: {max_batch, "
+                                      "max_wait, fixed, per_item}; replaces service_time.")
+    autoscaling: Autoscaling | None = Field(None, description="Add and remove replicas with "
+                                            "load: {min, max, target_utilization or "
+                                            "target_queue, every, warmup, cooldown}.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Serving":
+        if (self.service_time is None) == (self.batching is None):
+            raise ValueError("give service_time (one request at a time) or batching (fixed "
+                             "and per_item times), not both and not neither")
+        b = self.batching
+        if b is not None and self.timeout is not None and b.max_wait >= self.timeout:
+            raise ValueError(f"batching.max_wait ({format_duration(b.max_wait)}) must be "
+                             f"shorter than timeout ({format_duration(self.timeout)}), or every "
+                             f"request held for a batch would time out")
+        a = self.autoscaling
+        if a is not None and not a.min <= self.replicas <= a.max:
+            raise ValueError(f"replicas ({self.replicas}) is where autoscaling starts: it must "
+                             f"be between autoscaling.min ({a.min}) and max ({a.max})")
+        return self
+
+    def mean_occupancy_s(self, feature_lookup: Distribution,
+                         request_features: "RequestFeatures | None" = None) -> float:
+        """Mean replica time per request: one request at a time, or a full batch shared (which
+        waits for the slowest of its ``max_batch`` feature lookups); request-time features
+        add their compute time per request."""
+        extra = request_features.compute.mean if request_features is not None else 0.0
+        if self.batching is None:
+            return feature_lookup.mean + self.service_time.mean + extra
+        b = self.batching
+        # E[max of B draws] = integral of F^-1(u) B u^(B-1) du, on a midpoint grid
+        u = (np.arange(4096) + 0.5) / 4096
+        slowest = float(np.mean(feature_lookup.ppf(u) * b.max_batch * u ** (b.max_batch - 1)))
+        return (slowest + b.fixed.mean) / b.max_batch + b.per_item.mean + extra
+
+
+class _Scheduled(Model):
+    """Scheduled scoring jobs writing predictions to a store."""
+
+    every: PositiveDuration = Field(description="Time between scoring jobs.")
+    throughput: Rate = Field(description="Entities scored per second by a job.")
+    overhead: NonNegativeDuration = Field(0.0, description="Fixed time added to each job.")
+    nodes: int = Field(1, ge=1, le=MAX_UNITS, description="Nodes per job (cost only).")
+    start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
+                                          "for 02:00.")
+    lookup: Dist = Field(ZERO, description="Time to read a stored prediction.")
+    timeout: PositiveDuration | None = Field(None, description="Lookups slower than this get "
+                                             "the fallback.")
+    training: Training | None = Field(None, description="This architecture's own retraining, "
+                                      "instead of the scenario's training section (shared "
+                                      "otherwise).")
+
+
+class BatchArchitecture(_Scheduled):
+    """Scheduled scoring jobs; requests read the stored prediction."""
+
+    kind: Literal["batch"] = Field(description="batch")
+
+
+class OnlineArchitecture(Model):
+    """Prediction at request time with features from a batch pipeline."""
+
+    kind: Literal["online"] = Field(description="online")
+    training: Training | None = Field(None, description="This architecture's own retraining, "
+                                      "instead of the scenario's training section (shared "
+                                      "otherwise).")
+    features: Features = Field(description="features.batch: how often features are materialised.")
+    feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
+    serving: Serving = Field(description="Serving replicas.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.features.batch is None:
+            raise ValueError("online needs features.batch (how often features are materialised)")
+        if self.features.stream is not None:
+            raise ValueError("online has no stream features; use kind: streaming")
+        return self
+
+
+class StreamingArchitecture(Model):
+    """Prediction at request time with batch features plus features from a stream processor."""
+
+    kind: Literal["streaming"] = Field(description="streaming")
+    training: Training | None = Field(None, description="This architecture's own retraining, "
+                                      "instead of the scenario's training section (shared "
+                                      "otherwise).")
+    features: Features = Field(description="features.stream (lag, window) and optionally features.batch.")
+    feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
+    serving: Serving = Field(description="Serving replicas.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.features.stream is None:
+            raise ValueError("streaming needs features.stream (lag and window)")
+        return self
+
+
+class HybridArchitecture(_Scheduled):
+    """Batch predictions for the most popular entities, online prediction for the rest."""
+
+    kind: Literal["hybrid"] = Field(description="hybrid")
+    head_share: float = Field(gt=0, le=1, description="Share of entities, most popular first, "
+                              "that get precomputed predictions.")
+    features: Features = Field(description="Features for the online part (features.batch required).")
+    feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
+    serving: Serving = Field(description="Serving replicas.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.features.batch is None:
+            raise ValueError("hybrid needs features.batch for its online part")
+        return self
+
+
+Architecture = Annotated[
+    Union[BatchArchitecture, OnlineArchitecture, StreamingArchitecture, HybridArchitecture],
+    Field(discriminator="kind"),
+]
+KINDS = ("batch", "online", "streaming", "hybrid")
