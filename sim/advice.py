@@ -29,7 +29,7 @@ from sim.results import version
 from sim.scenario import Scenario
 from sim.sweep import (Point, SweepError, Template, build_scenarios, make_executor,
                        simulate_points)
-from sim.units import format_duration, parse_duration
+from sim.units import format_duration, format_usd, parse_duration
 
 DEFAULT_INTERVALS = ("1h", "6h", "1d", "7d")
 POLICIES = ("schedule", "continual", "trigger")
@@ -158,9 +158,9 @@ class Advice:
             group = self.table[self.table["architecture"] == row["architecture"]]
             others = group[group["candidate"] != row["candidate"]]
             ci = row.get("net_value_usd_per_day_ci95")
-            interval = "" if _nan(ci) else f" (95% CI ±{_money(ci)})"
+            interval = "" if _nan(ci) else f" (95% CI ±{format_usd(ci)})"
             line = (f"Best for {row['architecture']}: {row['candidate']}, net value "
-                    f"{_money(row['net_value_usd_per_day'])}/day{interval}")
+                    f"{format_usd(row['net_value_usd_per_day'])}/day{interval}")
             if not others.empty:
                 runner = others.loc[others["net_value_usd_per_day"].idxmax()]
                 gap = row["net_value_usd_per_day"] - runner["net_value_usd_per_day"]
@@ -169,11 +169,11 @@ class Advice:
                 second = self.net_by_replication.get((runner["candidate"], name))
                 half = (t_half_width(best - second) if best is not None and second is not None
                         else float("nan"))
-                detail = "" if _nan(half) else f" (paired 95% CI ±{_money(half)})"
+                detail = "" if _nan(half) else f" (paired 95% CI ±{format_usd(half)})"
                 sure = ("" if _nan(half) or gap > half else
                         "; the difference is within its confidence interval, run more "
                         "replications to be sure")
-                line += (f", {_money(gap)}/day ahead of {runner['candidate']}{detail}{sure}")
+                line += (f", {format_usd(gap)}/day ahead of {runner['candidate']}{detail}{sure}")
             out.append(line + ".")
         return out
 
@@ -347,10 +347,6 @@ def _with_ci(value, half) -> str:
 def _nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
-
-def _money(x: float) -> str:
-    sign = "-" if x < 0 else ""
-    return f"{sign}${abs(x):,.0f}" if abs(x) >= 100 else f"{sign}${abs(x):,.2f}"
 
 
 def _clean(obj):

@@ -41,8 +41,8 @@ from scipy import stats
 from sim.engine import simulate
 from sim.results import COST_COMPONENTS, Results, version
 from sim.scenario import Scenario, ScenarioError, scenario_from_dict
-from sim.units import (DAY_S, format_duration, format_rate, human_duration, parse_duration,
-                       parse_rate)
+from sim.units import (DAY_S, format_duration, format_rate, format_usd, format_usd_range,
+                       human_duration, parse_duration, parse_rate)
 
 MONTH_DAYS = 365.25 / 12
 NET = "net_value_usd_per_day"
@@ -52,25 +52,6 @@ RATE_KEY = ("workload", "arrivals", "rate")
 # --------------------------------------------------------------------------------------------
 # Number formats shared by the sentence and the tables, so the same number reads the same
 # --------------------------------------------------------------------------------------------
-
-def money(x: float, sign: bool = False) -> str:
-    """US dollars: whole dollars from $100 up, cents below; ``sign`` adds ``+`` to gains."""
-    if _nan(x):
-        return "-"
-    x = round(float(x), 0 if abs(x) >= 100 else 2) + 0.0   # no "-$0.00"
-    prefix = "-" if x < 0 else ("+" if sign and x > 0 else "")
-    text = f"{abs(x):,.0f}" if abs(x) >= 100 else f"{abs(x):,.2f}"
-    return f"{prefix}${text}"
-
-
-def money_range(low: float, high: float) -> str:
-    """A money interval: ``$3,900–$4,300``, or ``-$120 to $80`` when a side is negative."""
-    if _nan(low) or _nan(high):
-        return "no CI"
-    if low >= 0:
-        return f"{money(low)}–{money(high)}"
-    return f"{money(low)} to {money(high)}"
-
 
 def _decimals(half_width_pct: float) -> int:
     """Decimals that show a percentage CI's half-width to one significant digit (1 or 2)."""
@@ -253,8 +234,8 @@ def recommend(results: Results) -> Recommendation:
             latency_text = f"p99 latency {milliseconds(latency)} ms"
         return (f"{percent(c.quality_change_pct, dec, sign=True)} {metric} (95% CI "
                 f"{percent_range(c.quality_low_pct, c.quality_high_pct, dec)}), "
-                f"{money(c.net_usd, sign=True)}/day net (95% CI "
-                f"{money_range(c.net_low_usd, c.net_high_usd)}), {latency_text}")
+                f"{format_usd(c.net_usd, sign=True)}/day net (95% CI "
+                f"{format_usd_range(c.net_low_usd, c.net_high_usd)}), {latency_text}")
 
     if not best.has_ci:
         words = describe_architecture(best.architecture, scenario.architectures[best.architecture])
@@ -296,12 +277,12 @@ def _runner_up(results: Results, choice: Comparison, better: list[Comparison]) -
         return None
     if mean - half > 0:
         return (f"{other.architecture} also beats {results.baseline}, but "
-                f"{choice.architecture} is ahead of it by {money(mean)}/day (paired 95% CI "
-                f"{money_range(mean - half, mean + half)}).")
+                f"{choice.architecture} is ahead of it by {format_usd(mean)}/day (paired 95% CI "
+                f"{format_usd_range(mean - half, mean + half)}).")
     return (f"{other.architecture} also beats {results.baseline}, and cannot be told apart from "
             f"{choice.architecture} on net value with {results.replications} replications "
-            f"(difference {money(mean, sign=True)}/day, paired 95% CI "
-            f"{money_range(mean - half, mean + half)}): other criteria can decide between them.")
+            f"(difference {format_usd(mean, sign=True)}/day, paired 95% CI "
+            f"{format_usd_range(mean - half, mean + half)}): other criteria can decide between them.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -708,9 +689,9 @@ class Sensitivity:
         out = [f"Each of {len(self.frame)} numeric inputs was moved by "
                f"±{self.perturbation * 100:.0f}% (whole numbers by at least one) with the others "
                f"held; net value of {self.architecture} minus {self.baseline} is "
-               f"{money(self.base_usd, sign=True)}/day at the scenario's values (short runs). "
+               f"{format_usd(self.base_usd, sign=True)}/day at the scenario's values (short runs). "
                f"The most influential input is {first['label']}: it moves the difference by up "
-               f"to {money(first['effect_usd'])}/day."]
+               f"to {format_usd(first['effect_usd'])}/day."]
         if flips.empty:
             out.append("No single change of this size reverses the decision.")
         else:
@@ -921,13 +902,13 @@ class ManagerReport:
         for row in s.to_dict("records"):
             cells = [row["architecture"]]
             for c in components:
-                cells.append(_cell(row, f"cost_usd_per_day_{c}", money, money))
-            cells.append(_cell(row, "cost_usd_per_day", money, money))
-            cells.append(_cell(row, "value_usd_per_day", money, money))
-            cells.append(_cell(row, NET, money, money))
+                cells.append(_cell(row, f"cost_usd_per_day_{c}", format_usd, format_usd))
+            cells.append(_cell(row, "cost_usd_per_day", format_usd, format_usd))
+            cells.append(_cell(row, "value_usd_per_day", format_usd, format_usd))
+            cells.append(_cell(row, NET, format_usd, format_usd))
             month = {NET: row[NET] * MONTH_DAYS, f"{NET}_ci95": row.get(f"{NET}_ci95", np.nan)
                      * MONTH_DAYS}
-            cells.append(_cell(month, NET, money, money))
+            cells.append(_cell(month, NET, format_usd, format_usd))
             rows.append(cells)
         return Table(headers, rows, f"Money per day (a month is {MONTH_DAYS:.1f} days); value is "
                      f"outcomes × ${self.results.scenario.business.value_per_outcome:g} after "
@@ -944,10 +925,10 @@ class ManagerReport:
                 c.architecture,
                 f"{percent(c.quality_change_pct, dec, sign=True)} "
                 f"({percent_range(c.quality_low_pct, c.quality_high_pct, dec)})",
-                f"{money(c.net_usd, sign=True)} ({money_range(c.net_low_usd, c.net_high_usd)})",
-                f"{money(c.net_usd * MONTH_DAYS, sign=True)} "
-                f"({money_range(c.net_low_usd * MONTH_DAYS, c.net_high_usd * MONTH_DAYS)})",
-                money(c.cost_usd, sign=True), money(c.value_usd, sign=True), c.verdict()])
+                f"{format_usd(c.net_usd, sign=True)} ({format_usd_range(c.net_low_usd, c.net_high_usd)})",
+                f"{format_usd(c.net_usd * MONTH_DAYS, sign=True)} "
+                f"({format_usd_range(c.net_low_usd * MONTH_DAYS, c.net_high_usd * MONTH_DAYS)})",
+                format_usd(c.cost_usd, sign=True), format_usd(c.value_usd, sign=True), c.verdict()])
         return Table(headers, rows, f"Difference from {self.results.baseline}, paired over "
                      f"replications (each replication runs every architecture on the same "
                      f"requests)")
@@ -960,7 +941,7 @@ class ManagerReport:
         for rate, value in b.points:
             ahead = b.architecture if value > 0 else b.baseline
             mark = " (today)" if rate == b.current_per_s else ""
-            rows.append([f"{rate_text(rate)}{mark}", money(value, sign=True), ahead])
+            rows.append([f"{rate_text(rate)}{mark}", format_usd(value, sign=True), ahead])
         return Table(["mean arrival rate", f"net value {b.architecture} − {b.baseline} $/day",
                       "higher net value"], rows, "Rates evaluated (short runs)")
 
@@ -969,13 +950,13 @@ class ManagerReport:
         if s is None or s.frame.empty:
             return None
         rows = [[r["label"], r["value"], r["low_label"] or "not valid",
-                 money(r["low_usd"], sign=True), r["high_label"] or "not valid",
-                 money(r["high_usd"], sign=True), money(r["effect_usd"])]
+                 format_usd(r["low_usd"], sign=True), r["high_label"] or "not valid",
+                 format_usd(r["high_usd"], sign=True), format_usd(r["effect_usd"])]
                 for r in s.top_frame.to_dict("records")]
         return Table(["input", "scenario value", "lowered to", "difference $/day",
                       "raised to", "difference $/day", "largest change $/day"], rows,
                      f"The {len(rows)} most influential inputs (net value {s.architecture} − "
-                     f"{s.baseline}; {money(s.base_usd, sign=True)}/day at the scenario's values)")
+                     f"{s.baseline}; {format_usd(s.base_usd, sign=True)}/day at the scenario's values)")
 
     def assumptions_table(self) -> Table:
         frame = assumptions(self.results.scenario, self.source_text, self.overrides)

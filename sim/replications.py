@@ -23,6 +23,7 @@ from sim.engine import simulate
 from sim.metrics import Histogram
 from sim.results import Results
 from sim.scenario import Scenario
+from sim.units import format_usd
 
 LEVEL = 0.95
 # Differences the verdict and the difference table lead with, in this order.
@@ -220,18 +221,18 @@ def verdict(results: Results, target_precision: float | None = None,
     lines = []
     for row in d.itertuples():
         if n < 2 or math.isnan(row.ci95_paired):
-            lines.append(f"{row.architecture} vs {base}: net value {_money(row.difference)}/day "
+            lines.append(f"{row.architecture} vs {base}: net value {format_usd(row.difference)}/day "
                          f"from a single replication; run with --replications 5 or more for a "
                          f"confidence interval.")
             continue
-        interval = f"(95% CI {_money(row.low)} to {_money(row.high)})"
+        interval = f"(95% CI {format_usd(row.low)} to {format_usd(row.high)})"
         if row.low > 0:
             lines.append(f"{row.architecture} beats {base} on net value by "
-                         f"{_money(row.difference)}/day {interval}.")
+                         f"{format_usd(row.difference)}/day {interval}.")
         elif row.high < 0:
             lines.append(f"{row.architecture} loses to {base} on net value by "
-                         f"{_money(-row.difference)}/day (95% CI {_money(-row.high)} to "
-                         f"{_money(-row.low)}).")
+                         f"{format_usd(-row.difference)}/day (95% CI {format_usd(-row.high)} to "
+                         f"{format_usd(-row.low)}).")
         else:
             more = _replications_to_detect(row.difference, row.sd_paired, n)
             hint = f"; run about {more} replications to tell" if more else ""
@@ -250,8 +251,3 @@ def _replications_to_detect(difference: float, sd: float, n: int) -> int | None:
             break
         m = max(m_new, 2)
     return m if m > n else n + 1
-
-
-def _money(x: float) -> str:
-    sign = "-" if x < 0 else ""
-    return f"{sign}${abs(x):,.0f}" if abs(x) >= 100 else f"{sign}${abs(x):,.2f}"

@@ -168,3 +168,24 @@ def round_rate(per_s: float, digits: int = 4) -> str:
         if per_s * size >= 1:
             return f"{_significant(per_s * size, digits)}/{unit}"
     return f"{_significant(per_s * 86400.0, digits)}/day"
+
+
+def format_usd(x: float, sign: bool = False) -> str:
+    """US dollars as people read them: whole dollars from $100 up, cents below, no "-$0.00";
+    ``sign`` adds ``+`` to gains; ``-`` for a missing value."""
+    if x is None or x != x:
+        return "-"
+    x = round(float(x), 0 if abs(x) >= 100 else 2) + 0.0
+    prefix = "-" if x < 0 else ("+" if sign and x > 0 else "")
+    text = f"{abs(x):,.0f}" if abs(x) >= 100 else f"{abs(x):,.2f}"
+    return f"{prefix}${text}"
+
+
+def format_usd_range(low: float, high: float) -> str:
+    """A money interval: ``$3,900–$4,300``, or ``-$120 to $80`` when a side is negative;
+    ``no CI`` when either end is missing."""
+    if low is None or high is None or low != low or high != high:
+        return "no CI"
+    if low >= 0:
+        return f"{format_usd(low)}–{format_usd(high)}"
+    return f"{format_usd(low)} to {format_usd(high)}"

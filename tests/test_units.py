@@ -181,3 +181,16 @@ def test_format_duration_output_is_always_parseable(x):
     text = format_duration(x)
     assert isinstance(text, str) and text
     assert parse_duration(text) > 0
+
+
+def test_money_reads_as_people_write_it():
+    from sim.units import format_usd, format_usd_range
+    assert format_usd(3311.4) == "$3,311"
+    assert format_usd(66.4) == "$66.40"
+    assert format_usd(-66.4) == "-$66.40"
+    assert format_usd(-0.004) == "$0.00"          # never "-$0.00"
+    assert format_usd(12.5, sign=True) == "+$12.50"
+    assert format_usd(float("nan")) == "-"
+    assert format_usd_range(3900, 4300) == "$3,900–$4,300"
+    assert format_usd_range(-120, 80) == "-$120 to $80.00"
+    assert format_usd_range(float("nan"), 1) == "no CI"
