@@ -3,8 +3,9 @@
 A :class:`Timeline` records refreshes (a batch job finishing, a materialisation, a stream window
 becoming visible, a model deploy) as the control plane produces them; requests then look up, in
 bulk, the freshest refresh visible at their time. Quality is the team's metric as a function of
-feature age and model age (DESIGN.md): the losses against ``fresh`` of the two staleness curves
-and of drift add up, and the result is clamped to [0, fresh].
+the age of each feature class and of the model (DESIGN.md): the losses against ``fresh`` of each
+class (its staleness, a cold start, or its absence, :func:`feature_losses`), of model age and of
+drift add up, and the result is clamped to [0, fresh].
 """
 
 from __future__ import annotations
