@@ -23,7 +23,12 @@ class Streams:
     def __getitem__(self, name: str) -> np.random.Generator:
         generator = self._generators.get(name)
         if generator is None:
-            key = (self.replication, zlib.crc32(name.encode()))
-            generator = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
+            generator = self.fresh(name)
             self._generators[name] = generator
         return generator
+
+    def fresh(self, name: str) -> np.random.Generator:
+        """A new generator for stream ``name``, from its first number: for inputs that two
+        engines draw each for itself and must see alike (the slow periods' paths)."""
+        key = (self.replication, zlib.crc32(name.encode()))
+        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from sim.slow_periods import SlowPath, finish_at
+
 
 @njit(cache=True, nogil=True)
 def _down(heap, n, value):
@@ -39,19 +41,6 @@ def _down(heap, n, value):
             break
         heap[i] = heap[child]
         i = child
-    heap[i] = value
-
-
-@njit(cache=True, nogil=True)
-def _push(heap, n, value):
-    """Add ``value`` to the min-heap ``heap[:n]`` (which has room for one more)."""
-    i = n
-    while i > 0:
-        parent = (i - 1) // 2
-        if heap[parent] <= value:
-            break
-        heap[i] = heap[parent]
-        i = parent
     heap[i] = value
 
 
@@ -81,13 +70,100 @@ def fifo_queue(arrival_s, occupancy_s, patience_s, free_at_s, wait_s, started):
     return busy
 
 
-class ReplicaPool:
-    """The serving replicas of one architecture, carried across chunks."""
+@njit(cache=True, nogil=True)
+def _before(a, ia, b, ib):
+    """(a, ia) < (b, ib): earlier free time first, then the lower replica number."""
+    return a < b or (a == b and ia < ib)
 
-    def __init__(self, replicas: int, timeout_s: float | None, start_s: float = 0.0):
+
+@njit(cache=True, nogil=True)
+def _down_id(heap, ids, n, value, vid):
+    """:func:`_down` for a heap of (free time, replica number) pairs."""
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            break
+        child = left
+        if left + 1 < n and _before(heap[left + 1], ids[left + 1], heap[left], ids[left]):
+            child = left + 1
+        if not _before(heap[child], ids[child], value, vid):
+            break
+        heap[i] = heap[child]
+        ids[i] = ids[child]
+        i = child
+    heap[i] = value
+    ids[i] = vid
+
+
+@njit(cache=True, nogil=True)
+def _push_id(heap, ids, n, value, vid):
+    """Add ``(value, vid)`` to the heap of (free time, replica number) pairs ``[:n]`` (which
+    has room for one more)."""
+    i = n
+    while i > 0:
+        parent = (i - 1) // 2
+        if not _before(value, vid, heap[parent], ids[parent]):
+            break
+        heap[i] = heap[parent]
+        ids[i] = ids[parent]
+        i = parent
+    heap[i] = value
+    ids[i] = vid
+
+
+@njit(cache=True, nogil=True)
+def fifo_queue_slow(arrival_s, lookup_s, work_s, patience_s, free_at_s, ids, pt, pw, ps, pn,
+                    host, first, wait_s, started, occupancy_s):
+    """:func:`fifo_queue` on replicas with slow periods, from request ``first`` on.
+
+    A request takes the replica that has been free longest (the lower number on a tie),
+    looks up its features for ``lookup_s`` and then does ``work_s`` of work, stretched by the
+    slow periods of its replica's path (path 0 for every replica with ``host``). Fills
+    ``occupancy_s`` (how long it held the replica). Returns ``(next, busy, path)``: ``next`` is
+    the number of requests done, less than their count when request ``next``'s work runs past
+    the end of ``path``'s drawn speed (draw more and call again from ``next``); ``busy`` the
+    replica time added.
+    """
+    busy = 0.0
+    c = free_at_s.shape[0]
+    for i in range(first, arrival_s.shape[0]):
+        a = arrival_s[i]
+        free = free_at_s[0]
+        start = a if a > free else free
+        w = start - a
+        if w >= patience_s:
+            wait_s[i] = patience_s
+            started[i] = False
+            occupancy_s[i] = np.nan
+            continue
+        p = 0 if host else ids[0]
+        end = finish_at(pt[p], pw[p], ps[p], pn[p], start + lookup_s[i], work_s[i])
+        if np.isnan(end):
+            return i, busy, p
+        wait_s[i] = w
+        started[i] = True
+        occupancy_s[i] = end - start
+        _down_id(free_at_s, ids, c, end, ids[0])
+        busy += end - start
+    return arrival_s.shape[0], busy, -1
+
+
+class ReplicaPool:
+    """The serving replicas of one architecture, carried across chunks.
+
+    With ``slow`` (a :class:`~sim.slow_periods.SlowPath`) the replicas' work is stretched by
+    slow periods and each replica is tracked by number, so that it meets its own.
+    """
+
+    def __init__(self, replicas: int, timeout_s: float | None, start_s: float = 0.0,
+                 slow: SlowPath | None = None, host: bool = True):
         self.replicas = replicas
         self.patience_s = np.inf if timeout_s is None else float(timeout_s)
         self.free_at_s = np.full(replicas, start_s, dtype=float)
+        self.ids = np.arange(replicas, dtype=np.int64)
+        self.slow = slow
+        self.host = host
 
     def serve(self, arrival_s: np.ndarray, occupancy_s: np.ndarray):
         """Queue wait and whether each request started; arrivals must be in time order."""
@@ -100,6 +176,29 @@ class ReplicaPool:
                        self.patience_s, self.free_at_s, wait_s, started)
         return wait_s, started
 
+    def serve_slow(self, arrival_s: np.ndarray, lookup_s: np.ndarray, work_s: np.ndarray):
+        """Queue wait, whether each request started, and how long it held its replica, with
+        slow periods stretching each request's work."""
+        n = arrival_s.size
+        wait_s, occupancy_s = np.empty(n), np.empty(n)
+        started = np.empty(n, dtype=np.bool_)
+        if not n:
+            return wait_s, started, occupancy_s
+        slow = self.slow
+        slow.trim(float(arrival_s[0]))
+        slow.extend(float(arrival_s[-1]))
+        a = np.ascontiguousarray(arrival_s, dtype=np.float64)
+        lookup = np.ascontiguousarray(np.broadcast_to(lookup_s, n), dtype=np.float64)
+        work = np.ascontiguousarray(np.broadcast_to(work_s, n), dtype=np.float64)
+        done = 0
+        while True:
+            done, _, short = fifo_queue_slow(a, lookup, work, self.patience_s, self.free_at_s,
+                                             self.ids, slow.t, slow.w, slow.s, slow.n,
+                                             self.host, done, wait_s, started, occupancy_s)
+            if short < 0:
+                return wait_s, started, occupancy_s
+            slow._draw_block(short)
+
 
 # --------------------------------------------------------------------------------------------
 # Dynamic batching and autoscaling: an event loop over arrivals, dispatches, give-ups and
@@ -109,8 +208,10 @@ class ReplicaPool:
 INF = np.inf
 # Carried state, by index (one float64 array per pool).
 (N_REPLICAS, NEXT_EVAL, LAST_SCALE, BUSY_ASSIGNED, BUSY_AT_EVAL, QUEUE_AREA, QUEUE_AREA_AT_EVAL,
- LAST_EVENT, N_WARMING, PREV_EVAL, N_LOG) = range(11)
-STATE_SIZE = 11
+ LAST_EVENT, N_WARMING, PREV_EVAL, N_LOG, SHORT_PATH) = range(12)
+STATE_SIZE = 12
+# What a call of batch_queue stopped for.
+DONE, LOG_FULL, PATH_SHORT = range(3)
 # Autoscaler settings, by index.
 (A_ON, A_MIN, A_MAX, A_TARGET_UTIL, A_TARGET_QUEUE, A_EVERY, A_TOLERANCE, A_WARMUP,
  A_COOLDOWN) = range(9)
@@ -124,8 +225,8 @@ LOG_ROWS_PER_CALL = 4096  # the log buffer of one kernel call; a call that fills
 
 @njit(cache=True, nogil=True)
 def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_wait, until,
-                final, eval_until, heap, warming, state, auto, log, wait, start, occupancy,
-                started, busy):
+                final, eval_until, heap, ids, warming, state, auto, log, wait, start, occupancy,
+                started, busy, pt, pw, ps, pn, slow, host):
     """FIFO replicas with dynamic batching and an optional autoscaler, as an event loop.
 
     Requests ``[head, i)`` have arrived and are waiting; those from ``i`` on arrive at
@@ -133,17 +234,24 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
     (a request waiting ``patience`` leaves), dispatches, autoscaler evaluations. A batch is
     dispatched when a replica is free and either ``max_batch`` requests wait or the oldest has
     waited ``max_wait``; it takes up to ``max_batch`` from the head of the queue and occupies
-    the replica for ``max(lookup) + fixed[first] + sum(item)``.
+    the replica for ``max(lookup) + fixed[first] + sum(item)``; with ``slow`` (slow periods
+    on the paths ``pt``, ``pw``, ``ps``, ``pn``) the work ``fixed + sum(item)`` is stretched by
+    the slow periods of the replica's path (the replica's number in ``ids``, or path 0 for
+    every replica with ``host``). A free replica is the one free longest (the lower number on a
+    tie).
 
     Without ``final`` the loop stops before the first event at or after ``until`` (the next
     chunk's requests could come first); the requests still waiting then are a suffix of the
     input. Evaluations go on to ``eval_until`` and, in the ``final`` call, for as long as
-    requests wait. Returns ``(head, i, log_full)``: the requests before ``head`` have their
-    outcome (``wait``, ``start``, ``occupancy``, ``started``, ``busy`` filled); with
-    ``log_full`` the loop stopped before an evaluation because ``log`` had no room, and is
-    resumed by calling again with ``head`` and ``i`` and an emptied log. ``heap`` (free-at times
-    of the replicas, ``state[N_REPLICAS]`` of them, including those warming up), ``warming``
-    (ready times of replicas still warming up) and ``state`` carry over between calls.
+    requests wait. Returns ``(head, i, stopped)``: the requests before ``head`` have their
+    outcome (``wait``, ``start``, ``occupancy``, ``started``, ``busy`` filled); ``stopped`` is
+    ``DONE``, or ``LOG_FULL`` when the loop stopped before an evaluation because ``log`` had no
+    room (call again with ``head`` and ``i`` and an emptied log), or ``PATH_SHORT`` when a
+    batch's work would run past the drawn end of path ``state[SHORT_PATH]`` (draw more, call
+    again). ``heap`` and ``ids`` (free-at times and numbers of the replicas,
+    ``state[N_REPLICAS]`` of them, including those warming up; ``ids`` beyond them are the
+    free numbers), ``warming`` (ready times of replicas still warming up) and ``state`` carry
+    over between calls.
     """
     n = arrival.shape[0]
     every = auto[A_EVERY]
@@ -167,7 +275,7 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
             break
         if t_eval == t and t_arr > t and t_exp > t and t_disp > t and \
                 state[N_LOG] >= log.shape[0]:
-            return head, i, True
+            return head, i, LOG_FULL
         state[QUEUE_AREA] += qlen * (t - t_last)
         state[LAST_EVENT] = t
         if t_arr <= t:
@@ -188,7 +296,14 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
                     longest = lookup[j]
                 total += item[j]
             occ = longest + total
-            _down(heap, int(state[N_REPLICAS]), t + occ)
+            if slow:
+                p = 0 if host else ids[0]
+                end = finish_at(pt[p], pw[p], ps[p], pn[p], t + longest, total)
+                if np.isnan(end):
+                    state[SHORT_PATH] = p
+                    return head, i, PATH_SHORT
+                occ = end - t
+            _down_id(heap, ids, int(state[N_REPLICAS]), t + occ, ids[0])
             state[BUSY_ASSIGNED] += occ
             for j in range(head, head + k):
                 wait[j] = t - arrival[j]
@@ -199,13 +314,13 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
             busy[head] = occ
             head += k
         else:
-            _evaluate(t, heap, warming, state, auto, log, qlen)
+            _evaluate(t, heap, ids, warming, state, auto, log, qlen)
             state[NEXT_EVAL] = t + every
-    return head, i, False
+    return head, i, DONE
 
 
 @njit(cache=True, nogil=True)
-def _evaluate(t, heap, warming, state, auto, log, qlen):
+def _evaluate(t, heap, ids, warming, state, auto, log, qlen):
     """One autoscaler evaluation at ``t``: measure the last interval, log it, decide."""
     n = int(state[N_REPLICAS])
     prev = state[PREV_EVAL]
@@ -245,7 +360,7 @@ def _evaluate(t, heap, warming, state, auto, log, qlen):
     if desired > n:
         for _ in range(desired - n):
             ready_at = t + auto[A_WARMUP]
-            _push(heap, n, ready_at)
+            _push_id(heap, ids, n, ready_at, ids[n])  # a free number: ids[n:] are unused
             n += 1
             if ready_at > t:
                 warming[n_warm] = ready_at
@@ -255,7 +370,9 @@ def _evaluate(t, heap, warming, state, auto, log, qlen):
         removed = 0
         while n > desired and heap[0] <= t:  # idle replicas only
             n -= 1
-            _down(heap, n, heap[n])
+            gone = ids[0]
+            _down_id(heap, ids, n, heap[n], ids[n])
+            ids[n] = gone
             removed += 1
         if removed:
             state[LAST_SCALE] = t
@@ -277,6 +394,15 @@ def _evaluate(t, heap, warming, state, auto, log, qlen):
     state[PREV_EVAL] = t
 
 
+class _NoPath:
+    """Stand-in path arrays for pools without slow periods (never read)."""
+    t = w = s = np.zeros((1, 2))
+    n = np.full(1, 2, dtype=np.int64)
+
+
+_NO_PATH = _NoPath()
+
+
 class BatchingPool:
     """Serving replicas with dynamic batching and/or an autoscaler, carried across chunks.
 
@@ -286,8 +412,11 @@ class BatchingPool:
     outcomes for the requests decided so far, in arrival order.
     """
 
-    def __init__(self, serving, eval_until_s: float, start_s: float = 0.0):
+    def __init__(self, serving, eval_until_s: float, start_s: float = 0.0,
+                 slow: SlowPath | None = None):
         self.spec = serving
+        self.slow = slow
+        self.host = serving.slow_periods is None or serving.slow_periods.scope == "host"
         auto = serving.autoscaling
         batching = serving.batching
         self.patience_s = np.inf if serving.timeout is None else float(serving.timeout)
@@ -295,6 +424,7 @@ class BatchingPool:
         self.max_wait_s = batching.max_wait if batching else 0.0
         capacity = auto.max if auto else serving.replicas
         self.heap = np.full(capacity, start_s, dtype=float)
+        self.ids = np.arange(capacity, dtype=np.int64)
         self.warming = np.zeros(capacity)
         self.state = np.zeros(STATE_SIZE)
         self.state[N_REPLICAS] = serving.replicas
@@ -336,17 +466,25 @@ class BatchingPool:
         f64 = {k: np.ascontiguousarray(inputs[k], dtype=np.float64)
                for k in ("t_s", "lookup_s", "item_s", "fixed_s")}
         decided, arrived = 0, carried
-        while True:  # resumed whenever the log fills up
+        slow = self.slow if self.slow is not None else _NO_PATH
+        if self.slow is not None:
+            self.slow.trim(float(self.state[LAST_EVENT]))
+            if n:
+                self.slow.extend(float(f64["t_s"][-1]))
+        while True:  # resumed whenever the log fills up or a slow-period path runs out
             self.state[N_LOG] = 0
-            decided, arrived, full = batch_queue(
+            decided, arrived, stopped = batch_queue(
                 f64["t_s"], f64["lookup_s"], f64["item_s"], f64["fixed_s"], decided, arrived,
                 self.patience_s, self.max_batch, self.max_wait_s, until_s, final,
-                self.eval_until_s, self.heap, self.warming, self.state, self.auto, log,
-                out["wait_s"], out["start_s"], out["occupancy_s"], out["started"],
-                out["busy_s"])
+                self.eval_until_s, self.heap, self.ids, self.warming, self.state, self.auto,
+                log, out["wait_s"], out["start_s"], out["occupancy_s"], out["started"],
+                out["busy_s"], slow.t, slow.w, slow.s, slow.n, self.slow is not None,
+                self.host)
             if self.state[N_LOG]:
                 self.log_rows.append(log[:int(self.state[N_LOG])].copy())
-            if not full:
+            if stopped == PATH_SHORT:
+                self.slow._draw_block(int(self.state[SHORT_PATH]))
+            elif stopped == DONE:
                 break
         self._carry = {k: v[decided:] for k, v in inputs.items()} if decided < n else None
         result = {k: v[:decided] for k, v in inputs.items()}

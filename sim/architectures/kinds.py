@@ -162,6 +162,7 @@ class OnlineModel(_Common):
             self.features.start(env, world)
         if self.stream:
             self.stream.start(env, world)
+        self.serving.start(world)
 
     def _request_compute(self, chunk: Chunk) -> np.ndarray | float:
         """Each request's time computing request-time features on the replica (0 without)."""
@@ -170,11 +171,12 @@ class OnlineModel(_Common):
         return chunk.sample(self.request_features.compute, "request_features")
 
     def _draws(self, chunk: Chunk):
-        """This architecture's replica time and stream lag per request of the chunk."""
+        """This architecture's feature lookup, work on the replica and stream lag per request
+        of the chunk."""
         spec = self.spec
-        occupancy = chunk.sample(spec.feature_lookup, "feature_lookup") + \
-            chunk.sample(spec.serving.service_time, "service") + self._request_compute(chunk)
-        return occupancy, self._stream_lag(chunk)
+        work = chunk.sample(spec.serving.service_time, "service") + self._request_compute(chunk)
+        return chunk.sample(spec.feature_lookup, "feature_lookup"), work, \
+            self._stream_lag(chunk)
 
     def _stream_lag(self, chunk: Chunk) -> np.ndarray | None:
         """Each request's own stream lag, when every event is its own update (window 0)."""
@@ -196,8 +198,8 @@ class OnlineModel(_Common):
             np.copyto(stream, np.nan, where=created > t - stream)
         return FeatureAges(batch, stream, self.request_features is not None)
 
-    def _serve_online(self, t, created, occupancy, lag):
-        latency, wait, timed_out, busy, start, service = self.serving.serve(t, occupancy)
+    def _serve_online(self, t, created, lookup, work, lag):
+        latency, wait, timed_out, busy, start, service = self.serving.serve(t, lookup, work)
         return self._online_outcomes(t, latency, wait, timed_out, busy, start, service,
                                      self._ages(t, created, lag), self._model_cutoff_now(t))
 
@@ -325,9 +327,10 @@ class HybridModel(OnlineModel):
         if self.serving.evented:  # the tail's outcomes may come a chunk later: append them
             online = self._evented(chunk, tail)
             return Outcomes(**{k: np.concatenate([v[head], online[k]]) for k, v in out.items()})
-        occupancy, lag = self._draws(chunk)
+        lookup, work, lag = self._draws(chunk)
         online = self._serve_online(t[tail], chunk.created_at_s(self.world.population)[tail],
-                                    occupancy[tail], None if lag is None else lag[tail])
+                                    lookup[tail], work[tail],
+                                    None if lag is None else lag[tail])
         for key, value in online.items():
             out[key][tail] = value
         return Outcomes(**out)

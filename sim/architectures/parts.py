@@ -11,6 +11,7 @@ from sim.control import Run, apportioned_usd, periodic
 from sim.freshness import Timeline, _last_visible
 from sim.scenario import BatchFeatures, Serving, StreamFeatures, _Scheduled
 from sim.serving import BatchingPool, ReplicaPool
+from sim.slow_periods import SlowPath
 from sim.workload import Population
 
 
@@ -259,20 +260,35 @@ class OnlineServing:
         self.request_features = request_features
         self.end_s = end_s
         self.evented = serving.batching is not None or serving.autoscaling is not None
+        slow = serving.slow_periods
         if self.evented:
             every = serving.autoscaling.every if serving.autoscaling else 0.0
             self.pool = BatchingPool(serving, eval_until_s=end_s + every)
         else:
-            self.pool = ReplicaPool(serving.replicas, serving.timeout)
+            self.pool = ReplicaPool(serving.replicas, serving.timeout,
+                                    host=slow is None or slow.scope == "host")
+
+    def start(self, world) -> None:
+        """Draw the slow periods' paths (from the run's random streams), if there are any."""
+        slow = self.spec.slow_periods
+        if slow is not None:
+            auto = self.spec.autoscaling
+            paths = 1 if slow.scope == "host" else (auto.max if auto else self.spec.replicas)
+            self.pool.slow = SlowPath(slow, paths, world.streams, start_s=0.0)
 
     @property
     def mean_occupancy_s(self) -> float:
         return self.spec.mean_occupancy_s(self.feature_lookup, self.request_features)
 
-    def serve(self, t_s: np.ndarray, occupancy: np.ndarray):
+    def serve(self, t_s: np.ndarray, lookup: np.ndarray, work: np.ndarray):
         """(latency, queue_wait, timed_out, busy, service start, service time) for requests
-        served online, given the replica time each needs (feature lookup + inference)."""
-        wait, started = self.pool.serve(t_s, occupancy)
+        served online, given each one's feature lookup and work on the replica (inference and
+        request-time features, stretched by any slow periods)."""
+        if self.pool.slow is not None:
+            wait, started, occupancy = self.pool.serve_slow(t_s, lookup, work)
+        else:
+            occupancy = lookup + work
+            wait, started = self.pool.serve(t_s, occupancy)
         timeout = np.inf if self.spec.timeout is None else float(self.spec.timeout)
         n = t_s.size
         latency, busy, start, service = np.empty(n), np.empty(n), np.empty(n), np.empty(n)

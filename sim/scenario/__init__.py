@@ -33,7 +33,7 @@ from sim.scenario.operations import (Business, Costs, Drift, LatencyPenalty, Slo
 from sim.scenario.architectures import (Architecture, Autoscaling, BatchArchitecture,
                                         BatchFeatures, Batching, Features, HybridArchitecture,
                                         KINDS, OnlineArchitecture, RequestFeatures, Serving,
-                                        StreamFeatures, StreamingArchitecture,
+                                        SlowPeriods, SlowState, StreamFeatures, StreamingArchitecture,
                                         _Scheduled)
 from sim.scenario.loading import (Scenario, dump_yaml, load_scenario, scenario_from_dict,
                                   _MESSAGES, _clean_loc, _explain,

@@ -126,6 +126,101 @@ class Autoscaling(Model):
         return self
 
 
+class SlowState(Model):
+    """One state of a replica's speed: how much slower it works, and for how long."""
+
+    slowdown: float = Field(ge=0.001, le=1000, description="How many times slower the replica "
+                            "works in this state: 1 is normal speed, 3.5 three and a half "
+                            "times slower.")
+    mean: PositiveDuration | None = Field(None, description="Mean time spent in this state each "
+                                          "time (exponentially distributed); or give length.")
+    length: Dist | None = Field(None, description="How long each stay in this state lasts, as "
+                                "a distribution (instead of mean).")
+    next: list[float] | None = Field(None, description="With three or more states: the "
+                                     "probability of each state coming next (0 for this one); "
+                                     "default: the others equally likely.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SlowState":
+        if (self.mean is None) == (self.length is None):
+            raise ValueError("give mean (an exponential stay) or length (a distribution), "
+                             "not both and not neither")
+        if self.length is not None and not self.length.mean > 0:
+            raise ValueError("length must have a mean above 0")
+        return self
+
+    @property
+    def mean_s(self) -> float:
+        return float(self.mean if self.mean is not None else self.length.mean)
+
+
+class SlowPeriods(Model):
+    """Stretches of time in which a replica works slower (CPU throttling under a container's
+    quota, noisy neighbours, garbage-collection pauses, thermal or power capping).
+
+    The replica's speed follows a few states, each with a ``slowdown`` and a time spent in it;
+    after a stay the next state is drawn (two states alternate). Work in progress is stretched
+    while a slow state lasts: a request needing 10 ms of work that meets a 3.5x slowdown for
+    all of it holds its replica for 35 ms. What is slowed is the replica's own work (inference,
+    a batch's fixed time, request-time features); a feature lookup waits on the store and is
+    not. ``scope: replica`` (the default) gives every replica its own independent stretches, as
+    when each replica is a container throttled by its own CPU quota; ``scope: host`` slows
+    every replica together, as when they share one machine and a noisy neighbour or a paused
+    virtual CPU slows them all.
+    """
+
+    scope: Literal["replica", "host"] = Field("replica", description="replica: each replica "
+                                              "slows on its own; host: all replicas slow "
+                                              "together.")
+    states: list[SlowState] = Field(min_length=2, max_length=8, description="The speeds, e.g. "
+                                    "[{slowdown: 1, mean: 2s}, {slowdown: 3.5, mean: 30ms}].")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SlowPeriods":
+        n = len(self.states)
+        for k, state in enumerate(self.states):
+            if state.next is None:
+                continue
+            if len(state.next) != n:
+                raise ValueError(f"states[{k}].next has {len(state.next)} probabilities; give "
+                                 f"one per state ({n})")
+            if any(not 0 <= p <= 1 for p in state.next) or abs(sum(state.next) - 1) > 1e-6:
+                raise ValueError(f"states[{k}].next must be probabilities that add up to 1")
+            if state.next[k] != 0:
+                raise ValueError(f"states[{k}].next[{k}] must be 0: a stay ends by moving to "
+                                 "another state")
+        return self
+
+    def jumps(self) -> np.ndarray:
+        """The probability of moving from each state (row) to each other (column)."""
+        n = len(self.states)
+        p = np.empty((n, n))
+        for k, state in enumerate(self.states):
+            if state.next is not None:
+                p[k] = state.next
+            else:
+                p[k] = 1.0 / (n - 1)
+                p[k, k] = 0.0
+        return p
+
+    def time_shares(self) -> np.ndarray:
+        """The long-run share of time spent in each state (the embedded chain's stationary
+        distribution weighted by the mean stays)."""
+        p = self.jumps()
+        n = p.shape[0]
+        a = np.vstack([p.T - np.eye(n), np.ones(n)])
+        b = np.r_[np.zeros(n), 1.0]
+        visits = np.linalg.lstsq(a, b, rcond=None)[0]
+        time = visits * np.array([s.mean_s for s in self.states])
+        return time / time.sum()
+
+    @property
+    def mean_speed(self) -> float:
+        """Work done per second of time, on average (1 without slowdown): the time-weighted
+        mean of 1/slowdown."""
+        return float(self.time_shares() @ (1.0 / np.array([s.slowdown for s in self.states])))
+
+
 class Serving(Model):
     """Serving replicas: FIFO, each runs feature lookup then inference for one request (or one
     batch of requests with ``batching``)."""
@@ -142,6 +237,9 @@ class Serving(Model):
     autoscaling: Autoscaling | None = Field(None, description="Add and remove replicas with "
                                             "load: {min, max, target_utilization or "
                                             "target_queue, every, warmup, cooldown}.")
+    slow_periods: SlowPeriods | None = Field(None, description="Stretches in which replicas "
+                                             "work slower: {scope, states: [{slowdown, mean or "
+                                             "length}, ...]}.")
 
     @model_validator(mode="after")
     def _check(self) -> "Serving":
@@ -165,13 +263,16 @@ class Serving(Model):
         waits for the slowest of its ``max_batch`` feature lookups); request-time features
         add their compute time per request."""
         extra = request_features.compute.mean if request_features is not None else 0.0
+        # slow periods stretch the replica's own work by 1 / (mean speed) in the long run
+        stretch = 1.0 / self.slow_periods.mean_speed if self.slow_periods is not None else 1.0
         if self.batching is None:
-            return feature_lookup.mean + self.service_time.mean + extra
+            return feature_lookup.mean + (self.service_time.mean + extra) * stretch
         b = self.batching
         # E[max of B draws] = integral of F^-1(u) B u^(B-1) du, on a midpoint grid
         u = (np.arange(4096) + 0.5) / 4096
         slowest = float(np.mean(feature_lookup.ppf(u) * b.max_batch * u ** (b.max_batch - 1)))
-        return (slowest + b.fixed.mean) / b.max_batch + b.per_item.mean + extra
+        return slowest / b.max_batch + (b.fixed.mean / b.max_batch + b.per_item.mean + extra) \
+            * stretch
 
 
 class _Scheduled(Model):
