@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import textwrap
 
+import numpy as np
+
 from sim.distributions import Distribution
 from sim.scenario import (BatchArchitecture, BatchFeatures, Curve, HybridArchitecture,
                           OnlineArchitecture, Scenario, StreamingArchitecture, StreamFeatures)
@@ -503,12 +505,37 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
                  f"{_dur(a.warmup)}, and none is removed within {_dur(a.cooldown)} of the last "
                  f"change (the serving cost shown here is for {sv.replicas}, where it starts; "
                  f"the run reports the replicas that actually ran).")
+    if sv.slow_periods is not None:
+        text += " " + _slow_periods(sv.slow_periods, sv.replicas)
     if sv.timeout:
         text += (f" Requests not answered within {format_duration(sv.timeout)} get the "
                  f"fallback.")
     text += " " + _features(spec.features.batch, spec.features.stream, s.workload.entities,
                             s.costs, costs, spec.features.request)
     return text, costs
+
+
+def _slow_periods(slow, replicas: int) -> str:
+    """Slow periods in plain words: how often, how slow, for how long, and what it costs."""
+    shares = slow.time_shares()
+    normal = int(np.argmin([state.slowdown for state in slow.states]))
+    parts = []
+    for k, state in enumerate(slow.states):
+        if k == normal:
+            continue
+        times = f"{state.slowdown:g} times slower" if state.slowdown > 1 else \
+            f"{1 / state.slowdown:g} times faster"
+        length = (f"{_dur(state.mean_s)} on average" if state.mean is not None else
+                  f"{_dist(state.length)}")
+        parts.append(f"{times} for stretches of {length} ({_share(shares[k])} of the time)")
+    who = ("every replica at once (they share a host)" if slow.scope == "host" or replicas == 1
+           else "each replica on its own")
+    return (f"The replicas do not always work at full speed: {who} runs "
+            f"{'; or '.join(parts)}. Inference and request-time features stretch while a slow "
+            f"stretch lasts (feature lookups do not), so in the long run a replica gets through "
+            f"{slow.mean_speed:.0%} of the work it would at full speed (included above), and "
+            f"requests that queue behind a slow stretch make the latency tail longer than "
+            f"independent service times would.")
 
 
 def _hybrid(s: Scenario, spec: HybridArchitecture) -> tuple[str, dict[str, float]]:

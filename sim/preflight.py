@@ -87,7 +87,8 @@ NS_PER_CANDIDATE_POINT = 10.0
 # benchmarks/results.json ("reference"), 81 us each.
 NS_PER_REQUEST_REFERENCE = 81_300.0
 US_PER_RUN = {"job": 10.0, "materialisation": 8.0, "window": 2.5, "training": 6.0,
-              "check": 3.0, "autoscaler": 1.0}
+              "check": 3.0, "autoscaler": 1.0, "slow period": 0.1}
+BYTES_PER_SLOW_PATH = 3 * 3 * 512 * 8  # breakpoints, work and slowdowns of about 3 blocks
 US_PER_BUCKET = 20.0  # per time bucket and architecture (percentiles of each bucket)
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -104,6 +105,7 @@ MEMORY_SHARE = 0.8            # refuse above this share of the available memory
 WARN_AFTER_S = 60.0           # warn when a command's simulations will take longer
 OVERLAP_RUNS = 1000           # overlapping runs are absurd above this many runs
 EVENTS_PER_REQUEST = 10.0     # runs of one schedule per request above which it is absurd
+SPEED_CHANGES_PER_REQUEST = 100.0  # the same for slow periods' changes of speed
 MIN_ABSURD_RUNS = 100_000     # ... as long as it has more runs than this
 
 
@@ -129,7 +131,8 @@ class Schedule:
     longest takes and how often it starts."""
 
     key: str
-    kind: str          # job | materialisation | window | training | check | autoscaler
+    kind: str          # job | materialisation | window | training | check | autoscaler |
+                       # slow period (stays in a slow-period state)
     runs: float
     every_s: float
     longest_s: float = 0.0
@@ -301,6 +304,12 @@ def _schedules(scenario: Scenario, n_slots: float) -> tuple[list[Schedule], floa
             every = serving.autoscaling.every
             out.append(Schedule(f"architectures.{name}.serving.autoscaling.every", "autoscaler",
                                 end_s / every + 1, every, can_overlap=False))
+        slow = serving.slow_periods if serving is not None else None
+        if slow is not None:
+            stay = slow.mean_stay_s
+            out.append(Schedule(f"architectures.{name}.serving.slow_periods.states[*].mean",
+                                "slow period", _slow_paths(serving) * (end_s / stay + 1), stay,
+                                can_overlap=False))
     trainings = [("training", scenario.training)] + [
         (f"architectures.{name}.training", getattr(spec, "training", None))
         for name, spec in scenario.architectures.items()]
@@ -330,6 +339,14 @@ def _schedules(scenario: Scenario, n_slots: float) -> tuple[list[Schedule], floa
     return out, lead
 
 
+def _slow_paths(serving) -> int:
+    """The speed paths a serving section's slow periods draw: one for the host, or one per
+    replica it can have."""
+    if serving.slow_periods.scope == "host":
+        return 1
+    return serving.autoscaling.max if serving.autoscaling is not None else serving.replicas
+
+
 def _one(scenario: Scenario, engine: str = "fast") -> dict:
     """Requests, schedules, memory parts (bytes) and seconds of one simulation of
     ``scenario``."""
@@ -347,14 +364,18 @@ def _one(scenario: Scenario, engine: str = "fast") -> dict:
     n_arch = len(kinds)
     n_buckets = max(1.0, math.ceil(scenario.horizon / scenario.bucket_s))
     schedules, lead_s = _schedules(scenario, n_slots)
-    runs = sum(s.runs for s in schedules)
+    runs = sum(s.runs for s in schedules if s.kind != "slow period")  # kept: stays are not
 
     per_slot = BYTES_PER_SLOT + BYTES_PER_STORE_SLOT * sum(k in ("batch", "hybrid") for k in kinds)
     rule = w.new_entities
     if rule.share is None and rule.enter == "random" and n_new > 0:
         per_slot += BYTES_PER_SLOT_RANDOM
+    paths = sum(_slow_paths(spec.serving) for spec in scenario.architectures.values()
+                if getattr(spec, "serving", None) is not None
+                and spec.serving.slow_periods is not None)
     parts = {
         "time-series buckets": n_arch * n_buckets * BYTES_PER_BUCKET,
+        "slow-period paths": paths * BYTES_PER_SLOW_PATH,
         "entities": n_slots * per_slot + n_new * BYTES_PER_NEW_ENTITY,
         "control-plane runs": runs * BYTES_PER_RUN,
         "request chunks": REQUESTS_PER_CHUNK * 8.0 * (CHUNK_ARRAYS_SHARED +
@@ -463,12 +484,15 @@ def check(estimate: Estimate, force: bool = False) -> Estimate:
 def _event_problems(scenario: Scenario, one: dict, label: str) -> list[Problem]:
     out = []
     requests = one["requests"]
-    cap = max(MIN_ABSURD_RUNS, EVENTS_PER_REQUEST * requests)
     span = scenario.end_s
     for s in one["schedules"]:
+        # a speed change costs a small share of a request: far more of them are fine
+        per_request = SPEED_CHANGES_PER_REQUEST if s.kind == "slow period" else \
+            EVENTS_PER_REQUEST
+        cap = max(MIN_ABSURD_RUNS, per_request * requests)
         noun = {"job": "job", "materialisation": "materialisation", "window": "window",
                 "training": "training run", "check": "check",
-                "autoscaler": "autoscaler evaluation"}[s.kind]
+                "autoscaler": "autoscaler evaluation", "slow period": "speed change"}[s.kind]
         if s.can_overlap and s.longest_s > s.every_s and s.runs > OVERLAP_RUNS:
             fix = f"give {s.key} of at least {_dur_up(s.longest_s)}"
             if s.entities > 0:

@@ -58,7 +58,23 @@ def finish_at(t, w, s, n, start, work):
             lo = mid
         else:
             hi = mid
-    return t[lo] + (target - w[lo]) * s[lo]
+    end = t[lo] + (target - w[lo]) * s[lo]
+    return end if end > start else start  # never before it started, whatever the rounding
+
+
+@njit(cache=True, nogil=True)
+def _chain(jumps, u, k, states):
+    """The state of each stay: the current one ``k``, then a jump drawn by ``u`` from the
+    cumulative probabilities ``jumps``; returns the state after the last."""
+    last = jumps.shape[0] - 1
+    for j in range(u.shape[0]):
+        states[j] = k
+        row = jumps[k]
+        nxt = 0
+        while nxt < last and row[nxt] <= u[j]:
+            nxt += 1
+        k = nxt
+    return k
 
 
 class SlowPath:
@@ -108,11 +124,7 @@ class SlowPath:
             self._grow(n + BLOCK)
         u = self._rngs[p].random((BLOCK, 2))
         states = np.empty(BLOCK, dtype=np.int64)
-        k = int(self._state[p])
-        for j in range(BLOCK):  # the state of each stay: the current one, then a jump
-            states[j] = k
-            k = min(int(np.searchsorted(self.jumps[k], u[j, 0], side="right")),
-                    len(self.slowdowns) - 1)
+        k = _chain(self.jumps, u[:, 0].copy(), int(self._state[p]), states)
         self._state[p] = k
         lengths = np.empty(BLOCK)
         for index, state in enumerate(self.spec.states):

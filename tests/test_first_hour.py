@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -315,6 +316,22 @@ def test_explain_describes_feature_classes_and_cold_starts():
     assert "streaming has no batch features: worth 0.04" in text
     assert "a cold start), for every architecture" in text
     assert "Request-time features are computed on the replica in every request (2ms)" in text
+
+
+def test_explain_describes_slow_periods_and_counts_them_in_the_load():
+    quick = ROOT / "scenarios" / "quickstart.yaml"
+    plain = " ".join(explain(load_scenario(quick)).split())
+    scenario = load_scenario(quick, {"architectures.online.serving.slow_periods": {
+        "scope": "replica", "states": [{"slowdown": 1, "mean": "900ms"},
+                                       {"slowdown": 4, "mean": "100ms"}]}})
+    text = " ".join(explain(scenario).split())
+    assert "each replica on its own runs 4 times slower for stretches of 100ms on average " \
+           "(10.0% of the time)" in text
+    speed = 0.9 + 0.1 / 4
+    assert f"gets through {speed:.0%} of the work it would at full speed" in text
+    busy = [float(x) for x in re.findall(r"replicas are about (\d+)% busy", text)]
+    before = [float(x) for x in re.findall(r"replicas are about (\d+)% busy", plain)]
+    assert busy[0] > before[0]  # online's load grew by 1 / 0.925 on its work
 
 
 def test_explain_of_a_bad_file_is_bad_input(tmp_path):

@@ -102,6 +102,18 @@ def test_a_stream_window_far_shorter_than_the_gap_between_requests_is_refused():
     assert check(est, force=True).warnings  # forced: it runs, and says so
 
 
+def test_slow_periods_changing_speed_every_microsecond_are_refused_naming_the_key():
+    slow = ("architectures.online.serving.slow_periods={states: [{slowdown: 1, mean: 1us}, "
+            "{slowdown: 3, mean: 1us}]}")
+    est = estimate(load_scenario(QUICKSTART, ["horizon=1d", slow]))
+    [problem] = est.problems
+    assert problem.kind == "events"
+    assert problem.key == "architectures.online.serving.slow_periods.states[*].mean"
+    assert "speed changes" in problem.message and "at least" in problem.message
+    fine = slow.replace("1us", "20ms")
+    assert not estimate(load_scenario(QUICKSTART, ["horizon=1d", fine])).problems
+
+
 # -- normal scenarios --------------------------------------------------------------------------
 
 def test_a_normal_run_passes_without_a_warning():

@@ -203,16 +203,23 @@ class SlowPeriods(Model):
                 p[k, k] = 0.0
         return p
 
-    def time_shares(self) -> np.ndarray:
-        """The long-run share of time spent in each state (the embedded chain's stationary
-        distribution weighted by the mean stays)."""
+    def visit_shares(self) -> np.ndarray:
+        """The long-run share of stays in each state (the jump chain's stationary law)."""
         p = self.jumps()
         n = p.shape[0]
         a = np.vstack([p.T - np.eye(n), np.ones(n)])
         b = np.r_[np.zeros(n), 1.0]
-        visits = np.linalg.lstsq(a, b, rcond=None)[0]
-        time = visits * np.array([s.mean_s for s in self.states])
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+
+    def time_shares(self) -> np.ndarray:
+        """The long-run share of time spent in each state (stays weighted by their means)."""
+        time = self.visit_shares() * np.array([s.mean_s for s in self.states])
         return time / time.sum()
+
+    @property
+    def mean_stay_s(self) -> float:
+        """The mean length of a stay, over all states: the time between changes of speed."""
+        return float(self.visit_shares() @ np.array([s.mean_s for s in self.states]))
 
     @property
     def mean_speed(self) -> float:
