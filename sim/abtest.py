@@ -191,7 +191,7 @@ def population_from_scenario(scenario) -> Population:
     workload = scenario.workload
     entities = int(workload.entities)
     trace = workload.arrivals.trace
-    if trace is not None:
+    if trace is not None and trace.log.has_entities:
         counts = trace.log.counts
         return Population(entities, weights=counts,
                           description=f"the requests per user in the trace {trace.file} "

@@ -827,22 +827,27 @@ def workload():
 @click.argument("log", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--timestamp-column", default="timestamp", show_default=True,
               help="Column of request times: epoch seconds or ISO-8601.")
-@click.option("--entity-column", default="entity_id", show_default=True,
-              help="Column of the ids of the users or items the requests are about.")
+@click.option("--entity-column", default=None,
+              help="Column of the ids of the users or items the requests are about [default: "
+                   "entity_id when the log has it; a log without ids gives the arrivals only].")
+@click.option("--size-column", default=None,
+              help="Column of each request's size (tokens, candidates) [default: size, when the "
+                   "log has it].")
 @click.option("--profile", type=click.Choice(["auto", "weekly", "daily", "none"]),
               default="auto", show_default=True,
               help="Hour-of-week (168) or hour-of-day (24) rate multipliers, or none; auto: "
                    "weekly when the log covers a week, else daily when it covers a day.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=str),
               help="Also write the section to this file.")
-def workload_fit(log, timestamp_column, entity_column, profile, out_file):
+def workload_fit(log, timestamp_column, entity_column, size_column, profile, out_file):
     """Fit a workload: section to LOG (CSV or Parquet, one row per request) and print it.
 
     It gives the mean rate, the daily and weekly profile, the Zipf exponent of entity
     popularity (maximum likelihood), new entities per day, and as comments the burstiness
     (index of dispersion; whether a Poisson model fits) and the share of entities active per
     day. The output pastes into a scenario; to replay the log itself instead, write
-    `workload: {arrivals: {trace: LOG}}`.
+    `workload: {arrivals: {trace: LOG}}`. A log with timestamps only (no entity ids) gives the
+    arrivals; the entities and their popularity stay the scenario's.
     """
     from pathlib import Path
 
@@ -852,8 +857,9 @@ def workload_fit(log, timestamp_column, entity_column, profile, out_file):
     if out_file is not None and not Path(out_file).parent.is_dir():
         raise BadInput(f"--out {out_file}: folder {Path(out_file).parent} does not exist")
     try:
-        requests = read_log(log, timestamp_column, entity_column,
-                            option_names=("--timestamp-column", "--entity-column"))
+        requests = read_log(log, timestamp_column, entity_column, size_column,
+                            option_names=("--timestamp-column", "--entity-column",
+                                          "--size-column"))
         text = fit_workload(requests, profile=profile).to_yaml()
     except InputError as exc:
         raise BadInput("\n".join(exc.problems)) from None

@@ -57,16 +57,26 @@ class RequestLog:
     their order in the file). Entities are numbered by request count, most requests first
     (ties: first seen first), so slot 0 is the most popular, as in the simulator.
     ``start`` is the wall-clock time of the first request, in ``clock`` ("as written" for
-    ISO-8601 times without an offset, else "UTC").
+    ISO-8601 times without an offset, else "UTC"). A log that names no entities (timestamps
+    only, as many public inference traces) has ``slot``, ``ids`` and ``first_seen_s`` None:
+    it gives arrival times, and the scenario's popularity model gives the entities.
+    ``sizes`` is each request's size (tokens, candidates) when the log has a size column.
     """
 
     source: str
     times_s: np.ndarray
-    slot: np.ndarray
-    ids: np.ndarray = field(repr=False)
-    first_seen_s: np.ndarray = field(repr=False)
+    slot: np.ndarray | None
+    ids: np.ndarray | None = field(repr=False)
+    first_seen_s: np.ndarray | None = field(repr=False)
     start: pd.Timestamp
     clock: str
+    sizes: np.ndarray | None = field(default=None, repr=False)
+    size_column: str | None = None
+
+    @property
+    def has_entities(self) -> bool:
+        """Whether the log says which entity each request is about."""
+        return self.ids is not None
 
     @property
     def n_requests(self) -> int:
@@ -74,7 +84,8 @@ class RequestLog:
 
     @property
     def n_entities(self) -> int:
-        return int(self.ids.size)
+        """Distinct entity ids in the log (0 when it names none)."""
+        return int(self.ids.size) if self.ids is not None else 0
 
     @property
     def span_s(self) -> float:
@@ -83,7 +94,9 @@ class RequestLog:
 
     @property
     def counts(self) -> np.ndarray:
-        """Requests per slot (descending)."""
+        """Requests per slot (descending; empty when the log names no entities)."""
+        if self.slot is None:
+            return np.zeros(0, dtype=np.int64)
         return np.bincount(self.slot, minlength=self.n_entities)
 
     @property
@@ -98,48 +111,84 @@ class RequestLog:
         return self.n_requests / self.period_s
 
 
-def read_log(path: str | Path, timestamp_column: str = "timestamp",
-             entity_column: str = "entity_id",
-             option_names: tuple[str, str] = ("timestamp_column", "entity_column")) -> RequestLog:
+DEFAULT_TIMESTAMP_COLUMN = "timestamp"
+DEFAULT_ENTITY_COLUMN = "entity_id"
+DEFAULT_SIZE_COLUMN = "size"
+
+
+def read_log(path: str | Path, timestamp_column: str = DEFAULT_TIMESTAMP_COLUMN,
+             entity_column: str | None = None, size_column: str | None = None,
+             option_names: tuple[str, str, str] = ("timestamp_column", "entity_column",
+                                                   "size_column")) -> RequestLog:
     """Read a request log: CSV (any other suffix) or Parquet (``.parquet``, ``.pq``).
 
     Timestamps are epoch seconds (numbers) or ISO-8601 times, decided by the first row; entity
-    ids are read as text. Raises :class:`InputError` listing bad rows by line (the header is
-    line 1; Parquet rows are counted from 1). ``option_names`` name the settings that choose
-    the columns, for the message when a column is missing.
+    ids are read as text. A column named differently only in case (``TIMESTAMP``) is found.
+    Without ``entity_column`` the ids come from an ``entity_id`` column when there is one, and
+    a log without it gives times only (:attr:`RequestLog.has_entities` False); likewise sizes
+    from ``size_column`` or a ``size`` column. Raises :class:`InputError` listing bad rows by
+    line (the header is line 1; Parquet rows are counted from 1). ``option_names`` name the
+    settings that choose the columns, for the message when a column is missing.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError([f"{path}: file not found"])
     stat = path.stat()
     return _read_log_cached(str(path), str(path.resolve()), stat.st_mtime_ns, stat.st_size,
-                            timestamp_column, entity_column, tuple(option_names))
+                            timestamp_column, entity_column, size_column, tuple(option_names))
+
+
+def _find_column(columns: list[str], name: str) -> str | None:
+    """``name`` among ``columns``, or the one column equal to it but for case."""
+    if name in columns:
+        return name
+    same = [c for c in columns if c.lower() == name.lower()]
+    return same[0] if len(same) == 1 else None
 
 
 @functools.lru_cache(maxsize=4)
 def _read_log_cached(label: str, resolved: str, mtime_ns: int, size: int, timestamp_column: str,
-                     entity_column: str, option_names: tuple[str, str]) -> RequestLog:
+                     entity_column: str | None, size_column: str | None,
+                     option_names: tuple[str, str, str]) -> RequestLog:
     """The same file, unchanged, is read once: sweeps and reports validate a scenario many
     times. (Its arrays are shared: treat a RequestLog as read-only.)"""
     path = Path(label)
     frame, first_line, row_word = _read_table(path, label)
     columns = [str(c) for c in frame.columns]
-    missing = [(name, option) for name, option in zip((timestamp_column, entity_column),
-                                                       option_names) if name not in columns]
+    asked = [(timestamp_column, option_names[0], True),
+             (entity_column or DEFAULT_ENTITY_COLUMN, option_names[1], entity_column is not None),
+             (size_column or DEFAULT_SIZE_COLUMN, option_names[2], size_column is not None)]
+    found = [_find_column(columns, name) for name, _, _ in asked]
+    missing = [(name, option) for (name, option, required), column in zip(asked, found)
+               if required and column is None]
     if missing:
         raise InputError([f"{label}: no column {name!r} (the columns are {', '.join(columns)}); "
                           f"choose one with {option}" for name, option in missing])
+    time_col, entity_col, size_col = found
     lines = np.arange(len(frame)) + first_line
-    stamps, ids = frame[timestamp_column], frame[entity_column]
-    blank = _is_blank(stamps) & _is_blank(ids)
+    stamps = frame[time_col]
+    ids = frame[entity_col] if entity_col is not None else None
+    sizes = frame[size_col] if size_col is not None else None
+    blank = _is_blank(stamps) & (_is_blank(ids) if ids is not None else True)
     if row_word == "line":  # blank lines of a CSV are not rows
         keep = ~blank
-        stamps, ids, lines = stamps[keep], ids[keep], lines[keep]
+        stamps, lines = stamps[keep], lines[keep]
+        ids = ids[keep] if ids is not None else None
+        sizes = sizes[keep] if sizes is not None else None
     problems: list[tuple[int, str]] = []
-    seconds, start, clock = _parse_times(stamps, timestamp_column, lines, problems)
-    id_text = ids.astype(str).str.strip().where(~_is_blank(ids), "")
-    for line in lines[(id_text == "").to_numpy()]:
-        problems.append((int(line), f"{entity_column}: missing entity id"))
+    seconds, start, clock = _parse_times(stamps, time_col, lines, problems)
+    id_text = None
+    if ids is not None:
+        id_text = ids.astype(str).str.strip().where(~_is_blank(ids), "")
+        for line in lines[(id_text == "").to_numpy()]:
+            problems.append((int(line), f"{entity_col}: missing entity id"))
+    size_values = None
+    if sizes is not None:
+        size_values = pd.to_numeric(sizes, errors="coerce").to_numpy(dtype=float)
+        bad = ~(np.isfinite(size_values) & (size_values >= 0))
+        for line, raw in zip(lines[bad], sizes[bad]):
+            problems.append((int(line), f"{size_col}: expected a size of 0 or more, such as a "
+                                        f"number of tokens (got {str(raw)!r})"))
     if problems:
         problems.sort()
         out = [f"{label}: {row_word} {line}: {message}"
@@ -151,7 +200,8 @@ def _read_log_cached(label: str, resolved: str, mtime_ns: int, size: int, timest
     if len(seconds) < 2 or seconds.max() == seconds.min():
         raise InputError([f"{label}: a log needs at least two requests at different times "
                           f"(got {len(seconds)} request{'s' if len(seconds) != 1 else ''})"])
-    return _build_log(label, seconds, id_text.to_numpy(dtype=object), start, clock)
+    return _build_log(label, seconds, None if id_text is None else id_text.to_numpy(dtype=object),
+                      start, clock, size_values, size_col)
 
 
 def _read_table(path: Path, label: str) -> tuple[pd.DataFrame, int, str]:
@@ -235,10 +285,15 @@ def _parse_times(stamps: pd.Series, column: str, lines: np.ndarray,
     return seconds, pd.Timestamp(ns0, unit="ns"), clock
 
 
-def _build_log(label: str, seconds: np.ndarray, ids: np.ndarray, start: pd.Timestamp,
-               clock: str) -> RequestLog:
+def _build_log(label: str, seconds: np.ndarray, ids: np.ndarray | None, start: pd.Timestamp,
+               clock: str, sizes: np.ndarray | None = None,
+               size_column: str | None = None) -> RequestLog:
     order = np.argsort(seconds, kind="stable")
     times = seconds[order]
+    sizes = sizes[order] if sizes is not None else None
+    if ids is None:
+        return RequestLog(source=label, times_s=times, slot=None, ids=None, first_seen_s=None,
+                          start=start, clock=clock, sizes=sizes, size_column=size_column)
     codes, uniques = pd.factorize(ids[order])  # codes in order of first appearance
     counts = np.bincount(codes, minlength=len(uniques))
     by_count = np.lexsort((np.arange(len(uniques)), -counts))  # most requests first, then first seen
@@ -251,7 +306,8 @@ def _build_log(label: str, seconds: np.ndarray, ids: np.ndarray, start: pd.Times
     slot_ids = np.empty(len(uniques), dtype=object)
     slot_ids[slot_of_code] = np.asarray(uniques, dtype=object)
     return RequestLog(source=label, times_s=times, slot=slot_of_code[codes], ids=slot_ids,
-                      first_seen_s=first_seen, start=start, clock=clock)
+                      first_seen_s=first_seen, start=start, clock=clock, sizes=sizes,
+                      size_column=size_column)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,8 +369,8 @@ class WorkloadFit:
     profile: np.ndarray | None        # 24 or 168 multipliers, mean 1, or None (constant)
     hours_observed: int
     dispersion: Dispersion | None
-    zipf_exponent: float
-    zipf_se: float
+    zipf_exponent: float | None       # None when the log names no entities
+    zipf_se: float | None
     new_entities_per_day: float | None
     active_share_per_day: float | None
     days_for_activity: int
@@ -363,14 +419,19 @@ class WorkloadFit:
         arrivals: dict = {"rate": round_rate(self.rate_per_s)}
         if self.profile is not None:
             arrivals["profile"] = [round(float(m), 3) for m in self.profile]
+        if not self.log.has_entities:
+            return {"arrivals": arrivals}
         return {"entities": self.log.n_entities,
                 "new_entities_per_day": _round_count(self.new_entities_per_day or 0.0),
                 "popularity": {"zipf": round(self.zipf_exponent, 3)},
                 "arrivals": arrivals}
 
     def section(self) -> dict:
-        """The ``workload:`` section as plain data in scenario-file form."""
+        """The ``workload:`` section as plain data in scenario-file form (only ``arrivals``
+        for a log that names no entities)."""
         sec = self._base_section()
+        if not self.log.has_entities:
+            return sec
         share = self.first_share_for_scenario()
         if share is not None:
             sec = {k: sec[k] for k in ("entities", "new_entities_per_day")} | {
@@ -382,8 +443,10 @@ class WorkloadFit:
         """The section under the top-level ``workload:`` key, commented, ready to paste."""
         log, sec = self.log, self.section()
         end = log.start + pd.Timedelta(seconds=log.span_s)
+        about = (f"about {log.n_entities:,} entities" if log.has_entities else
+                 "(no entity ids)")
         lines = [f"# predsim workload fit: {Path(log.source).name}: {log.n_requests:,} requests "
-                 f"about {log.n_entities:,} entities from {log.start:%Y-%m-%d %H:%M} to "
+                 f"{about} from {log.start:%Y-%m-%d %H:%M} to "
                  f"{end:%Y-%m-%d %H:%M} ({log.span_s / DAY_S:.3g} days; clock times "
                  f"{'as written in the log' if log.clock == 'as written' else 'in UTC'})."]
         lo, hi = self.rate_ci95
@@ -413,54 +476,66 @@ class WorkloadFit:
                          f"(Poisson: 1); {verdict} (p {_p_text(d.p_value)}, {d.intervals:,} "
                          f"intervals)"
                          + ("." if d.poisson_fits else f": the traffic is {shape}."))
-        lo, hi = self.zipf_ci95
-        top = max(1, int(math.ceil(0.01 * log.n_entities)))
-        top_share = log.counts[:top].sum() / log.n_requests
-        lines.append(f"# Popularity: Zipf exponent {self.zipf_exponent:.3f} (95% CI {lo:.3f} to "
-                     f"{hi:.3f}), maximum likelihood over the log's ids ranked by requests; the "
-                     f"top 1% of entities ({top:,}) make {top_share:.1%} of the requests.")
-        if self.active_share_per_day is not None:
-            implied = expected_active_share(log.n_entities, self.rate_per_s * DAY_S,
-                                            self.zipf_exponent)
-            lines.append(f"# Active entities: on an average day {self.active_share_per_day:.1%} "
-                         f"of the log's entities make a request ({self.days_for_activity} whole "
-                         f"days); the fitted popularity gives about {implied:.1%}.")
-        if self.new_entities_per_day is None:
-            lines.append("# New entities: the log is too short to tell (less than two days).")
-        for first, days in ((self.first_day, 1), (self.first_week, 7)):
-            word = "day" if days == 1 else "week"
-            if first is None:
-                lines.append(f"# First-{word} share: the log is too short to tell (it needs "
-                             f"more than {2 * days} days).")
-                continue
-            lines.append(f"# First-{word} share: {100 * first.share:.3g}% of the requests from "
-                         f"{'day' if days == 1 else 'week'} 3 on ({first.from_new:,} of "
-                         f"{first.requests:,}) are about ids in their first {word}: ids first "
-                         f"seen after the log's first {word}, less than a {word} before the "
-                         f"request (an old id quiet for a {word} or more counts as new).")
-        shared = self.first_share_for_scenario()
-        if shared is not None and shared[1]:
-            lines.append(f"# The fitted entities and popularity let a "
-                         f"{self.first_share.period}'s new entities make at most "
-                         f"{100 * shared[0]:.3g}% of the requests (at the most popular ranks): "
-                         f"new_entities below gives that.")
+        if log.has_entities:
+            lo, hi = self.zipf_ci95
+            top = max(1, int(math.ceil(0.01 * log.n_entities)))
+            top_share = log.counts[:top].sum() / log.n_requests
+            lines.append(f"# Popularity: Zipf exponent {self.zipf_exponent:.3f} (95% CI {lo:.3f} to "
+                         f"{hi:.3f}), maximum likelihood over the log's ids ranked by requests; the "
+                         f"top 1% of entities ({top:,}) make {top_share:.1%} of the requests.")
+            if self.active_share_per_day is not None:
+                implied = expected_active_share(log.n_entities, self.rate_per_s * DAY_S,
+                                                self.zipf_exponent)
+                lines.append(f"# Active entities: on an average day {self.active_share_per_day:.1%} "
+                             f"of the log's entities make a request ({self.days_for_activity} whole "
+                             f"days); the fitted popularity gives about {implied:.1%}.")
+            if self.new_entities_per_day is None:
+                lines.append("# New entities: the log is too short to tell (less than two days).")
+            for first, days in ((self.first_day, 1), (self.first_week, 7)):
+                word = "day" if days == 1 else "week"
+                if first is None:
+                    lines.append(f"# First-{word} share: the log is too short to tell (it needs "
+                                 f"more than {2 * days} days).")
+                    continue
+                lines.append(f"# First-{word} share: {100 * first.share:.3g}% of the requests from "
+                             f"{'day' if days == 1 else 'week'} 3 on ({first.from_new:,} of "
+                             f"{first.requests:,}) are about ids in their first {word}: ids first "
+                             f"seen after the log's first {word}, less than a {word} before the "
+                             f"request (an old id quiet for a {word} or more counts as new).")
+            shared = self.first_share_for_scenario()
+            if shared is not None and shared[1]:
+                lines.append(f"# The fitted entities and popularity let a "
+                             f"{self.first_share.period}'s new entities make at most "
+                             f"{100 * shared[0]:.3g}% of the requests (at the most popular ranks): "
+                             f"new_entities below gives that.")
+        else:
+            lines.append("# Entities: the log names none (no entity id column), so it gives the "
+                         "arrivals only: keep your scenario's entities, popularity and new "
+                         "entities (replaying it with arrivals.trace draws each request's "
+                         "entity from them).")
+            if log.sizes is not None:
+                lines.append(f"# Sizes ({log.size_column}): mean {np.mean(log.sizes):.4g}, p50 "
+                             f"{np.percentile(log.sizes, 50):.4g}, p99 "
+                             f"{np.percentile(log.sizes, 99):.4g} per request.")
         lines = [wrapped for line in lines for wrapped in _wrap_comment(line)]
         profile_note = {
             "weekly": "hour-of-week multipliers, Monday 00:00 first (normalised to mean 1)",
             "daily": "hour-of-day multipliers, 00:00 first (normalised to mean 1)"}
         lines.append("workload:")
-        lines.append(_commented(f"  entities: {sec['entities']}",
-                                "distinct ids in the log; use your full count if a batch job "
-                                "scores more"))
-        lines.append(_commented(f"  new_entities_per_day: {sec['new_entities_per_day']}",
-                                "ids first seen per day in the second half of the log"))
-        if "new_entities" in sec:
-            (key, value), = sec["new_entities"].items()
-            lines.append(_commented(f"  new_entities: {{{key}: {value:g}}}",
-                                    f"where new ids enter the popularity ranking: see "
-                                    f"First-{self.first_share.period} share above"))
-        lines.append(_commented(f"  popularity: {{zipf: {sec['popularity']['zipf']}}}",
-                                f"95% CI {lo:.3f} to {hi:.3f}"))
+        if log.has_entities:
+            lo, hi = self.zipf_ci95
+            lines.append(_commented(f"  entities: {sec['entities']}",
+                                    "distinct ids in the log; use your full count if a batch job "
+                                    "scores more"))
+            lines.append(_commented(f"  new_entities_per_day: {sec['new_entities_per_day']}",
+                                    "ids first seen per day in the second half of the log"))
+            if "new_entities" in sec:
+                (key, value), = sec["new_entities"].items()
+                lines.append(_commented(f"  new_entities: {{{key}: {value:g}}}",
+                                        f"where new ids enter the popularity ranking: see "
+                                        f"First-{self.first_share.period} share above"))
+            lines.append(_commented(f"  popularity: {{zipf: {sec['popularity']['zipf']}}}",
+                                    f"95% CI {lo:.3f} to {hi:.3f}"))
         lines.append("  arrivals:")
         lines.append(_commented(f"    rate: {sec['arrivals']['rate']}", "the mean rate"))
         if self.profile is not None:
@@ -516,18 +591,20 @@ def fit_workload(log: RequestLog, profile: str = "auto") -> WorkloadFit:
     exposure_s = log.n_requests / rate
     inflate = max(1.0, dispersion.index) if dispersion is not None else 1.0
     half = 1.96 * math.sqrt(log.n_requests * inflate) / exposure_s
-    exponent, se = zipf_mle(log.counts)
-    new_per_day = None
+    fit = WorkloadFit(log=log, rate_per_s=rate, rate_ci95=(max(0.0, rate - half), rate + half),
+                      profile=multipliers, hours_observed=n_hours, dispersion=dispersion,
+                      zipf_exponent=None, zipf_se=None, new_entities_per_day=None,
+                      active_share_per_day=None, days_for_activity=0)
+    if not log.has_entities:  # the arrivals only
+        return fit
+    fit.zipf_exponent, fit.zipf_se = zipf_mle(log.counts)
     if log.span_s >= 2 * DAY_S:
         half_s = log.span_s / 2
-        new_per_day = float(np.count_nonzero(log.first_seen_s >= half_s)) / (
+        fit.new_entities_per_day = float(np.count_nonzero(log.first_seen_s >= half_s)) / (
             (log.span_s - half_s) / DAY_S)
-    active, days = _active_share(log)
-    return WorkloadFit(log=log, rate_per_s=rate, rate_ci95=(max(0.0, rate - half), rate + half),
-                       profile=multipliers, hours_observed=n_hours, dispersion=dispersion,
-                       zipf_exponent=exponent, zipf_se=se, new_entities_per_day=new_per_day,
-                       active_share_per_day=active, days_for_activity=days,
-                       first_day=first_share(log, 1), first_week=first_share(log, 7))
+    fit.active_share_per_day, fit.days_for_activity = _active_share(log)
+    fit.first_day, fit.first_week = first_share(log, 1), first_share(log, 7)
+    return fit
 
 
 def first_share(log: RequestLog, days: int) -> FirstShare | None:

@@ -355,7 +355,7 @@ def _one(scenario: Scenario, engine: str = "fast") -> dict:
     w = scenario.workload
     end_s = scenario.end_s
     requests = expected_requests(scenario)
-    if w.arrivals.trace is not None:
+    if w.arrivals.trace is not None and w.arrivals.trace.log.has_entities:
         n_new, n_slots = 0.0, float(w.entities)
     else:
         n_new = w.new_entities_per_day / 86400.0 * end_s

@@ -564,14 +564,14 @@ class TraceReplay:
     the log's first request), about slot ``slot[i]``; with ``loop``, the log again every period.
     """
 
-    def __init__(self, workload: Workload, population: TracePopulation, streams: Streams):
+    def __init__(self, workload: Workload, population, streams: Streams):
         arrivals = workload.arrivals
         trace = arrivals.trace
         speedup = arrivals.replay_speedup
         self.population = population
         self.streams = streams
         self.t_s = trace.log.times_s / speedup
-        self.slot = trace.log.slot
+        self.slot = trace.log.slot  # None for a log without entity ids: drawn per chunk
         self.period_s = trace.period_s / speedup if trace.loop is not False else math.inf
         # Peak: the most requests in any bin of a thousandth of the log's span (1 ms at least).
         width_s = max(self.t_s[-1] / 1000.0, 1e-3)
@@ -587,7 +587,8 @@ class TraceReplay:
             if k == 0:  # the log's own times, exactly
                 lo, hi = np.searchsorted(self.t_s, [start_s, end_s], side="left")
                 times.append(self.t_s[lo:hi])
-                slots.append(self.slot[lo:hi])
+                if self.slot is not None:
+                    slots.append(self.slot[lo:hi])
                 continue
             shift = k * self.period_s
             lo, hi = np.searchsorted(self.t_s, [start_s - shift, end_s - shift], side="left")
@@ -595,16 +596,22 @@ class TraceReplay:
             shifted = self.t_s[lo:hi] + shift
             inside = (shifted >= start_s) & (shifted < end_s)
             times.append(shifted[inside])
-            slots.append(self.slot[lo:hi][inside])
+            if self.slot is not None:
+                slots.append(self.slot[lo:hi][inside])
         t = np.concatenate(times) if times else np.zeros(0)
-        slot = np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
+        if self.slot is None:  # the log names no entities: the popularity model draws them
+            slot = self.population.sample(self.streams["popularity"], t)
+        else:
+            slot = np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
         return Chunk(start_s, end_s, t, slot, self.streams)
 
 
 def make_population(workload: Workload, end_s: float, streams: Streams):
     """The run's entities: a :class:`TracePopulation` for a replayed log, else a
-    :class:`Population`."""
-    if workload.arrivals.trace is not None:
+    :class:`Population` (also for a log that names no entities: its requests are about
+    entities drawn from the scenario's popularity)."""
+    trace = workload.arrivals.trace
+    if trace is not None and trace.log.has_entities:
         return TracePopulation(workload, end_s, streams)
     return Population(workload, end_s, streams)
 

@@ -210,6 +210,79 @@ def test_bad_rows_exit_2_without_a_traceback(tmp_path, command):
     assert all(f"line {n}" in result.stderr for n in (4, 6, 7)), result.stderr
 
 
+# -- logs that name no entities (timestamps only, as public inference traces) --------------------
+
+def _rate(text: str) -> float:
+    from sim.scenario import _rate as parse_rate
+    return parse_rate(text)
+
+
+def write_times_only(folder: Path, n=3000, span_s=2 * 3600.0, seed=1, sizes=True) -> Path:
+    rng = np.random.default_rng(seed)
+    t = pd.Timestamp("2023-11-16 18:15") + pd.to_timedelta(np.sort(rng.random(n)) * span_s,
+                                                           unit="s")
+    frame = pd.DataFrame({"TIMESTAMP": t.strftime("%Y-%m-%d %H:%M:%S.%f")})
+    if sizes:
+        frame["ContextTokens"] = rng.integers(10, 4000, n)
+    path = folder / "times.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_log_without_ids_replays_its_times_with_entities_from_the_popularity(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setattr(engine, "REQUESTS_PER_CHUNK", 256)
+    path = write_times_only(tmp_path)
+    log = read_log(path)  # TIMESTAMP found whatever its case; no entity column
+    assert not log.has_entities and log.n_entities == 0
+    s = trace_scenario(tmp_path, path.name, horizon="100m", warmup="10m",
+                       **{"workload.entities": 5000, "workload.popularity": {"zipf": 1.1}})
+    t, slot, run = replayed(s)
+    assert np.array_equal(t, log.times_s[log.times_s < s.end_s])  # the log's own times
+    assert slot.min() >= 0 and slot.max() < 5000
+    # entities drawn from the Zipf popularity: slot 0's share is 1 / H(5000, 1.1), binomial
+    p0 = 1 / np.sum(np.arange(1, 5001) ** -1.1)
+    share = np.mean(slot == 0)
+    assert abs(share - p0) < 4 * np.sqrt(p0 * (1 - p0) / slot.size)
+    again, _, _ = replayed(s)
+    assert np.array_equal(again, t)
+
+
+def test_a_log_without_ids_needs_entities_and_an_asked_for_column_must_exist(tmp_path):
+    path = write_times_only(tmp_path)
+    with pytest.raises(ScenarioError, match="entities is required: the log times.csv names no "
+                                            "entities"):
+        trace_scenario(tmp_path, path.name)
+    with pytest.raises(ScenarioError, match="no column 'who'"):
+        trace_scenario(tmp_path, {"file": path.name, "entity_column": "who"},
+                       **{"workload.entities": 10})
+
+
+def test_workload_fit_of_a_log_without_ids_gives_the_arrivals_and_says_so(tmp_path):
+    path = write_times_only(tmp_path)
+    result = subprocess.run([str(PREDSIM), "workload", "fit", path.name, "--size-column",
+                             "ContextTokens"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "3,000 requests (no entity ids)" in out and "the log names none" in out
+    assert "Sizes (ContextTokens): mean" in out
+    section = yaml.safe_load(out)["workload"]
+    assert set(section) == {"arrivals"}
+    assert _rate(section["arrivals"]["rate"]) == pytest.approx(3000 / 7200, rel=0.01)
+    missing = subprocess.run([str(PREDSIM), "workload", "fit", path.name, "--entity-column",
+                              "user"], cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode == 2 and "no column 'user'" in missing.stderr
+    assert "--entity-column" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_bad_size_is_reported_by_line(tmp_path):
+    (tmp_path / "sizes.csv").write_text("timestamp,size\n1,10\n2,-3\n3,lots\n4,7\n")
+    with pytest.raises(ScenarioError) as info:
+        trace_scenario(tmp_path, "sizes.csv", **{"workload.entities": 10})
+    (line,) = info.value.problems
+    assert "line 3: size: expected a size of 0 or more" in line and "line 4" in line
+
+
 def test_parquet_logs_read_like_csv(tmp_path):
     path, frame = write_log(tmp_path, n=800)
     frame.to_parquet(tmp_path / "log.parquet")

@@ -111,7 +111,12 @@ class Trace(Model):
                       "relative to the scenario file, or absolute.")
     timestamp_column: str = Field("timestamp", description="Column of request times: epoch "
                                   "seconds or ISO-8601.")
-    entity_column: str = Field("entity_id", description="Column of entity (user, item) ids.")
+    entity_column: str | None = Field(None, description="Column of entity (user, item) ids; "
+                                      "default: entity_id when the log has it. A log without ids "
+                                      "gives the arrival times only, and each request's entity "
+                                      "is drawn from workload.entities and popularity.")
+    size_column: str | None = Field(None, description="Column of each request's size (tokens, "
+                                    "candidates); default: size when the log has it.")
     speedup: float = Field(1.0, gt=0, description="Replay this many times faster: 2 doubles the "
                            "traffic. Or give arrivals.rate, the mean rate to replay at.")
     loop: _StrictBool | PositiveDuration = Field(
@@ -133,7 +138,7 @@ class Trace(Model):
         if not path.is_absolute():
             path = Path((info.context or {}).get("base_dir", ".")) / path
         try:
-            log = read_log(path, self.timestamp_column, self.entity_column)
+            log = read_log(path, self.timestamp_column, self.entity_column, self.size_column)
         except InputError as exc:
             raise ValueError("; ".join(exc.problems)) from None
         if not isinstance(self.loop, bool) and self.loop <= log.span_s:
@@ -316,6 +321,9 @@ class Workload(Model):
             return self._check_trace(trace)
         if self.entities is None:
             raise ValueError("entities is required (or arrivals.trace: FILE to replay a log)")
+        return self._check_entities()
+
+    def _check_entities(self) -> "Workload":
         if self.entities < 1 or self.entities != int(self.entities):
             raise ValueError(f"entities must be a whole number >= 1 (got {self.entities:g})")
         if self.new_entities_per_day < 0:
@@ -348,6 +356,12 @@ class Workload(Model):
                              f"zipf {self.popularity.exponent:g} (got {value:g})")
 
     def _check_trace(self, trace: Trace) -> "Workload":
+        if not trace.log.has_entities:  # arrivals from the log, entities from the scenario
+            if self.entities is None:
+                raise ValueError(f"entities is required: the log {trace.file} names no entities "
+                                 f"(no entity id column), so each request's entity is drawn "
+                                 f"from entities and popularity")
+            return self._check_entities()
         given = [k for k, default in (("popularity", Popularity()), ("new_entities_per_day", 0),
                                       ("new_entities", NewEntities()))
                  if getattr(self, k) != default]
