@@ -185,8 +185,6 @@ class ReplicaPool:
         if not n:
             return wait_s, started, occupancy_s
         slow = self.slow
-        slow.trim(float(arrival_s[0]))
-        slow.extend(float(arrival_s[-1]))
         a = np.ascontiguousarray(arrival_s, dtype=np.float64)
         lookup = np.ascontiguousarray(np.broadcast_to(lookup_s, n), dtype=np.float64)
         work = np.ascontiguousarray(np.broadcast_to(work_s, n), dtype=np.float64)
@@ -197,6 +195,9 @@ class ReplicaPool:
                                              self.host, done, wait_s, started, occupancy_s)
             if short < 0:
                 return wait_s, started, occupancy_s
+            # no request from here on starts before a[done]: forget the path before it, draw
+            # the next block (drawn as needed, the path held stays short whatever the chunk)
+            slow.trim(float(a[done]))
             slow._draw_block(short)
 
 
@@ -467,10 +468,6 @@ class BatchingPool:
                for k in ("t_s", "lookup_s", "item_s", "fixed_s")}
         decided, arrived = 0, carried
         slow = self.slow if self.slow is not None else _NO_PATH
-        if self.slow is not None:
-            self.slow.trim(float(self.state[LAST_EVENT]))
-            if n:
-                self.slow.extend(float(f64["t_s"][-1]))
         while True:  # resumed whenever the log fills up or a slow-period path runs out
             self.state[N_LOG] = 0
             decided, arrived, stopped = batch_queue(
@@ -482,7 +479,8 @@ class BatchingPool:
                 self.host)
             if self.state[N_LOG]:
                 self.log_rows.append(log[:int(self.state[N_LOG])].copy())
-            if stopped == PATH_SHORT:
+            if stopped == PATH_SHORT:  # nothing is dispatched before the last event any more
+                self.slow.trim(float(self.state[LAST_EVENT]))
                 self.slow._draw_block(int(self.state[SHORT_PATH]))
             elif stopped == DONE:
                 break

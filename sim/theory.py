@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import numpy as np
 
 
 def erlang_c(arrival_per_s: float, service_per_s: float, servers: int) -> tuple[float, float]:
@@ -59,3 +62,106 @@ def gated_batch_wait(arrival_per_s: float, batch_time_s: float) -> float:
     """
     x = arrival_per_s * batch_time_s * math.exp(arrival_per_s * batch_time_s)
     return batch_time_s / 2 * x / (x + 1)
+
+
+@dataclass(frozen=True)
+class RandomEnvironmentQueue:
+    """Stationary means of an M/M/1 queue in a random environment (see
+    :func:`mm1_random_environment`); times in seconds."""
+
+    mean_number: float    # E[N], requests in the system (waiting or in service)
+    mean_response: float  # E[T] = E[N] / lambda
+    mean_wait: float      # E[W] = E[N_queue] / lambda
+    busy: float           # P(server busy) = lambda x mean service time
+    idle_by_state: np.ndarray  # P(empty system, environment in state i)
+
+
+def _stationary(generator: np.ndarray) -> np.ndarray:
+    """The stationary distribution p of an irreducible generator: p Q = 0, p 1 = 1."""
+    n = generator.shape[0]
+    a = np.vstack([generator.T, np.ones(n)])
+    b = np.r_[np.zeros(n), 1.0]
+    return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def qbd_rate_matrix(up: np.ndarray, local: np.ndarray, down: np.ndarray,
+                    tolerance: float = 1e-16, max_steps: int = 64) -> np.ndarray:
+    """The minimal nonnegative solution R of ``up + R local + R^2 down = 0`` of a positive
+    recurrent level-independent QBD, by logarithmic reduction (Latouche and Ramaswami, 1993):
+    first G, the minimal solution of ``down + local G + up G^2 = 0`` (stochastic when the QBD is
+    recurrent), then ``R = up (-local - up G)^-1``. Quadratic convergence: each step doubles the
+    number of levels accounted for."""
+    n = local.shape[0]
+    eye = np.eye(n)
+    inv = np.linalg.inv(-local)
+    b_up, b_down = inv @ up, inv @ down
+    g, t = b_down.copy(), b_up.copy()
+    for _ in range(max_steps):
+        u = b_up @ b_down + b_down @ b_up
+        m = np.linalg.inv(eye - u)
+        b_up, b_down = m @ (b_up @ b_up), m @ (b_down @ b_down)
+        g = g + t @ b_down
+        t = t @ b_up
+        # what later steps can still add to G is at most t's row sums (quadratically to 0)
+        if np.max(t.sum(axis=1)) < tolerance:
+            break
+    if not np.max(np.abs(1.0 - g.sum(axis=1))) < 1e-9:
+        raise ValueError("logarithmic reduction did not converge to a stochastic G (is the QBD "
+                         "positive recurrent?)")
+    return up @ np.linalg.inv(-local - up @ g)
+
+
+def mm1_random_environment(arrival_per_s: float, service_per_s, generator
+                           ) -> RandomEnvironmentQueue:
+    """M/M/1 in a random environment: Poisson arrivals at a constant rate lambda, one server
+    whose service rate is mu_i while an independent continuous-time Markov chain (generator Q)
+    is in state i. Exponential work done at a speed that varies is this queue: a replica with
+    slowdown f_i serves exponential work of rate mu at rate mu / f_i.
+
+    The level (requests in system) and the environment form a level-independent
+    quasi-birth-death process: up A0 = lambda I, local A1 = Q - lambda I - diag(mu), down
+    A2 = diag(mu); level 0 has no service (local Q - lambda I). Then pi_n = pi_0 R^n with R the
+    minimal nonnegative solution of A0 + R A1 + R^2 A2 = 0 (:func:`qbd_rate_matrix`), pi_0
+    solves pi_0 (Q - lambda I + R A2) = 0 with pi_0 (I - R)^-1 1 = 1, and
+    E[N] = pi_0 R (I - R)^-2 1. Stable if and only if lambda < sum_i p_i mu_i, p the
+    environment's stationary distribution (the mean-speed condition; Neuts, 1981).
+    """
+    q = np.atleast_2d(np.asarray(generator, dtype=float))
+    mu = np.atleast_1d(np.asarray(service_per_s, dtype=float))
+    lam = float(arrival_per_s)
+    n = q.shape[0]
+    if q.shape != (n, n) or mu.shape != (n,):
+        raise ValueError(f"generator must be square with one service rate per state; got "
+                         f"{q.shape} and {mu.shape}")
+    if np.any(q - np.diag(np.diag(q)) < 0) or np.max(np.abs(q.sum(axis=1))) > 1e-9 * max(
+            1.0, float(np.max(np.abs(q)))):
+        raise ValueError("generator must have nonnegative off-diagonal rates and rows "
+                         "summing to 0")
+    if lam <= 0 or np.any(mu < 0):
+        raise ValueError("the arrival rate must be > 0 and the service rates >= 0")
+    shares = _stationary(q)
+    mean_rate = float(shares @ mu)
+    if lam >= mean_rate:
+        raise ValueError(f"unstable queue: arrival rate {lam:g}/s must be below the mean "
+                         f"service rate sum_i p_i mu_i = {mean_rate:g}/s")
+    eye = np.eye(n)
+    up, down = lam * eye, np.diag(mu)
+    r = qbd_rate_matrix(up, q - lam * eye - down, down)
+    # boundary: pi_0 (Q - lambda I + R A2) = 0, then normalise pi_0 (I - R)^-1 1 = 1
+    inv = np.linalg.inv(eye - r)
+    a = np.vstack([(q - lam * eye + r @ down).T, (inv @ np.ones(n))[None, :]])
+    b = np.r_[np.zeros(n), 1.0]
+    pi0 = np.linalg.lstsq(a, b, rcond=None)[0]
+    ones = np.ones(n)
+    mean_number = float(pi0 @ r @ inv @ inv @ ones)
+    busy = 1.0 - float(pi0.sum())
+    return RandomEnvironmentQueue(mean_number=mean_number, mean_response=mean_number / lam,
+                                  mean_wait=(mean_number - busy) / lam, busy=busy,
+                                  idle_by_state=pi0)
+
+
+def two_state_generator(mean_stay_s: tuple[float, float]) -> np.ndarray:
+    """The generator of an environment alternating between two states with exponential stays
+    of the given means."""
+    a, b = 1.0 / mean_stay_s[0], 1.0 / mean_stay_s[1]
+    return np.array([[-a, a], [b, -b]])

@@ -32,7 +32,8 @@ def test_verify_quick_passes_every_case():
                           env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout + done.stderr
     for case in ("M/M/1", "M/M/4", "Erlang C worked example", "M/D/1", "Little's law",
-                 "feature age", "coverage", "batching, take all waiting"):
+                 "feature age", "coverage", "batching, take all waiting",
+                 "M/M/1 in a random environment", "switching fast"):
         assert case in done.stdout
     assert "FAIL" not in done.stdout
 
@@ -99,3 +100,146 @@ def test_mgc_lognormal_agrees_with_ciw():
     row = check.row(0.99)
     assert row["passed"], row
     assert abs(row["relative_error"]) < 0.1
+
+
+# --- M/M/1 in a random environment (slow periods), sim.theory.mm1_random_environment ----------
+
+def _truncated_ctmc(lam, mu, q, levels):
+    """Independent check: the QBD's generator on levels 0..K built state by state and solved
+    by dense linear algebra (arrivals at level K are lost; K large enough not to matter)."""
+    n = q.shape[0]
+    size = (levels + 1) * n
+    g = np.zeros((size, size))
+    for level in range(levels + 1):
+        for i in range(n):
+            x = level * n + i
+            for j in range(n):
+                if j != i:
+                    g[x, level * n + j] = q[i, j]
+            if level < levels:
+                g[x, x + n] = lam
+            if level > 0:
+                g[x, x - n] = mu[i]
+            g[x, x] = -g[x].sum()
+    a = g.T.copy()
+    a[0] = 1.0  # one balance equation is redundant: normalise instead
+    p = np.linalg.solve(a, np.r_[1.0, np.zeros(size - 1)]).reshape(levels + 1, n)
+    number = float(np.arange(levels + 1) @ p.sum(axis=1))
+    busy = 1.0 - float(p[0].sum())
+    return number, busy, p[-1].sum()
+
+
+def test_random_environment_with_equal_rates_is_mm1():
+    for q in (theory.two_state_generator((0.01, 0.003)),
+              np.array([[-3.0, 1.0, 2.0], [0.5, -0.5, 0.0], [4.0, 4.0, -8.0]])):
+        n = q.shape[0]
+        for lam, mu in ((800.0, 1000.0), (0.3, 1.0), (9.5, 10.0)):
+            r = theory.mm1_random_environment(lam, [mu] * n, q)
+            assert r.mean_wait == pytest.approx(lam / (mu * (mu - lam)), rel=1e-9)
+            assert r.mean_response == pytest.approx(1 / (mu - lam), rel=1e-9)
+            assert r.mean_number == pytest.approx(lam / (mu - lam), rel=1e-9)
+            assert r.busy == pytest.approx(lam / mu, rel=1e-9)
+
+
+@pytest.mark.parametrize("lam, mu, q", [
+    # verify's case: a third of the speed for 2 ms after 4 ms at normal speed, rho 0.65
+    (505.5556, [1000.0, 1000.0 / 3], theory.two_state_generator((0.004, 0.002))),
+    # a state that cannot serve at all (mu = 0: a pause), and one faster than average
+    (1.0, [2.0, 0.0], theory.two_state_generator((3.0, 0.5))),
+    # three states with uneven jumps
+    (2.0, [4.0, 1.0, 2.5], np.array([[-0.6, 0.2, 0.4], [1.5, -2.0, 0.5], [0.1, 0.9, -1.0]])),
+])
+def test_random_environment_matches_a_truncated_ctmc(lam, mu, q):
+    r = theory.mm1_random_environment(lam, mu, q)
+    number, busy, top = _truncated_ctmc(lam, np.array(mu), q, levels=500)
+    assert top < 1e-14  # the truncation loses nothing we could see
+    assert r.mean_number == pytest.approx(number, rel=1e-9)
+    assert r.busy == pytest.approx(busy, rel=1e-9)
+    assert r.mean_wait == pytest.approx((number - busy) / lam, rel=1e-9)
+    assert r.mean_response == pytest.approx(number / lam, rel=1e-9)
+
+
+def test_qbd_rate_matrix_solves_its_equation_and_is_minimal():
+    lam, mu = 2.0, np.array([4.0, 1.0, 2.5])
+    q = np.array([[-0.6, 0.2, 0.4], [1.5, -2.0, 0.5], [0.1, 0.9, -1.0]])
+    up, down = lam * np.eye(3), np.diag(mu)
+    local = q - up - down
+    r = theory.qbd_rate_matrix(up, local, down)
+    assert np.abs(up + r @ local + r @ r @ down).max() < 1e-12
+    assert r.min() >= 0
+    # the minimal solution is the one of spectral radius < 1 (the queue is positive recurrent)
+    assert max(abs(np.linalg.eigvals(r))) < 1
+    # and the simple iteration R <- -(A0 + R^2 A2) A1^-1 from 0 climbs to the same R
+    simple = np.zeros((3, 3))
+    for _ in range(20000):
+        simple = -(up + simple @ simple @ down) @ np.linalg.inv(local)
+    assert np.abs(simple - r).max() < 1e-10
+
+
+def test_random_environment_switching_fast_is_mm1_at_the_mean_rate():
+    # Speed 1 or 1/3 with stays of ratio 2:1: mean rate mu (2/3 + 1/9). As the stays shrink the
+    # queue tends to the M/M/1 with that rate, the distance shrinking in proportion to them.
+    mu, lam = 1000.0, 0.65 * 1000.0 * 7 / 9
+    rate = mu * 7 / 9
+    limit = lam / (rate * (rate - lam))
+    gaps = []
+    for scale in (1e-3, 1e-4, 1e-5, 1e-6):
+        r = theory.mm1_random_environment(lam, [mu, mu / 3],
+                                          theory.two_state_generator((2 * scale, scale)))
+        gaps.append(r.mean_wait / limit - 1)
+    assert all(g > 0 for g in gaps)  # switching adds variability: always worse than the limit
+    assert gaps[-1] < 2e-4  # stays of 1/500 and 1/1000 of a service
+    for before, after in zip(gaps, gaps[1:]):
+        assert after / before == pytest.approx(0.1, rel=0.1)  # O(stay / service)
+    # verify's fast case (stays 1/10 and 1/20 of a service) is 0.57% away, an allowance far
+    # below its confidence interval (quick: about 4%)
+    r = theory.mm1_random_environment(lam, [mu, mu / 3], theory.two_state_generator((1e-4, 5e-5)))
+    assert r.mean_wait / limit - 1 == pytest.approx(0.0057, abs=0.0002)
+
+
+def test_random_environment_switching_slowly_is_a_mixture_of_mm1s():
+    # Each state lasts so long that the queue settles in it: the time average of M/M/1s.
+    lam, mu, stays = 1.0, np.array([4.0, 1.5, 2.0]), np.array([1.0, 0.5, 2.0])
+    q = np.array([[-1.0, 0.5, 0.5], [0.2, -1.0, 0.8], [0.5, 0.5, -1.0]]) / stays[:, None]
+    shares = theory._stationary(q)
+    rho = lam / mu
+    number = float(shares @ (rho / (1 - rho)))
+    busy = float(shares @ rho)
+    for scale, tolerance in ((1e3, 1e-2), (1e5, 1e-4)):
+        r = theory.mm1_random_environment(lam, mu, q / scale)
+        assert r.mean_number == pytest.approx(number, rel=tolerance)
+        assert r.busy == pytest.approx(busy, rel=tolerance)
+        assert r.mean_wait == pytest.approx((number - busy) / lam, rel=tolerance)
+
+
+def test_random_environment_needs_the_mean_rate_above_the_arrival_rate():
+    q = theory.two_state_generator((0.004, 0.002))
+    # mean rate 1000 (2/3 + 1/9) = 777.8/s; a slow state below lambda is fine on average
+    assert theory.mm1_random_environment(700.0, [1000.0, 1000.0 / 3], q).mean_wait > 0
+    with pytest.raises(ValueError, match="unstable queue"):
+        theory.mm1_random_environment(780.0, [1000.0, 1000.0 / 3], q)
+    with pytest.raises(ValueError, match="unstable queue"):
+        theory.mm1_random_environment(1000.0 * 7 / 9, [1000.0, 1000.0 / 3], q)
+    with pytest.raises(ValueError, match="generator"):
+        theory.mm1_random_environment(1.0, [2.0, 2.0], np.array([[-1.0, 2.0], [1.0, -1.0]]))
+    with pytest.raises(ValueError, match="one service rate per state"):
+        theory.mm1_random_environment(1.0, [2.0, 2.0, 2.0], q)
+
+
+def test_verify_catches_slow_periods_flattened_to_their_mean(monkeypatch):
+    # An engine that stretches every request by the mean slowdown instead of following the
+    # path still passes the fast-switching case, but misses the queues built up in slow stays.
+    from sim import serving
+
+    def mean_speed_only(self, arrival_s, lookup_s, work_s):
+        occupancy = np.broadcast_to(lookup_s + work_s / self.slow.spec.mean_speed,
+                                    arrival_s.shape)
+        wait, started = self.serve(arrival_s, occupancy)
+        return wait, started, np.where(started, occupancy, np.nan)
+
+    monkeypatch.setattr(serving.ReplicaPool, "serve_slow", mean_speed_only)
+    rows = [c.row(0.99) for c in verify._random_environment(0.65, "60s", 4)]
+    assert not rows[0]["passed"]  # mean wait: 2.39 ms simulated, 2.90 ms in theory
+    assert not rows[1]["passed"]  # utilisation: 0.650 against 0.671
+    rows = [c.row(0.99) for c in verify._fast_switching(0.65, "30s", 4)]
+    assert rows[0]["passed"]
