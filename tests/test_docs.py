@@ -4,6 +4,7 @@ Each page's commands run in order, in a fresh folder holding a copy of the repos
 scenarios/ and schema/, with the predsim installed next to the running Python, through bash (so
 quoting and redirections work as in a terminal). Only the exit code is checked: the outputs shown
 in the docs are abridged. Commands elsewhere (```text blocks, shell set-up lines) are not run.
+Links between the pages and from the README resolve, anchors (GitHub's heading slugs) included.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from sim.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = ["tutorial.md", "glossary.md", "architectures.md", "measuring-inputs.md",
-         "completion.md"]
+PAGES = ["tutorial.md", "running.md", "architectures.md", "model.md", "glossary.md",
+         "measuring-inputs.md", "reports.md", "sweeps.md", "verification.md", "fidelity.md",
+         "performance.md", "completion.md"]
 BIN = Path(sys.executable).parent
 
 _FENCED = re.compile(r"^```([\w-]*)\n(.*?)^```", re.S | re.M)
@@ -67,11 +69,41 @@ def test_every_page_exists_and_the_readme_links_to_it():
         assert f"(docs/{page})" in section, f"README.md does not link docs/{page}"
 
 
+_LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as
+    hyphens, a repeated heading numbered (-1, -2, ...)."""
+    seen: dict[str, int] = {}
+    found = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", _FENCED.sub("", text), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+def _check_links(path: Path):
+    text = path.read_text()
+    for target, anchor in _LINK.findall(_FENCED.sub("", text)):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        file = (path.parent / target).resolve() if target else path
+        assert file.exists(), f"{path.name} links to missing {target}"
+        if anchor and file.suffix == ".md":
+            assert anchor in anchors(file.read_text()), \
+                f"{path.name} links to {target or path.name}#{anchor}, which has no such heading"
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_links_between_pages_resolve(page):
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (DOCS / page).read_text()):
-        if "://" not in target:
-            assert (DOCS / target).exists(), f"{page} links to missing {target}"
+    _check_links(DOCS / page)
+
+
+def test_links_from_the_readme_resolve():
+    _check_links(ROOT / "README.md")
 
 
 def test_only_existing_commands_are_documented():

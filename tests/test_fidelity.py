@@ -4,8 +4,8 @@ C = 1 worker at utilisation 0.3: calibrate on 768 requests sent one at a time, d
 server (a pre-forked worker on 127.0.0.1 serving an MLP) open loop for 10 s, simulate the
 calibrated scenario and compare p50, p95, p99 and mean latency. About 25 s.
 
-Two checks with different bounds, for different reasons (README.md, "Fidelity against a real
-server", has the table they come from):
+Two checks with different bounds, for different reasons (docs/fidelity.md, "Fidelity against a
+real server", has the table they come from):
 
 - The replay: this run's measured send times and per-request service times, put through
   predsim's FIFO queue kernel, must give the measured latencies within REPLAY_BOUNDS. In the
@@ -29,7 +29,7 @@ server", has the table they come from):
   10-second runs on the quiet machine ranged over -14..+2%, -59..+5%, -64..-20% and -36..-3%.
   The tails are under-predicted because on the 2-vCPU virtual machine the table was made on,
   the CPU runs 3-4 times slower for stretches of tens of milliseconds, clustered in time, so
-  consecutive service times are correlated where predsim draws them independently (the README
+  consecutive service times are correlated where predsim draws them independently (docs/fidelity.md
   shows it case by case). The bounds cover that spread: they catch a prediction that is broken
   (a unit, a replica count, a factor of two in the service time), not one that misses the 5%
   target on this machine. Only p50 and the mean are judged. The tails of a 10-second run are
