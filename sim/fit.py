@@ -23,10 +23,14 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
+
+if TYPE_CHECKING:
+    from sim.mmpp_fit import MmppFit
 
 from sim.distributions import Z_99, Distribution
 from sim.units import DAY_S, HOUR_S, round_duration, round_rate
@@ -376,6 +380,7 @@ class WorkloadFit:
     days_for_activity: int
     first_day: FirstShare | None = None
     first_week: FirstShare | None = None
+    bursts: "MmppFit | None" = None   # fitted when the counts are burstier than Poisson
 
     @property
     def first_share(self) -> FirstShare | None:
@@ -419,6 +424,8 @@ class WorkloadFit:
         arrivals: dict = {"rate": round_rate(self.rate_per_s)}
         if self.profile is not None:
             arrivals["profile"] = [round(float(m), 3) for m in self.profile]
+        if self.bursts is not None and self.bursts.bursty:
+            arrivals.update(self.bursts.section())
         if not self.log.has_entities:
             return {"arrivals": arrivals}
         return {"entities": self.log.n_entities,
@@ -471,11 +478,15 @@ class WorkloadFit:
                        "a Poisson model does not fit")
             shape = ("burstier than Poisson: consider arrivals.mmpp or arrivals.bursts"
                      if d.index > 1 else "more regular than Poisson")
+            if self.bursts is not None:
+                shape = "burstier than Poisson" if d.index > 1 else shape
             lines.append(f"# Burstiness: requests per {_INTERVAL_NAMES[d.interval_s]} around "
                          f"the fitted profile have an index of dispersion of {d.index:.3g} "
                          f"(Poisson: 1); {verdict} (p {_p_text(d.p_value)}, {d.intervals:,} "
                          f"intervals)"
                          + ("." if d.poisson_fits else f": the traffic is {shape}."))
+        if self.bursts is not None:
+            lines.extend(self.bursts.lines())
         if log.has_entities:
             lo, hi = self.zipf_ci95
             top = max(1, int(math.ceil(0.01 * log.n_entities)))
@@ -541,10 +552,15 @@ class WorkloadFit:
         if self.profile is not None:
             lines.append(f"    # {profile_note[self.profile_kind]}")
             lines.extend(_flow_list("    profile: ", sec["arrivals"]["profile"]))
+        if "mmpp" in sec["arrivals"]:
+            mmpp = sec["arrivals"]["mmpp"]
+            lines.append(_commented("    mmpp:", "bursts: see above"))
+            lines.extend(_flow_list("      multipliers: ", mmpp["multipliers"]))
+            lines.extend(_flow_list("      mean_sojourn: ", mmpp["mean_sojourn"]))
         return "\n".join(lines) + "\n"
 
 
-def fit_workload(log: RequestLog, profile: str = "auto") -> WorkloadFit:
+def fit_workload(log: RequestLog, profile: str = "auto", bursts: bool = True) -> WorkloadFit:
     """Fit a workload section to ``log``.
 
     The clock hours from the first request's hour to the last request's are the observed
@@ -552,7 +568,10 @@ def fit_workload(log: RequestLog, profile: str = "auto") -> WorkloadFit:
     observed), ``daily`` (24 multipliers, needs every hour of the day), ``none``, or ``auto``
     (weekly when the log covers a week, else daily when it covers a day, else none). Each
     multiplier is the mean count in that hour over its occurrences, over the mean of them all;
-    the mean rate is that mean per second. Without a profile the rate is (n - 1) / span.
+    the mean rate is that mean per second. Without a profile the rate is (n - 1) / span. When
+    the counts are burstier than Poisson (and ``bursts``), a 2- or 3-state MMPP is fitted to
+    the request times around the profile (:func:`sim.mmpp_fit.fit_mmpp`) and becomes
+    ``arrivals.mmpp`` when the BIC prefers it to Poisson.
     """
     if profile not in ("auto", "weekly", "daily", "none"):
         raise ValueError(f"profile must be auto, weekly, daily or none (got {profile!r})")
@@ -595,6 +614,16 @@ def fit_workload(log: RequestLog, profile: str = "auto") -> WorkloadFit:
                       profile=multipliers, hours_observed=n_hours, dispersion=dispersion,
                       zipf_exponent=None, zipf_se=None, new_entities_per_day=None,
                       active_share_per_day=None, days_for_activity=0)
+    if bursts and dispersion is not None and not dispersion.poisson_fits and dispersion.index > 1:
+        from sim.mmpp_fit import fit_mmpp
+        # the fitted profile's multiplier at each request: a daily cycle is not a burst
+        hour_of_request = np.floor((log.times_s + offset_s) / HOUR_S).astype(np.int64)
+        at_request = (multipliers[index[hour_of_request]] if multipliers is not None
+                      else None)
+        try:
+            fit.bursts = fit_mmpp(log.times_s, states="auto", profile=at_request)
+        except ValueError:  # too few requests, or none where the profile is 0: no fit
+            fit.bursts = None
     if not log.has_entities:  # the arrivals only
         return fit
     fit.zipf_exponent, fit.zipf_se = zipf_mle(log.counts)
@@ -774,7 +803,7 @@ def _commented(text: str, comment: str, column: int = 36) -> str:
 
 def _flow_list(prefix: str, values: list, width: int = 100) -> list[str]:
     """A YAML flow sequence wrapped to ``width`` columns, continuation lines aligned."""
-    items = [f"{v:g}" for v in values]
+    items = [v if isinstance(v, str) else f"{v:g}" for v in values]
     lines, current = [], prefix + "["
     indent = " " * (len(prefix) + 1)
     for i, item in enumerate(items):
