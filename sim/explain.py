@@ -488,12 +488,17 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
                 f"({_dist(sv.service_time)}), busy about {_dur(occupancy)} per request. ")
     else:
         b = sv.batching
+        if b.batch_time is None:
+            model = f"{_dist(b.fixed)} per batch plus {_dist(b.per_item)} per request"
+        else:
+            measured = ", ".join(f"{k}: {_dist(d)}" for k, d in b.batch_time.items())
+            model = (f"in the time measured for batches of its size ({measured}; straight "
+                     f"lines between those sizes)")
         work = (f"requests wait in one queue and a free replica takes up to {b.max_batch} of "
                 f"them together, holding the oldest back at most {_dur(b.max_wait)} for a "
                 f"fuller batch; a batch looks up its features ({_dist(spec.feature_lookup)}, "
-                f"the slowest of the batch) and runs the model ({_dist(b.fixed)} per batch plus "
-                f"{_dist(b.per_item)} per request), about {_dur(occupancy)} of replica time "
-                f"per request when batches are full. ")
+                f"the slowest of the batch) and runs the model ({model}), about "
+                f"{_dur(occupancy)} of replica time per request when batches are full. ")
     text = (f"Predicts at request time on {sv.replicas} serving replica{plural}: " + work
             + _load(rate, peak / s.workload.arrivals.rate, occupancy, sv.replicas))
     a = sv.autoscaling

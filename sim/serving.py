@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from sim.batch_curve import batch_time_at
 from sim.slow_periods import SlowPath, finish_at
 
 
@@ -227,7 +228,7 @@ LOG_ROWS_PER_CALL = 4096  # the log buffer of one kernel call; a call that fills
 @njit(cache=True, nogil=True)
 def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_wait, until,
                 final, eval_until, heap, ids, warming, state, auto, log, wait, start, occupancy,
-                started, busy, pt, pw, ps, pn, slow, host):
+                started, busy, pt, pw, ps, pn, slow, host, tsizes, tq):
     """FIFO replicas with dynamic batching and an optional autoscaler, as an event loop.
 
     Requests ``[head, i)`` have arrived and are waiting; those from ``i`` on arrive at
@@ -235,7 +236,10 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
     (a request waiting ``patience`` leaves), dispatches, autoscaler evaluations. A batch is
     dispatched when a replica is free and either ``max_batch`` requests wait or the oldest has
     waited ``max_wait``; it takes up to ``max_batch`` from the head of the queue and occupies
-    the replica for ``max(lookup) + fixed[first] + sum(item)``; with ``slow`` (slow periods
+    the replica for ``max(lookup) + fixed[first] + sum(item)``, or with measured batch times
+    (``tsizes`` not empty) ``max(lookup) + T(k) + sum(item)``, ``T(k)`` interpolated from the
+    first request's row of ``tq`` (its draw of the time at each of ``tsizes``, see
+    :mod:`sim.batch_curve`); with ``slow`` (slow periods
     on the paths ``pt``, ``pw``, ``ps``, ``pn``) the work ``fixed + sum(item)`` is stretched by
     the slow periods of the replica's path (the replica's number in ``ids``, or path 0 for
     every replica with ``host``). A free replica is the one free longest (the lower number on a
@@ -291,7 +295,10 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
         elif t_disp <= t:
             k = min(qlen, max_batch)
             longest = 0.0
-            total = fixed[head]
+            if tsizes.shape[0] > 0:
+                total = batch_time_at(tsizes, tq[head], float(k))
+            else:
+                total = fixed[head]
             for j in range(head, head + k):
                 if lookup[j] > longest:
                     longest = lookup[j]
@@ -423,6 +430,7 @@ class BatchingPool:
         self.patience_s = np.inf if serving.timeout is None else float(serving.timeout)
         self.max_batch = batching.max_batch if batching else 1
         self.max_wait_s = batching.max_wait if batching else 0.0
+        self.table_sizes = batching.table_sizes if batching else np.empty(0)
         capacity = auto.max if auto else serving.replicas
         self.heap = np.full(capacity, start_s, dtype=float)
         self.ids = np.arange(capacity, dtype=np.int64)
@@ -449,8 +457,9 @@ class BatchingPool:
     def serve(self, inputs: dict[str, np.ndarray], until_s: float, final: bool = False):
         """Outcomes of the requests decided by ``until_s`` (or all, with ``final``).
 
-        ``inputs`` holds ``t_s``, ``lookup_s``, ``item_s`` and ``fixed_s`` per new request and
-        any payload arrays. Returns a dict with those arrays for the decided requests plus
+        ``inputs`` holds ``t_s``, ``lookup_s``, ``item_s`` and ``fixed_s`` per new request
+        (and ``table_s``, each request's draw of the time at every measured batch size, with
+        ``batching.batch_time``) and any payload arrays. Returns a dict with those arrays for the decided requests plus
         ``wait_s``, ``start_s``, ``occupancy_s``, ``started`` and ``busy_s``.
         """
         carried = 0
@@ -466,6 +475,8 @@ class BatchingPool:
         log = np.empty((min(max(expected, 1), LOG_ROWS_PER_CALL), len(LOG_COLUMNS)))
         f64 = {k: np.ascontiguousarray(inputs[k], dtype=np.float64)
                for k in ("t_s", "lookup_s", "item_s", "fixed_s")}
+        table = (np.ascontiguousarray(inputs["table_s"], dtype=np.float64)
+                 if "table_s" in inputs else np.empty((n, 0)))
         decided, arrived = 0, carried
         slow = self.slow if self.slow is not None else _NO_PATH
         while True:  # resumed whenever the log fills up or a slow-period path runs out
@@ -476,7 +487,7 @@ class BatchingPool:
                 self.eval_until_s, self.heap, self.ids, self.warming, self.state, self.auto,
                 log, out["wait_s"], out["start_s"], out["occupancy_s"], out["started"],
                 out["busy_s"], slow.t, slow.w, slow.s, slow.n, self.slow is not None,
-                self.host)
+                self.host, self.table_sizes, table)
             if self.state[N_LOG]:
                 self.log_rows.append(log[:int(self.state[N_LOG])].copy())
             if stopped == PATH_SHORT:  # nothing is dispatched before the last event any more

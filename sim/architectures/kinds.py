@@ -236,6 +236,9 @@ class OnlineModel(_Common):
         if chunk is None:
             inputs = {k: np.empty(0) for k in ("t_s", "lookup_s", "item_s", "fixed_s",
                                                 "model_cutoff_s", *self._payload_ages())}
+            batching = self.spec.serving.batching
+            if batching is not None and batching.batch_time is not None:
+                inputs["table_s"] = np.empty((0, len(batching.batch_time)))
             r = self.serving.serve_evented(inputs, np.inf, final=True)
         else:
             r = self.serving.serve_evented(self._queue_inputs(chunk, mask), chunk.end_s)
@@ -253,9 +256,15 @@ class OnlineModel(_Common):
         spec = self.spec
         batching = spec.serving.batching
         t = chunk.t_s[mask]
+        table = None
         if batching is None:
             item = chunk.sample(spec.serving.service_time, "service")
             fixed = np.zeros(t.size)
+        elif batching.batch_time is not None:  # measured: one draw per batch, at every size
+            item = np.zeros(chunk.size)
+            fixed = np.zeros(t.size)
+            table = np.column_stack([chunk.sample(d, "batch_fixed")
+                                     for d in batching.batch_time.values()])[mask]
         else:
             item = chunk.sample(batching.per_item, "service")
             fixed = chunk.sample(batching.fixed, "batch_fixed")[mask]
@@ -265,6 +274,8 @@ class OnlineModel(_Common):
         ages = self._ages(t, chunk.created_at_s(self.world.population)[mask], lag)
         inputs = dict(t_s=t, lookup_s=chunk.sample(spec.feature_lookup, "feature_lookup")[mask],
                       item_s=item, fixed_s=fixed, model_cutoff_s=self._model_cutoff_now(t))
+        if table is not None:
+            inputs["table_s"] = table
         for key in self._payload_ages():
             inputs[key] = ages.batch_s if key == "batch_age_s" else ages.stream_s
         return inputs

@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Union
 import numpy as np
 from pydantic import Field, model_validator
 
+from sim.batch_curve import batch_time_at
 from sim.distributions import Distribution, ZERO
 from sim.units import format_duration
 from sim.scenario.fields import Dist, MAX_UNITS, Model, NonNegativeDuration, PositiveDuration, Rate
@@ -85,6 +86,35 @@ class Batching(Model):
                                           "is held back for a fuller batch (the linger).")
     fixed: Dist = Field(ZERO, description="Time per batch, whatever its size.")
     per_item: Dist = Field(ZERO, description="Time added for each request in the batch.")
+    batch_time: dict[Annotated[int, Field(ge=1, le=MAX_UNITS)], Dist] | None = Field(
+        None, description="Instead of fixed and per_item: the time of a whole batch as "
+        "measured, by batch size, e.g. {1: 1.3ms, 8: 1.8ms, 128: 2.1ms, 256: 3.5ms} (each a "
+        "duration or a distribution); interpolated between the sizes given, quantile by "
+        "quantile.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Batching":
+        if self.batch_time is not None:
+            if not self.batch_time:
+                raise ValueError("batch_time needs at least one batch size")
+            given = [k for k in ("fixed", "per_item") if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"give batch_time (measured times by batch size) or fixed and "
+                                 f"per_item, not both (got {', '.join(given)} too)")
+            object.__setattr__(self, "batch_time", dict(sorted(self.batch_time.items())))
+        return self
+
+    @property
+    def table_sizes(self) -> np.ndarray:
+        """The batch sizes of ``batch_time``, ascending (empty without it)."""
+        return np.array(list(self.batch_time or {}), dtype=float)
+
+    def batch_mean_s(self, size: int) -> float:
+        """Mean time of a batch of ``size`` requests, without request-time features."""
+        if self.batch_time is None:
+            return self.fixed.mean + size * self.per_item.mean
+        means = np.array([d.mean for d in self.batch_time.values()])
+        return float(batch_time_at(self.table_sizes, means, float(size)))
 
 
 class Autoscaling(Model):
@@ -278,7 +308,7 @@ class Serving(Model):
         # E[max of B draws] = integral of F^-1(u) B u^(B-1) du, on a midpoint grid
         u = (np.arange(4096) + 0.5) / 4096
         slowest = float(np.mean(feature_lookup.ppf(u) * b.max_batch * u ** (b.max_batch - 1)))
-        return slowest / b.max_batch + (b.fixed.mean / b.max_batch + b.per_item.mean + extra) \
+        return slowest / b.max_batch + (b.batch_mean_s(b.max_batch) / b.max_batch + extra) \
             * stretch
 
 
