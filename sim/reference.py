@@ -2,12 +2,17 @@
 
 Replicas are a ``simpy.Resource``; a request that has not got a replica when its timeout expires
 gives up (``request | timeout``); stores and feature pipelines are read as they stand when the
-request arrives; lookups and inference are ``env.timeout`` calls. It shares with the fast path
-only what defines the model (the scenario, the random draws, the control-plane processes, the
-quality curves) and the metrics code, so the fast path's kernels are checked against an
-implementation written the obvious way. It keeps its own books too: which entities read which
-job's predictions (wasted predictions) and how many replicas it ran when (serving cost,
-replicas, utilisation), so those are cross-checked as well. It is also the yardstick for speed.
+request arrives; lookups and inference are ``env.timeout`` calls. With slow periods
+(``serving.slow_periods``) the replicas are known by number (idle ones in a
+``simpy.PriorityStore`` by how long they have been free, or in the batcher's own books) and a
+replica's work is walked through its speed path a segment at a time in simulated time, from
+this engine's own copy of the path (the same draws as the fast path's). It shares with the
+fast path only what defines the model (the scenario, the random draws, the control-plane
+processes, the quality curves) and the metrics code, so the fast path's kernels are checked
+against an implementation written the obvious way. It keeps its own books too: which entities
+read which job's predictions (wasted predictions) and how many replicas it ran when (serving
+cost, replicas, utilisation), so those are cross-checked as well. It is also the yardstick for
+speed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sim.metrics import Outcomes
 from sim.architectures.kinds import COMPONENTS
 from sim.results import Results, collect
 from sim.scenario import Scenario
+from sim.slow_periods import SlowPath
 
 
 def simulate_reference(scenario: Scenario, *, replication: int = 0,
@@ -233,12 +239,19 @@ class _RequestModel:
         self.scenario = run.scenario
         self.population = run.population
         self.model_deploys = run.models[architecture.name].deploys
-        self.resource = self.batcher = None
+        self.resource = self.batcher = self.numbered = None
         if isinstance(architecture, OnlineModel):
+            spec = architecture.serving.spec
+            speed = None
+            if spec.slow_periods is not None:  # this engine's own copy of the paths
+                capacity = spec.autoscaling.max if spec.autoscaling else spec.replicas
+                speed = _Speed(spec.slow_periods, capacity, run.streams)
             if architecture.serving.evented:
-                self.batcher = _Batcher(env, architecture.serving.spec)
+                self.batcher = _Batcher(env, spec, speed)
+            elif speed is not None:
+                self.numbered = _NumberedReplicas(env, spec.replicas, speed)
             else:
-                self.resource = simpy.Resource(env, capacity=architecture.serving.spec.replicas)
+                self.resource = simpy.Resource(env, capacity=spec.replicas)
         self.store = getattr(architecture, "store", None)
         self.used: dict[int, set] = {}
 
@@ -303,6 +316,9 @@ class _RequestModel:
         if self.batcher is not None:
             yield from self._batched(env, chunk, i, out, ages, model_cutoff, compute)
             return
+        if self.numbered is not None:
+            yield from self._slowed(env, chunk, i, out, ages, model_cutoff, compute)
+            return
         occupancy = (float(arch.spec.feature_lookup.ppf(_one(chunk.u_feature_lookup[i]))[0]) +
                      float(arch.serving.spec.service_time.ppf(_one(chunk.u_service[i]))[0]) +
                      compute)
@@ -322,6 +338,57 @@ class _RequestModel:
                 out.service_s[i] = occupancy
                 yield env.timeout(occupancy)
         if granted:
+            out.queue_wait_s[i] = wait
+            latency = wait + occupancy
+            timed_out = timeout is not None and latency > timeout
+        else:
+            out.queue_wait_s[i] = timeout
+            timed_out = True
+        out.latency_s[i] = timeout if timed_out else latency
+        out.timed_out[i] = timed_out
+        out.fallback[i] = timed_out
+        if timed_out:
+            out.quality[i] = self.scenario.quality.fallback
+            return
+        self._score(out, i, t, ages, model_cutoff)
+
+    def _slowed(self, env, chunk, i, out, ages, model_cutoff, compute):
+        """A request served one at a time by numbered replicas whose speed varies (slow
+        periods): it takes the replica free longest, looks up its features, then works through
+        the replica's speed path segment by segment."""
+        arch = self.arch
+        t = chunk.t_s[i]
+        lookup = float(arch.spec.feature_lookup.ppf(_one(chunk.u_feature_lookup[i]))[0])
+        work = float(arch.serving.spec.service_time.ppf(_one(chunk.u_service[i]))[0]) + compute
+        timeout = arch.serving.spec.timeout
+        replicas = self.numbered
+        out.queued[i] = True
+        get = replicas.store.get()
+        if timeout is None:
+            yield get
+            granted = True
+        else:
+            yield get | env.timeout(timeout)
+            # a request whose wait reaches its timeout gives up, even if a replica frees up
+            # at that very instant (it then goes to the next in line)
+            granted = get.triggered and env.now - t < timeout
+            if not granted:
+                if get.triggered:
+                    replicas.store.put(get.value)
+                else:
+                    get.cancel()
+        if granted:
+            _, number = get.value
+            start = env.now
+            wait = start - t
+            if lookup > 0:
+                yield env.timeout(lookup)
+            finish = yield from replicas.speed.work(env, number, start + lookup, work)
+            occupancy = finish - start
+            replicas.store.put((env.now, number))
+            out.service_start_s[i] = start
+            out.busy_s[i] = occupancy
+            out.service_s[i] = occupancy
             out.queue_wait_s[i] = wait
             latency = wait + occupancy
             timed_out = timeout is not None and latency > timeout
@@ -366,12 +433,15 @@ class _RequestModel:
             out.quality[i] = self.scenario.quality.fallback
             return
         start, occupancy, first = request.dispatched.value
+        if isinstance(occupancy, simpy.Event):  # slow periods: known when the batch is done
+            occupancy = yield occupancy
+        else:
+            yield env.timeout(occupancy)
         wait = start - t
         out.queue_wait_s[i] = wait
         out.service_start_s[i] = start
         out.service_s[i] = occupancy
         out.busy_s[i] = occupancy if first else 0.0
-        yield env.timeout(occupancy)
         latency = wait + occupancy
         timed_out = timeout is not None and latency > timeout
         out.latency_s[i] = timeout if timed_out else latency
@@ -408,6 +478,8 @@ class _RequestModel:
         """(time, paid replicas, ready replicas) from each time on, as this engine ran them."""
         if self.batcher is not None:
             return self.batcher.steps
+        if self.numbered is not None:
+            return [(-math.inf, self.numbered.replicas, self.numbered.replicas)]
         return [(-math.inf, self.resource.capacity, self.resource.capacity)]
 
 
@@ -421,7 +493,8 @@ class _OwnBooks:
     def __init__(self, model: _RequestModel):
         self._model = model
         self._arch = model.arch
-        self._steps = model.replica_steps() if (model.batcher or model.resource) else None
+        self._steps = model.replica_steps() \
+            if (model.batcher or model.resource or model.numbered) else None
 
     def __getattr__(self, name):
         return getattr(self._arch, name)
@@ -483,8 +556,59 @@ class _OwnReplicas:
                          for a, b in zip(edges[:-1], edges[1:])])
 
 
+class _Speed:
+    """The replicas' speed over time with slow periods: this engine's own copy of the paths
+    (drawn from the run's streams as the fast engine's are, so they are the same), read
+    segment by segment while simulated time passes."""
+
+    def __init__(self, spec, capacity: int, streams):
+        self.host = spec.scope == "host"
+        self.paths = SlowPath(spec, 1 if self.host else capacity, streams, start_s=0.0)
+
+    def work(self, env: simpy.Environment, number: int, start_s: float, work_s: float):
+        """Process: ``work_s`` of work on replica ``number`` from ``start_s`` (about now): at
+        each segment's slowdown in turn, waiting to the segment's end when the work outlasts it.
+        Returns when the work is done."""
+        p = 0 if self.host else number
+        t, _, s = self.paths.segments(p)
+        while t[-1] <= start_s:  # the segment holding start_s is not drawn yet
+            self.paths._draw_block(p)
+            t, _, s = self.paths.segments(p)
+        x = max(start_s, float(t[0]))
+        k = int(np.searchsorted(t, x, side="right")) - 1  # the segment holding x
+        left = work_s
+        while True:
+            while k + 1 >= t.size:  # the segment's end is not drawn yet
+                self.paths._draw_block(p)
+                t, _, s = self.paths.segments(p)
+            end, slowdown = float(t[k + 1]), float(s[k])
+            room = (end - x) / slowdown  # the work this segment has room for
+            if left <= room:
+                finish = x + left * slowdown
+                break
+            left -= room
+            yield env.timeout(max(end - env.now, 0.0))
+            x, k = end, k + 1
+        yield env.timeout(max(finish - env.now, 0.0))
+        return finish
+
+
+class _NumberedReplicas:
+    """Replicas served one request at a time, each known by its number so that it meets its
+    own slow periods: a store of the idle ones as (free since, number), so that a request takes
+    the one free longest (the lower number on a tie)."""
+
+    def __init__(self, env: simpy.Environment, replicas: int, speed: _Speed):
+        self.replicas = replicas
+        self.speed = speed
+        self.store = simpy.PriorityStore(env)
+        for number in range(replicas):
+            self.store.put((0.0, number))  # requests start at time 0
+
+
 class _Waiting:
-    """A request in the batching queue; ``dispatched`` fires with (start, occupancy, first)."""
+    """A request in the batching queue; ``dispatched`` fires with (start, occupancy, first),
+    where with slow periods occupancy is an event that fires with it when the batch is done."""
 
     def __init__(self, t_s, lookup_s, item_s, fixed_s, dispatched):
         self.t_s, self.lookup_s, self.item_s, self.fixed_s = t_s, lookup_s, item_s, fixed_s
@@ -511,11 +635,22 @@ class _Batcher:
     a batch whenever a replica is idle and ``max_batch`` requests wait or the oldest has waited
     ``max_wait``. The autoscaler integrates busy and ready replicas and the queue
     length over time as they change, and decides as :func:`sim.serving._evaluate` describes.
+    With slow periods (``speed``) the replicas are also known by number: a batch goes to the
+    idle replica free longest (the lower number on a tie), whose speed path stretches the
+    batch's work; the autoscaler removes the idle replicas free longest and gives a new replica
+    the number given back last (else the lowest never used).
     """
 
-    def __init__(self, env: simpy.Environment, serving):
+    def __init__(self, env: simpy.Environment, serving, speed: _Speed | None = None):
         self.env = env
         self.spec = serving
+        self.speed = speed
+        if speed is not None:  # replicas by number, so each meets its own slow periods
+            capacity = serving.autoscaling.max if serving.autoscaling else serving.replicas
+            self.idle_since = {number: 0.0 for number in range(serving.replicas)}
+            # the numbers of no replica: a new one takes the last (the one given back most
+            # recently, else the lowest never used)
+            self.unused = list(range(capacity - 1, serving.replicas - 1, -1))
         batching = serving.batching
         self.max_batch = batching.max_batch if batching else 1
         self.max_wait = batching.max_wait if batching else 0.0
@@ -580,16 +715,49 @@ class _Batcher:
                          sum(r.item_s for r in batch))
             self.idle -= 1
             self.busy += 1
+            if self.speed is not None:
+                done = env.event()
+                for k, request in enumerate(batch):
+                    request.dispatched.succeed((env.now, done, k == 0))
+                env.process(self._slowed_batch(batch, self._take_idle(), done))
+                continue
             for k, request in enumerate(batch):
                 request.dispatched.succeed((env.now, occupancy, k == 0))
             env.process(self._idle_after(occupancy, "busy"))
 
-    def _idle_after(self, delay: float, was: str):
+    def _take_idle(self) -> int:
+        """The number of the idle replica free longest (the lower number on a tie), now
+        taken."""
+        number = min(self.idle_since, key=lambda n: (self.idle_since[n], n))
+        del self.idle_since[number]
+        return number
+
+    def _slowed_batch(self, batch: list[_Waiting], number: int, done: simpy.Event):
+        """Replica ``number`` serves ``batch`` with slow periods: the lookups (not slowed), then
+        the batch's work through the replica's speed path; ``done`` fires with the time it
+        held the replica."""
+        start = self.env.now
+        lookup = max(r.lookup_s for r in batch)
+        work = batch[0].fixed_s + sum(r.item_s for r in batch)
+        if lookup > 0:
+            yield self.env.timeout(lookup)
+        finish = yield from self.speed.work(self.env, number, start + lookup, work)
+        self._advance()
+        self.busy -= 1
+        self.idle += 1
+        self.idle_since[number] = self.env.now
+        self._poke()
+        done.succeed(finish - start)
+
+    def _idle_after(self, delay: float, was: str, number: int | None = None):
         """A replica that is ``was`` (busy with a batch, or warming up) is idle ``delay`` later."""
+        ready_s = self.env.now + delay
         yield self.env.timeout(delay)
         self._advance()
         setattr(self, was, getattr(self, was) - 1)
         self.idle += 1
+        if number is not None:
+            self.idle_since[number] = ready_s
         if was == "warming":
             self._step()
         self._poke()
@@ -623,17 +791,23 @@ class _Batcher:
             desired = max(auto.min, min(auto.max, desired))
             if desired > total:
                 for _ in range(desired - total):
+                    number = self.unused.pop() if self.speed is not None else None
                     if auto.warmup > 0:
                         self.warming += 1
-                        env.process(self._idle_after(auto.warmup, "warming"))
+                        env.process(self._idle_after(auto.warmup, "warming", number))
                     else:
                         self.idle += 1
+                        if number is not None:
+                            self.idle_since[number] = t
                 self.last_scale_s = t
                 self._poke()
             elif desired < total and self.warming == 0 and \
                     t - self.last_scale_s >= auto.cooldown:
                 removed = min(total - desired, self.idle)
                 self.idle -= removed
+                if self.speed is not None:  # the idle replicas free longest go
+                    for _ in range(removed):
+                        self.unused.append(self._take_idle())
                 if removed:
                     self.last_scale_s = t
             self._step()

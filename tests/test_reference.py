@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sim
 from sim import engine
+from sim.scenario import SlowPeriods
 from tests.conftest import SCENARIOS, make_scenario, online
 
 pytestmark = pytest.mark.slow  # a minute or more on 2 cores; still in make test
@@ -70,6 +71,23 @@ def test_bundled_scenarios_match_request_by_request(path, monkeypatch):
 
 
 @st.composite
+def slow_periods(draw):
+    """Stretches of slower work: two or three states, stays from a few ms to a second."""
+    n = draw(st.integers(2, 3))
+    states = []
+    for k in range(n):
+        state = {"slowdown": 1.0 if k == 0 else draw(st.floats(0.5, 6))}
+        if draw(st.booleans()):
+            state["mean"] = draw(st.sampled_from(["5ms", "40ms", "300ms", "1s"]))
+        else:
+            state["length"] = draw(st.sampled_from([{"constant": "25ms"},
+                                                     {"gamma": {"mean": "40ms", "cv": 2}},
+                                                     {"exponential": {"mean": "200ms"}}]))
+        states.append(state)
+    return {"scope": draw(st.sampled_from(["replica", "host"])), "states": states}
+
+
+@st.composite
 def scenarios(draw):
     replicas = draw(st.integers(1, 4))
     rate = draw(st.floats(1, 80))
@@ -98,6 +116,15 @@ def scenarios(draw):
                        "timeout": draw(st.sampled_from([None, "5ms"]))}}
     if archs["batch"]["timeout"] is None:
         del archs["batch"]["timeout"]
+    slow = draw(st.one_of(st.none(), slow_periods()))
+    if slow is not None:  # every online-serving architecture's replicas meet them
+        for arch in (archs["online"], streaming, hybrid):
+            arch["serving"]["slow_periods"] = slow
+        # Keep the replicas about 70% busy at most: the engines stretch work with different
+        # arithmetic (each exact to rounding), and in an overloaded queue whose busy period
+        # runs to tens of thousands of requests those roundings add up past 1e-9.
+        stretch = 1 / SlowPeriods.model_validate(slow).mean_speed
+        rate = min(rate, 0.7 * replicas / (0.036 * stretch))
     return make_scenario(
         archs, horizon="10m", warmup="2m", seed=draw(st.integers(0, 2**20)),
         training={"every": "7m", "duration": "1m", "deploy_delay": "30s"},
