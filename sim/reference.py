@@ -417,6 +417,10 @@ class _RequestModel:
             fixed = float(serving.batching.fixed.ppf(_one(chunk.u_batch_fixed[i]))[0])
         item += compute
         request = _Waiting(t, lookup, item, fixed, env.event())
+        if serving.batching is not None and serving.batching.batch_time is not None:
+            u = _one(chunk.u_batch_fixed[i])  # this request's draw, should it lead a batch
+            request.measured_s = np.array([float(d.ppf(u)[0])
+                                           for d in serving.batching.batch_time.values()])
         out.queued[i] = True
         self.batcher.join(request)
         timeout = serving.timeout
@@ -610,6 +614,8 @@ class _Waiting:
     """A request in the batching queue; ``dispatched`` fires with (start, occupancy, first),
     where with slow periods occupancy is an event that fires with it when the batch is done."""
 
+    measured_s = None  # with batching.batch_time: the time at each measured size, as drawn
+
     def __init__(self, t_s, lookup_s, item_s, fixed_s, dispatched):
         self.t_s, self.lookup_s, self.item_s, self.fixed_s = t_s, lookup_s, item_s, fixed_s
         self.dispatched = dispatched
@@ -711,7 +717,7 @@ class _Batcher:
             self._advance()
             batch = self.queue[:self.max_batch]
             del self.queue[:self.max_batch]
-            occupancy = (max(r.lookup_s for r in batch) + batch[0].fixed_s +
+            occupancy = (max(r.lookup_s for r in batch) + self._batch_s(batch) +
                          sum(r.item_s for r in batch))
             self.idle -= 1
             self.busy += 1
@@ -724,6 +730,21 @@ class _Batcher:
             for k, request in enumerate(batch):
                 request.dispatched.succeed((env.now, occupancy, k == 0))
             env.process(self._idle_after(occupancy, "busy"))
+
+    def _batch_s(self, batch: list[_Waiting]) -> float:
+        """The batch's own time: its first request's ``fixed`` draw, or with measured batch
+        times the first request's draws at the measured sizes, read at the batch's size:
+        straight lines between sizes, flat below the smallest, the last line extended beyond
+        the largest (never below it)."""
+        first = batch[0]
+        if first.measured_s is None:
+            return first.fixed_s
+        sizes = self.spec.batching.table_sizes
+        row, k = first.measured_s, len(batch)
+        if sizes.size > 1 and k > sizes[-1]:
+            slope = (row[-1] - row[-2]) / (sizes[-1] - sizes[-2])
+            return float(max(row[-1], row[-1] + slope * (k - sizes[-1])))
+        return float(np.interp(k, sizes, row))
 
     def _take_idle(self) -> int:
         """The number of the idle replica free longest (the lower number on a tie), now
@@ -738,7 +759,7 @@ class _Batcher:
         held the replica."""
         start = self.env.now
         lookup = max(r.lookup_s for r in batch)
-        work = batch[0].fixed_s + sum(r.item_s for r in batch)
+        work = self._batch_s(batch) + sum(r.item_s for r in batch)
         if lookup > 0:
             yield self.env.timeout(lookup)
         finish = yield from self.speed.work(self.env, number, start + lookup, work)

@@ -248,6 +248,9 @@ SERVING = st.sampled_from([
     {"autoscaling": {"min": 1, "max": 5, "target_queue": 0.05, "every": "15s",
                      "warmup": "0s", "cooldown": "30s"},
      "batching": {"max_batch": 2, "max_wait": "2ms", "per_item": {"constant": "12ms"}}},
+    {"batching": {"max_batch": 6, "max_wait": "5ms", "batch_time": {
+        2: {"lognormal": {"median": "9ms", "p99": "30ms"}}, 4: "12ms",
+        5: {"exponential": {"mean": "11ms"}}}}},
 ])
 
 
