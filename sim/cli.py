@@ -881,27 +881,77 @@ def calibrate():
               help="Unit of --column, when its name does not end in it.")
 @click.option("--key", default="service_time", show_default=True,
               help="The scenario key to print the distribution under.")
-def calibrate_latency(file, column, unit, key):
+@click.option("--time-column", help="Column of request start times (seconds, or ISO-8601 "
+                                    "times): test the samples in time order for slow periods "
+                                    "[default: t_s, time_s, start_s, timestamp... if the file "
+                                    "has one].")
+@click.option("--slow-above", type=click.FloatRange(min=1, min_open=True), metavar="X",
+              help="With a time column: a request is slow above X times the median, for the "
+                   "runs test and the check [default: 1.5].")
+@click.option("--states", type=click.IntRange(2, 3),
+              help="With a time column: speeds of the slow-period model, normal and one slow "
+                   "(2) or two slow (3) [default: 2].")
+@click.option("--normal-out", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
+              help="With a time column: also write each duration divided by its request's "
+                   "expected slowdown, for service_time: {empirical: FILE}.")
+def calibrate_latency(file, column, unit, key, time_column, slow_above, states, normal_out):
     """Fit a lognormal and a gamma to measured durations in FILE (a CSV) and print the better
     as a distribution to paste into a scenario.
 
     Both are fitted by maximum likelihood; for each, the comment lines give the
     Kolmogorov-Smirnov statistic and the relative error of p50, p95 and p99 against the
     samples.
+
+    With a time column (t_s, start_s, timestamp..., or --time-column) the durations are taken
+    in time order and tested for independence: the lag-1 autocorrelation of their logs
+    (Ljung-Box) and whether slow ones follow slow ones (runs test). Independent: the
+    distribution as above. Not: slow periods, fitted by maximum likelihood (a continuous-time
+    hidden Markov model), printed as serving.slow_periods and the service_time of the work at
+    normal speed, with the tests, confidence intervals and a check by simulation as comments.
     """
     from pathlib import Path
 
     from sim.fit import InputError, fit_latency, read_samples
+    from sim.slow_fit import SLOW_ABOVE, analyse_series, series_time_column
 
-    try:
-        samples_s, used = read_samples(file, column=column, unit=unit)
-        fitted = fit_latency(samples_s)
-    except InputError as exc:
+    def bad(exc):
         problems = [p if file in p else f"{file}: {p}" for p in exc.problems]
-        raise BadInput("\n".join(problems)) from None
-    for line in fitted.lines(f"{Path(file).name}, column {used}"):
-        click.echo(line)
-    click.echo(fitted.snippet(key))
+        return BadInput("\n".join(problems))
+
+    if time_column is None:
+        time_column = series_time_column(file, column)
+    if time_column is None:
+        given = [name for name, value in (("--slow-above", slow_above), ("--states", states),
+                                          ("--normal-out", normal_out)) if value is not None]
+        if given and Path(file).is_file():
+            raise BadInput(f"{file}: {', '.join(given)}: only for samples in time order, and "
+                           f"the file has no time column (such as t_s, start_s or timestamp); "
+                           f"name one with --time-column")
+        try:
+            samples_s, used = read_samples(file, column=column, unit=unit)
+            fitted = fit_latency(samples_s)
+        except InputError as exc:
+            raise bad(exc) from None
+        for line in fitted.lines(f"{Path(file).name}, column {used}"):
+            click.echo(line)
+        click.echo(fitted.snippet(key))
+        return
+
+    from sim.report import atomic_write
+    from sim.slow_fit import read_series
+
+    if normal_out is not None and not Path(normal_out).parent.is_dir():
+        raise BadInput(f"--normal-out {normal_out}: folder {Path(normal_out).parent} does not "
+                       f"exist")
+    try:
+        series = read_series(file, time_column=time_column, column=column, unit=unit)
+        analysis = analyse_series(series, states=states or 2,
+                                  slow_above=slow_above or SLOW_ABOVE)
+    except InputError as exc:
+        raise bad(exc) from None
+    click.echo(analysis.to_text(key, normal_out=normal_out), nl=False)
+    if normal_out is not None and analysis.fit is not None:
+        atomic_write(Path(normal_out), analysis.normal_speed_csv())
 
 
 @calibrate.command("freshness")
