@@ -48,6 +48,14 @@ when the request entered the queue; ``worker_got_s``, ``model_done_s`` and ``wor
 the worker's own times (got the batch, model call finished, every answer written), ``cpu_s`` the
 worker's CPU time for the whole batch; ``batch_id`` and ``batch_size`` group the requests.
 Without ``--batching`` the server is the pre-fork server above, unchanged.
+
+**Another model** (``--model MODULE:FUNCTION --model-options JSON``, with ``--batching`` only):
+instead of the MLP trained in the parent, each batch worker builds its own model after the fork,
+``FUNCTION(options, worker_index)`` from MODULE in this folder, which returns an object with
+``predict(rows) -> scores`` (rows: float32 array (n, 32), one score per row) and a dict ``info``.
+Nothing of it is imported in the parent, so a GPU model initialises CUDA only in the workers,
+never in a process that forks later. The batcher waits (``--ready-timeout``) until every worker
+has built its model and reports their ``info`` in its ready line (``model.workers``).
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # one core per worker: set before numpy loads BLAS
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
 import select  # noqa: E402
 import signal  # noqa: E402
@@ -82,6 +91,19 @@ HOST = "127.0.0.1"
 # n) + n request ids (u32) + n k (u32); done = (batch id, got, model done, all answered, cpu)
 DISPATCH = struct.Struct("<QdI")
 DONE = struct.Struct("<Qdddd")
+
+
+class LazyModel:
+    """A model each batch worker builds after the fork (``--model MODULE:FUNCTION``)."""
+
+    def __init__(self, spec: str, options: dict):
+        module, _, function = spec.partition(":")
+        if not module or not function:
+            raise ValueError(f"--model wants MODULE:FUNCTION or mlp, not {spec!r}")
+        self.spec, self.module, self.function, self.options = spec, module, function, options
+
+    def build(self, index: int):
+        return getattr(importlib.import_module(self.module), self.function)(self.options, index)
 
 
 class Stop(BaseException):
@@ -188,6 +210,13 @@ def batch_worker(index: int, ctrl: socket.socket, shared, model: mlp.MLP, max_ba
     signal.signal(signal.SIGALRM, _raise_stop)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.alarm(int(lifetime_s) + 2)
+    if isinstance(model, LazyModel):  # build it here, after the fork; tell the batcher
+        try:
+            model = model.build(index)
+        except BaseException:
+            ctrl.send(json.dumps({"error": traceback.format_exc()[-3000:]}).encode())
+            raise
+        ctrl.send(json.dumps({"ready": getattr(model, "info", {})}).encode())
     rows = np.frombuffer(shared, np.float32).reshape(-1, mlp.N_FEATURES)
     clock, cpu = time.perf_counter, time.thread_time
     try:
@@ -228,6 +257,35 @@ class _Pending:
         self.conn, self.buf, self.need = conn, bytearray(), HEADER.size
 
 
+def _wait_ready(workers: list, timeout_s: float) -> list:
+    """Each worker's ready message (a ``LazyModel`` built after the fork): its model's info.
+    Stops the workers and raises if one fails, dies or is not ready within ``timeout_s``."""
+    infos: dict[int, dict] = {}
+    give_up = time.monotonic() + timeout_s
+    try:
+        while len(infos) < len(workers):
+            left = give_up - time.monotonic()
+            waiting = {w[1].fileno(): i for i, w in enumerate(workers) if i not in infos}
+            ready, _, _ = select.select(list(waiting), [], [], max(left, 0.0))
+            if not ready:
+                raise RuntimeError(f"workers {sorted(waiting.values())} did not build their "
+                                   f"model within {timeout_s:g} s")
+            for fd in ready:
+                i = waiting[fd]
+                msg = workers[i][1].recv(65536)
+                if not msg:
+                    raise RuntimeError(f"batch worker {i} died building its model")
+                reply = json.loads(msg)
+                if "error" in reply:
+                    raise RuntimeError(f"batch worker {i} could not build its model:\n"
+                                       + reply["error"])
+                infos[i] = reply["ready"]
+    except BaseException:
+        stop_workers([w[0] for w in workers])
+        raise
+    return [infos[i] for i in range(len(workers))]
+
+
 def batching_server(args, model: mlp.MLP, info: dict, listener: socket.socket,
                     lifetime_s: float, started: float) -> int:
     """The batcher's event loop (see the module docstring); returns when stopped."""
@@ -255,6 +313,8 @@ def batching_server(args, model: mlp.MLP, info: dict, listener: socket.socket,
         theirs.close()
         workers.append((pid, ours, shared))
     pids = [w[0] for w in workers]
+    if isinstance(model, LazyModel):
+        info = {**info, "workers": _wait_ready(workers, min(args.ready_timeout, lifetime_s))}
     _set_timer_slack_ns(1)
     log = np.zeros((args.capacity, len(BATCH_LOG_COLUMNS)))
     count = 0
@@ -414,10 +474,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait-ms", type=float, default=2.0,
                         help="with --batching: longest the oldest request waits for a fuller "
                              "batch")
+    parser.add_argument("--model", default="mlp",
+                        help="mlp (model.py, trained here at start-up) or, with --batching, "
+                             "MODULE:FUNCTION: a factory each worker calls after the fork as "
+                             "FUNCTION(options, worker index) (see the module docstring)")
+    parser.add_argument("--model-options", default="{}", help="JSON for the --model factory")
+    parser.add_argument("--ready-timeout", type=float, default=300.0,
+                        help="with --model MODULE:FUNCTION: longest the workers may take to "
+                             "build their model")
     args = parser.parse_args(argv)
+    if args.model != "mlp" and not args.batching:
+        parser.error("--model MODULE:FUNCTION needs --batching")
     started = time.monotonic()
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    model, info = mlp.train(seed=args.seed)
+    if args.model == "mlp":
+        model, info = mlp.train(seed=args.seed)
+    else:
+        options = json.loads(args.model_options)
+        model, info = LazyModel(args.model, options), {"factory": args.model, "options": options}
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((HOST, args.port))
