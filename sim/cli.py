@@ -894,7 +894,12 @@ def calibrate():
 @click.option("--normal-out", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
               help="With a time column: also write each duration divided by its request's "
                    "expected slowdown, for service_time: {empirical: FILE}.")
-def calibrate_latency(file, column, unit, key, time_column, slow_above, states, normal_out):
+@click.option("--batch-column", metavar="NAME",
+              help="Column of batch sizes: fit batch time to size, as a line (fixed + "
+                   "per_item) and as measured (batch_time), and print the better [default: "
+                   "batch_size, if the file has it].")
+def calibrate_latency(file, column, unit, key, time_column, slow_above, states, normal_out,
+                      batch_column):
     """Fit a lognormal and a gamma to measured durations in FILE (a CSV) and print the better
     as a distribution to paste into a scenario.
 
@@ -908,6 +913,12 @@ def calibrate_latency(file, column, unit, key, time_column, slow_above, states, 
     distribution as above. Not: slow periods, fitted by maximum likelihood (a continuous-time
     hidden Markov model), printed as serving.slow_periods and the service_time of the work at
     normal speed, with the tests, confidence intervals and a check by simulation as comments.
+
+    With a column of batch sizes (batch_size, or --batch-column) the durations are batch
+    times: both a straight line (fixed + per_item x size, least squares) and the times as
+    measured by size (batching.batch_time, interpolated between sizes) are fitted, each size's
+    median compared with what each form gives (the table's at sizes left out), and the better
+    printed.
     """
     from pathlib import Path
 
@@ -917,6 +928,10 @@ def calibrate_latency(file, column, unit, key, time_column, slow_above, states, 
     def bad(exc):
         problems = [p if file in p else f"{file}: {p}" for p in exc.problems]
         return BadInput("\n".join(problems))
+
+    if batch_column is not None or _has_column(file, "batch_size"):
+        _calibrate_batches(file, batch_column or "batch_size", column, unit, bad)
+        return
 
     if time_column is None:
         time_column = series_time_column(file, column)
@@ -952,6 +967,51 @@ def calibrate_latency(file, column, unit, key, time_column, slow_above, states, 
     click.echo(analysis.to_text(key, normal_out=normal_out), nl=False)
     if normal_out is not None and analysis.fit is not None:
         atomic_write(Path(normal_out), analysis.normal_speed_csv())
+
+
+def _has_column(file: str, name: str) -> bool:
+    """Whether the CSV ``file`` has a column ``name`` (False when it cannot be read: the
+    reader proper says why)."""
+    try:
+        with open(file, encoding="utf-8") as handle:
+            header = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return name in [c.strip() for c in header.strip().split(",")]
+
+
+def _calibrate_batches(file, batch_column, column, unit, bad) -> None:
+    """``calibrate latency`` on batch times: print both forms and the better one."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from sim.batch_curve import fit_batch_curve
+    from sim.fit import InputError, read_samples
+
+    try:
+        durations, used = read_samples(file, column=column, unit=unit)
+        frame = pd.read_csv(file, skip_blank_lines=False)
+    except InputError as exc:
+        raise bad(exc) from None
+    if batch_column not in frame.columns:
+        raise BadInput(f"{file}: no column {batch_column!r} (the columns are "
+                       f"{', '.join(map(str, frame.columns))}); choose one with --batch-column")
+    frame.index = frame.index + 2
+    frame = frame[~frame.isna().all(axis=1)]
+    sizes = pd.to_numeric(frame[batch_column], errors="coerce")
+    wrong = sizes.isna() | (sizes < 1) | (sizes != sizes.round())
+    if wrong.any():
+        line = int(sizes.index[wrong.to_numpy()][0])
+        raise BadInput(f"{file}: line {line}: {batch_column} must be a whole number of requests "
+                       f">= 1 (got {str(frame[batch_column].loc[line])!r})")
+    try:
+        fitted = fit_batch_curve(sizes.to_numpy(float), durations)
+    except ValueError as exc:
+        raise BadInput(f"{file}: {exc}") from None
+    for line in fitted.lines(f"{Path(file).name}, columns {batch_column} and {used}"):
+        click.echo(line)
+    click.echo(fitted.snippet(), nl=False)
 
 
 @calibrate.command("freshness")

@@ -104,3 +104,55 @@ def test_a_gpu_curve_batches_more_and_waits_less_than_its_linear_fit():
     summary = sim.simulate(scenario).summary.set_index("architecture")
     assert summary.loc["curve", "utilization"] < summary.loc["fit", "utilization"]
     assert summary.loc["curve", "latency_ms_p99"] < summary.loc["fit", "latency_ms_p99"]
+
+
+# -- calibrate latency on (batch size, duration) pairs ------------------------------------------
+
+def _batches(curve: dict, n=40, noise=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = np.repeat(np.array(list(curve), float), n)
+    times = np.repeat(np.array(list(curve.values())), n) * np.exp(rng.normal(0, noise,
+                                                                             sizes.size))
+    return sizes, times
+
+
+def test_a_gpu_curve_is_given_as_measured_and_the_table_loads():
+    from sim.batch_curve import fit_batch_curve
+    import yaml
+    sizes, times = _batches({k: v * 1e-3 for k, v in GPU.items()})
+    fit = fit_batch_curve(sizes, times)
+    assert fit.best == "table"
+    assert np.max(np.abs(fit.line_errors)) > 0.2  # the line misses the knee by far
+    section = yaml.safe_load(fit.snippet())["batching"]
+    batching = Batching.model_validate({"max_batch": 512, **section})
+    for k, v in GPU.items():  # each size's median, to the noise of 40 draws (sd 5% / sqrt 40)
+        assert batching.batch_time[k].ppf(np.array([0.5]))[0] == pytest.approx(v * 1e-3,
+                                                                                rel=0.04)
+
+
+def test_a_straight_line_is_given_as_fixed_and_per_item():
+    from sim.batch_curve import fit_batch_curve
+    curve = {k: 2e-3 + 0.25e-3 * k for k in (1, 2, 4, 8, 16, 32)}
+    sizes, times = _batches(curve, noise=0.03, seed=1)
+    fit = fit_batch_curve(sizes, times)
+    assert fit.best == "line"
+    (slope, intercept), cov = np.polyfit(sizes, times, 1, cov=True)
+    se_slope, se_intercept = np.sqrt(np.diag(cov))
+    assert abs(fit.per_item_s - 0.25e-3) < 4 * se_slope
+    assert abs(fit.fixed_s - 2e-3) < 4 * se_intercept
+
+
+def test_calibrate_latency_reads_batch_sizes_and_names_a_bad_row(tmp_path):
+    from click.testing import CliRunner
+    from sim.cli import main
+    sizes, times = _batches({k: v * 1e-3 for k, v in GPU.items()}, n=25)
+    path = tmp_path / "batches.csv"
+    rows = "\n".join(f"{int(k)},{t * 1e3:.6f}" for k, t in zip(sizes, times))
+    path.write_text("batch_size,batch_ms\n" + rows + "\n")
+    result = CliRunner().invoke(main, ["calibrate", "latency", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "best: the table" in result.output and "batch_time:" in result.output
+    path.write_text("batch_size,batch_ms\n1,1.2\n2.5,1.3\n4,1.5\n")
+    result = CliRunner().invoke(main, ["calibrate", "latency", str(path)])
+    assert result.exit_code == 2
+    assert "line 3: batch_size must be a whole number of requests" in result.output
