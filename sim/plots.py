@@ -126,7 +126,7 @@ class Plotter:
 
     def cost_breakdown(self):
         """Stacked cost per day by component, per architecture."""
-        from sim.results import COST_COMPONENTS
+        from sim.catalogue import COST_COMPONENTS
         fig, ax = _subplots()
         summary = self.results.summary
         bottom = np.zeros(len(summary))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sim.catalogue import key_metrics
 from sim.engine import simulate
 from sim.metrics import Histogram
 from sim.results import Results
@@ -26,9 +27,9 @@ from sim.scenario import Scenario
 from sim.units import format_usd
 
 LEVEL = 0.95
-# Differences the verdict and the difference table lead with, in this order.
-KEY_METRICS = ("net_value_usd_per_day", "value_usd_per_day", "cost_usd_per_day", "quality_mean",
-               "coverage", "feature_age_s_mean", "latency_ms_p99", "slo_violation_rate")
+# Differences the verdict and the difference table lead with, in this order (the catalogue's
+# ``key``: net value, value, cost, quality, coverage, feature age, p99 latency, SLO violations).
+KEY_METRICS = key_metrics()
 
 
 def t_half_width(values: np.ndarray, level: float = LEVEL) -> float:

@@ -2,7 +2,9 @@
 
 ``Results.summary`` has one row per architecture; ``Results.timeseries`` one row per time bucket
 per architecture; ``Results.distributions`` the histograms behind the percentiles (for plots).
-See ``docs/glossary.md`` for how each column is computed.
+See ``docs/glossary.md`` for how each column is computed, and ``sim/catalogue.py`` for each
+metric's unit, JSON key, search names and label (a new metric: its entry there, its kernel in
+:func:`collect`).
 """
 
 from __future__ import annotations
@@ -14,17 +16,10 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 
+from sim.catalogue import AGED_CLASSES, COST_COMPONENTS, LOSS_CAUSES, json_metrics
 from sim.metrics import Accumulator, Histogram, quantile
 from sim.scenario import Scenario
 from sim.units import DAY_S
-
-COST_COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing",
-                   "training")
-# Causes of metric lost per real prediction (summary columns quality_lost_<cause>).
-LOSS_CAUSES = ("feature_staleness", "cold_start", "missing_features", "model_staleness",
-               "drift")
-# Feature classes whose age is reported (summary columns <class>_feature_age_s_<stat>).
-AGED_CLASSES = ("batch", "stream")
 
 
 def version() -> str:
@@ -105,8 +100,7 @@ class Results:
         """
         archs = []
         for row in self.summary.to_dict("records"):
-            entry = {"name": row["architecture"], "kind": row["kind"],
-                     "requests": int(round(row["requests"]))}
+            entry = {"name": row["architecture"], "kind": row["kind"]}
             entry.update(_metrics(row, ""))
             entry["queue_stable"] = (None if pd.isna(row["queue_stable"])
                                      else bool(row["queue_stable"]))
@@ -143,36 +137,9 @@ class Results:
 
 
 def _metrics(row: dict, suffix: str) -> dict:
-    """The per-architecture metrics of the JSON contract from a summary row."""
-    def get(column):
-        return _num(row.get(column + suffix))
-
-    return {
-        "coverage": get("coverage"),
-        "latency_ms": {k: get(f"latency_ms_{k}") for k in ("mean", "p50", "p95", "p99")},
-        "queue_wait_ms": {k: get(f"queue_wait_ms_{k}") for k in ("mean", "p99")},
-        "service_ms": {k: get(f"service_ms_{k}") for k in ("mean", "p99")},
-        "replicas_mean": get("replicas_mean"),
-        "feature_age_s": {k: get(f"feature_age_s_{k}") for k in ("mean", "p50", "p95")},
-        "feature_age_by_class_s": {
-            c: {k: get(f"{c}_feature_age_s_{k}") for k in ("mean", "p50", "p95")}
-            for c in AGED_CLASSES},
-        "cold_start_rate": get("cold_start_rate"),
-        "model_age_s": {k: get(f"model_age_s_{k}") for k in ("mean", "p50", "p95", "max")},
-        "quality": {"mean": get("quality_mean")},
-        "slo_violation_rate": get("slo_violation_rate"),
-        "timeout_rate": get("timeout_rate"),
-        "wasted_prediction_rate": get("wasted_prediction_rate"),
-        "utilization": get("utilization"),
-        "offered_load": get("offered_load"),
-        "cost_per_day": {**{c: get(f"cost_usd_per_day_{c}") for c in COST_COMPONENTS},
-                         "total": get("cost_usd_per_day")},
-        "value_per_day": get("value_usd_per_day"),
-        "net_value_per_day": get("net_value_usd_per_day"),
-        "trainings": get("trainings"),
-        "trainings_per_day": get("trainings_per_day"),
-        "quality_lost": {k: get(f"quality_lost_{k}") for k in LOSS_CAUSES},
-    }
+    """The per-architecture metrics of the JSON contract from a summary row: each metric of
+    the catalogue at its JSON path (``suffix`` ``_ci95``: their confidence half-widths)."""
+    return json_metrics(row, suffix, _num)
 
 
 def _num(x) -> float | None:

@@ -43,7 +43,8 @@ Metric names (:data:`ALIASES`): ``cost_per_day`` (``cost_usd_per_day``), ``value
 scenario's metric name, e.g. ``ctr``, works too), ``coverage``, ``slo_violation_rate``,
 ``timeout_rate``, ``wasted_prediction_rate``, ``utilization``, ``offered_load``, and any summary
 column by its own name. Bounds carry units: ``100ms`` or ``0.1s`` for latencies (a bare number is
-in the column's unit), ``$50`` for money, ``99%`` for shares.
+in the column's unit), ``$50`` for money, ``99%`` for shares. The names, units and which metrics
+depend on the load come from the metric catalogue (``sim/catalogue.py``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from sim.results import COST_COMPONENTS
+from sim import catalogue
 from sim.scenario import Scenario
 from sim.sweep import (Knob, Point, SweepError, Template, make_executor, random_unit,
                        simulate_points)
@@ -65,28 +66,10 @@ from sim.units import DAY_S, WEEK_S, format_duration, format_rate, parse_duratio
 
 RATE_KEY = "workload.arrivals.rate"
 
-ALIASES = {
-    "cost_per_day": "cost_usd_per_day",
-    "cost": "cost_usd_per_day",
-    "value_per_day": "value_usd_per_day",
-    "value": "value_usd_per_day",
-    "net_value_per_day": "net_value_usd_per_day",
-    "net_value": "net_value_usd_per_day",
-    **{f"latency_{q}": f"latency_ms_{q}" for q in ("mean", "p50", "p95", "p99")},
-    **{f"queue_wait_{q}": f"queue_wait_ms_{q}" for q in ("mean", "p99")},
-    **{f"feature_age_{q}": f"feature_age_s_{q}" for q in ("mean", "p50", "p95")},
-    "model_age_mean": "model_age_s_mean",
-    "quality": "quality_mean",
-    **{f"cost_per_day_{c}": f"cost_usd_per_day_{c}" for c in COST_COMPONENTS},
-}
-# The numeric summary columns (sim/results.py: collect) a metric may name.
-COLUMNS = frozenset({
-    "requests", "coverage", "timeout_rate", "latency_ms_mean", "latency_ms_p50",
-    "latency_ms_p95", "latency_ms_p99", "queue_wait_ms_mean", "queue_wait_ms_p99",
-    "feature_age_s_mean", "feature_age_s_p50", "feature_age_s_p95", "model_age_s_mean",
-    "quality_mean", "slo_violation_rate", "wasted_prediction_rate", "utilization",
-    "offered_load", "cost_usd_per_day", "value_usd_per_day", "net_value_usd_per_day",
-    *(f"cost_usd_per_day_{c}" for c in COST_COMPONENTS)})
+# Short metric names -> summary columns (latency_p99 -> latency_ms_p99), from the catalogue.
+ALIASES = catalogue.aliases()
+# The numeric summary columns (sim/results.py: collect) a metric may name: every one.
+COLUMNS = frozenset(catalogue.COLUMNS)
 
 
 class SearchError(SweepError):
@@ -115,13 +98,8 @@ def resolve_metric(name: str, scenario: Scenario | None = None, option: str = "-
 
 
 def _unit(column: str) -> str:
-    if "_ms_" in column:
-        return "ms"
-    if "_s_" in column:
-        return "s"
-    if "_usd" in column:
-        return "usd"
-    return ""
+    """How a bound on ``column`` is read: ``ms``, ``s`` (durations), ``usd`` or ``""``."""
+    return {"ms": "ms", "s": "s", "usd_per_day": "usd"}.get(catalogue.unit(column) or "", "")
 
 
 def parse_bound(text: str, column: str, option: str) -> float:
@@ -240,17 +218,16 @@ WINDOWS = ("peak", "day", "horizon")
 BUSIEST_S = 3600.0   # the busiest window is an hour long
 SETTLE_S = 3600.0    # simulated before it (at least), so queues and autoscalers settle
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-# Summary columns that depend on the load at the time: judged over the busiest hour with
-# --window peak. The others (cost, value, quality, ages) are judged over the scenario's window.
-LOAD_COLUMNS = frozenset({"slo_violation_rate", "timeout_rate", "coverage", "utilization",
-                          "offered_load", "replicas_mean"})
-_LOAD_PREFIXES = ("latency_ms_", "queue_wait_ms_", "service_ms_")
+# Summary columns that depend on the load at the time (the catalogue's ``load``): judged over
+# the busiest hour with --window peak. The others (cost, value, quality, ages) are judged over
+# the scenario's window.
+LOAD_COLUMNS = catalogue.load_columns()
 
 
 def is_load_metric(column: str) -> bool:
-    """Whether a summary column depends on the traffic at the time (latency and queueing)."""
-    column = column.removesuffix("_ci95")
-    return column in LOAD_COLUMNS or column.startswith(_LOAD_PREFIXES)
+    """Whether a summary column (or its ``_ci95``) depends on the traffic at the time
+    (latency, queueing, coverage, utilisation)."""
+    return column.removesuffix("_ci95") in LOAD_COLUMNS
 
 
 @dataclass(frozen=True)

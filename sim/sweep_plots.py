@@ -12,23 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sim import catalogue
 from sim.sweep import magnitude, pareto_mask, swept_keys
 from sim.units import parse_duration, parse_rate
 
-_LABELS = {
-    "net_value_usd_per_day": "net value (US$ per day)",
-    "value_usd_per_day": "value (US$ per day)",
-    "cost_usd_per_day": "cost (US$ per day)",
-    "latency_ms_p99": "p99 latency (ms)",
-    "latency_ms_p50": "median latency (ms)",
-    "latency_ms_mean": "mean latency (ms)",
-    "queue_wait_ms_mean": "mean queue wait (ms)",
-    "quality_mean": "mean quality",
-    "coverage": "coverage",
-    "feature_age_s_mean": "mean feature age (s)",
-    "slo_violation_rate": "share of requests over the SLO",
-    "utilization": "replica utilisation",
-}
 _MAX_LINES = 24
 
 
@@ -38,8 +25,8 @@ def _subplots():
 
 
 def label(column: str) -> str:
-    """A readable axis label for a summary column."""
-    return _LABELS.get(column, column.replace("_", " "))
+    """A readable axis label for a summary column (the catalogue's label)."""
+    return catalogue.label(column)
 
 
 def _x_values(series: pd.Series) -> np.ndarray:
