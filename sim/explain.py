@@ -479,7 +479,7 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
             rate: float) -> tuple[str, dict[str, float]]:
     sv = spec.serving
     occupancy = sv.mean_occupancy_s(spec.feature_lookup, spec.features.request)
-    costs = {"serving": sv.replicas * 24 * s.costs.replica_hour}
+    costs = {"serving": sv.replicas * 24 * sv.price_per_hour(s.costs)}
     peak, _ = _peak_trough(s)
     plural = "s" if sv.replicas != 1 else ""
     if sv.batching is None:

@@ -529,7 +529,7 @@ class _OwnBooks:
             replicas = _OwnReplicas(self._arch.serving.spec, self._steps)
             paid_s = replicas.bucket_replica_seconds(np.array([start_s, end_s]))[0]
             costs["serving"] = paid_s / (end_s - start_s) * 24 * \
-                self._arch.scenario.costs.replica_hour
+                self._arch.serving.spec.price_per_hour(self._arch.scenario.costs)
             costs["total"] = sum(costs[c] for c in COMPONENTS)
         return costs
 

@@ -328,7 +328,8 @@ class OnlineServing:
         return np.diff(_accumulated(log["t_s"], column, self.spec.autoscaling.every, edges_s))
 
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
-        return self.replica_seconds(start_s, end_s) / (end_s - start_s) * 24 * prices.replica_hour
+        return self.replica_seconds(start_s, end_s) / (end_s - start_s) * 24 * \
+            self.spec.price_per_hour(prices)
 
 
 @njit(cache=True, nogil=True)

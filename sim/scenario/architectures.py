@@ -12,7 +12,8 @@ from pydantic import Field, model_validator
 from sim.batch_curve import batch_time_at
 from sim.distributions import Distribution, ZERO
 from sim.units import format_duration
-from sim.scenario.fields import Dist, MAX_UNITS, Model, NonNegativeDuration, PositiveDuration, Rate
+from sim.scenario.fields import (Dist, MAX_UNITS, Model, NonNegativeDuration, PositiveDuration,
+                                 Price, Rate)
 from sim.scenario.operations import Training
 
 
@@ -274,6 +275,9 @@ class Serving(Model):
     autoscaling: Autoscaling | None = Field(None, description="Add and remove replicas with "
                                             "load: {min, max, target_utilization or "
                                             "target_queue, every, warmup, cooldown}.")
+    replica_hour: Price | None = Field(None, ge=0, description="US$ per replica-hour of this "
+                                       "serving section, when it differs from "
+                                       "costs.replica_hour (a GPU beside CPUs).")
     slow_periods: SlowPeriods | None = Field(None, description="Stretches in which replicas "
                                              "work slower: {scope, states: [{slowdown, mean or "
                                              "length}, ...]}.")
@@ -293,6 +297,10 @@ class Serving(Model):
             raise ValueError(f"replicas ({self.replicas}) is where autoscaling starts: it must "
                              f"be between autoscaling.min ({a.min}) and max ({a.max})")
         return self
+
+    def price_per_hour(self, costs) -> float:
+        """US$ per replica-hour: this section's own price, else the scenario's."""
+        return self.replica_hour if self.replica_hour is not None else costs.replica_hour
 
     def mean_occupancy_s(self, feature_lookup: Distribution,
                          request_features: "RequestFeatures | None" = None) -> float:
