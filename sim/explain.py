@@ -510,6 +510,12 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
                  f"{_dur(a.warmup)}, and none is removed within {_dur(a.cooldown)} of the last "
                  f"change (the serving cost shown here is for {sv.replicas}, where it starts; "
                  f"the run reports the replicas that actually ran).")
+    if sv.time_per_size > 0:
+        trace = s.workload.arrivals.trace
+        text += (f" Each request also takes {_dur(sv.time_per_size)} of replica work per unit "
+                 f"of its size (the log's {trace.log.size_column} column: "
+                 f"{float(trace.log.sizes.mean()):,.0f} on average, about "
+                 f"{_dur(sv.time_per_size * float(trace.log.sizes.mean()))} a request).")
     if sv.slow_periods is not None:
         text += " " + _slow_periods(sv.slow_periods, sv.replicas)
     if sv.timeout:

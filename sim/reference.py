@@ -312,6 +312,8 @@ class _RequestModel:
         if arch.request_features is not None:
             compute = float(arch.request_features.compute.ppf(
                 _one(chunk.u_request_features[i]))[0])
+        if arch.serving.spec.time_per_size > 0:  # work that grows with the request's size
+            compute += arch.serving.spec.time_per_size * float(chunk.request_size[i])
         model_cutoff = self.model_deploys.rows[self.model_deploys.current]["cutoff_s"]
         if self.batcher is not None:
             yield from self._batched(env, chunk, i, out, ages, model_cutoff, compute)

@@ -430,6 +430,7 @@ class Chunk:
     streams: Streams = field(repr=False)
     _uniforms: dict = field(default_factory=dict, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
+    request_size: np.ndarray | None = field(default=None, repr=False)  # a log's size column
 
     @property
     def size(self) -> int:
@@ -572,6 +573,7 @@ class TraceReplay:
         self.streams = streams
         self.t_s = trace.log.times_s / speedup
         self.slot = trace.log.slot  # None for a log without entity ids: drawn per chunk
+        self.sizes = trace.log.sizes  # each request's size, when the log has a size column
         self.period_s = trace.period_s / speedup if trace.loop is not False else math.inf
         # Peak: the most requests in any bin of a thousandth of the log's span (1 ms at least).
         width_s = max(self.t_s[-1] / 1000.0, 1e-3)
@@ -580,7 +582,7 @@ class TraceReplay:
 
     def chunk(self, start_s: float, end_s: float) -> Chunk:
         """The log's requests in [start_s, end_s), in time order."""
-        times, slots = [], []
+        times, slots, sizes = [], [], []
         first = 0 if math.isinf(self.period_s) else int(math.floor(start_s / self.period_s))
         last = 0 if math.isinf(self.period_s) else int(math.floor(end_s / self.period_s))
         for k in range(max(first, 0), last + 1):
@@ -589,6 +591,8 @@ class TraceReplay:
                 times.append(self.t_s[lo:hi])
                 if self.slot is not None:
                     slots.append(self.slot[lo:hi])
+                if self.sizes is not None:
+                    sizes.append(self.sizes[lo:hi])
                 continue
             shift = k * self.period_s
             lo, hi = np.searchsorted(self.t_s, [start_s - shift, end_s - shift], side="left")
@@ -598,12 +602,17 @@ class TraceReplay:
             times.append(shifted[inside])
             if self.slot is not None:
                 slots.append(self.slot[lo:hi][inside])
+            if self.sizes is not None:
+                sizes.append(self.sizes[lo:hi][inside])
         t = np.concatenate(times) if times else np.zeros(0)
         if self.slot is None:  # the log names no entities: the popularity model draws them
             slot = self.population.sample(self.streams["popularity"], t)
         else:
             slot = np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
-        return Chunk(start_s, end_s, t, slot, self.streams)
+        size = None
+        if self.sizes is not None:
+            size = np.concatenate(sizes) if sizes else np.zeros(0)
+        return Chunk(start_s, end_s, t, slot, self.streams, request_size=size)
 
 
 def make_population(workload: Workload, end_s: float, streams: Streams):

@@ -46,3 +46,26 @@ def test_the_gpu_answers_faster_than_the_cpu_nodes(results):
     _, out = results
     s = out.summary.set_index("architecture")
     assert s.loc["gpu", "latency_ms_p99"] < 20 < s.loc["cpu", "latency_ms_p50"]
+
+
+def test_work_can_grow_with_each_request_size_in_both_engines(tmp_path):
+    from tests.test_reference import assert_same
+    per_token = "2us"
+    scenario = sim.load_scenario(SCENARIO, ["horizon=20s", "warmup=5s", "workload.arrivals.rate=40/s",
+                                            f"architectures.cpu.serving.time_per_size={per_token}",
+                                            "architectures.gpu.serving.batching.max_batch=4"])
+    assert_same(scenario)
+    plain = sim.simulate(sim.load_scenario(SCENARIO, ["horizon=20s", "warmup=5s",
+                                                      "workload.arrivals.rate=40/s"]))
+    sized = sim.simulate(scenario)
+    s0 = plain.summary.set_index("architecture")
+    s1 = sized.summary.set_index("architecture")
+    # a CPU batch's time grows by 2 us x its requests' tokens (about 1,155 per request)
+    grown = s1.loc["cpu", "service_ms_mean"] - s0.loc["cpu", "service_ms_mean"]
+    assert 1.0 < grown < 40.0
+
+
+def test_time_per_size_needs_requests_with_a_size():
+    with pytest.raises(sim.ScenarioError, match="time_per_size: requests have no size"):
+        sim.load_scenario(ROOT / "scenarios" / "quickstart.yaml",
+                          ["architectures.online.serving.time_per_size=1us"])

@@ -165,10 +165,15 @@ class OnlineModel(_Common):
         self.serving.start(world)
 
     def _request_compute(self, chunk: Chunk) -> np.ndarray | float:
-        """Each request's time computing request-time features on the replica (0 without)."""
-        if self.request_features is None:
-            return 0.0
-        return chunk.sample(self.request_features.compute, "request_features")
+        """Each request's own work on the replica besides inference: computing request-time
+        features, and ``serving.time_per_size`` x its size (0 without either)."""
+        extra = 0.0
+        if self.request_features is not None:
+            extra = chunk.sample(self.request_features.compute, "request_features")
+        per_size = self.spec.serving.time_per_size
+        if per_size > 0:
+            extra = extra + per_size * chunk.request_size
+        return extra
 
     def _draws(self, chunk: Chunk):
         """This architecture's feature lookup, work on the replica and stream lag per request

@@ -124,15 +124,26 @@ class Autoscaling(Model):
     Every ``every`` the autoscaler computes ``desired = ceil(replicas x observed / target)``
     (as the Kubernetes Horizontal Pod Autoscaler does), from the utilisation of the ready
     replicas or from the mean number of waiting requests per ready replica over the last
-    interval, and keeps it between ``min`` and ``max``. New replicas serve ``warmup`` after they
-    are asked for and are paid for from the moment they are asked for; replicas are removed only
-    when idle, never while one warms up, and at least ``cooldown`` after the last change. The
-    queue target counts every waiting request, those a batcher holds back for ``max_wait``
-    included.
+    interval, and keeps it between ``min`` and ``max``.
+
+    A decision takes effect ``decision_lag`` later (one draw per decision; at 0, at once).
+    A scale-up is then asked for and paid for from that moment: it takes loaded replicas from
+    the ``warm_pool`` first, which serve at once, and starts the rest, each drawing its own
+    ``node_start`` and ``model_load`` (or ``warmup``, the two together) before it serves. A
+    scale-down removes the replicas idle when it takes effect (never one that is busy),
+    and is decided only while no replica is starting and at least ``cooldown`` after the last
+    change. While a decision waits to take effect the autoscaler keeps measuring but decides
+    nothing new. The warm pool refills in the background: each replica taken is replaced by
+    one that starts and loads (``node_start`` + ``model_load``); the pool is paid for all the
+    time, on top of the serving replicas (``max`` counts serving replicas only). The queue
+    target counts every waiting request, those a batcher holds back for ``max_wait``
+    included. Delays are drawn from random streams of their own, in the order decisions are
+    made and replicas asked for, so every architecture of a scenario meets the same delays.
     """
 
     min: int = Field(ge=1, le=MAX_UNITS, description="Fewest replicas.")
-    max: int = Field(ge=1, le=MAX_UNITS, description="Most replicas.")
+    max: int = Field(ge=1, le=MAX_UNITS, description="Most replicas (serving, ready or "
+                     "starting; the warm pool is on top).")
     target_utilization: float | None = Field(None, gt=0, le=1, description="Share of time "
                                              "the ready replicas should be busy (0.6 = 60%).")
     target_queue: float | None = Field(None, gt=0, description="Waiting requests per ready "
@@ -141,8 +152,22 @@ class Autoscaling(Model):
                                     "decides.")
     tolerance: float = Field(0.1, ge=0, lt=1, description="No change while observed/target "
                              "is within this share of 1 (Kubernetes uses 0.1).")
-    warmup: NonNegativeDuration = Field(0.0, description="From asking for a replica to it "
-                                        "serving (start-up, model load).")
+    decision_lag: Dist = Field(ZERO, description="From a decision to it taking effect (metrics "
+                               "delay, stabilisation, the scheduler): a duration or a "
+                               "distribution, one draw per decision.")
+    node_start: Dist = Field(ZERO, description="From asking for a replica to its node or "
+                             "container running: a duration or a distribution, one draw per "
+                             "replica.")
+    model_load: Dist = Field(ZERO, description="From the node running to the model loaded and "
+                             "the replica serving: a duration or a distribution, one draw per "
+                             "replica.")
+    warmup: Dist = Field(ZERO, description="Instead of node_start and model_load: from asking "
+                         "for a replica to it serving, both together (a duration or a "
+                         "distribution).")
+    warm_pool: int = Field(0, ge=0, le=MAX_UNITS, description="Replicas kept started and "
+                           "loaded but not serving, paid for: a scale-up takes them first "
+                           "(they serve as soon as the decision takes effect) and the pool "
+                           "refills in the background.")
     cooldown: NonNegativeDuration = Field(300.0, description="No removal sooner than this "
                                           "after the last change.")
 
@@ -154,7 +179,26 @@ class Autoscaling(Model):
         if len(given) != 1:
             raise ValueError("give exactly one of target_utilization or target_queue "
                              f"(got {', '.join(given) or 'none'})")
+        # by value, not by the keys given: a resolved scenario writes all three (zeros too)
+        split = [k for k in ("node_start", "model_load") if not getattr(self, k).is_zero]
+        if split and not self.warmup.is_zero:
+            raise ValueError(f"give warmup (node start and model load together) or node_start "
+                             f"and model_load, not both (got warmup and {' and '.join(split)})")
         return self
+
+    @property
+    def startup(self) -> tuple[Distribution, Distribution]:
+        """The two parts of a new replica's start-up, drawn one after the other: (node
+        start, model load), or with ``warmup`` (warmup, 0)."""
+        if self.warmup.is_zero:
+            return self.node_start, self.model_load
+        return self.warmup, ZERO
+
+    @property
+    def mean_startup_s(self) -> float:
+        """Mean time from asking for a replica to it serving (without the decision lag)."""
+        first, second = self.startup
+        return first.mean + second.mean
 
 
 class SlowState(Model):
@@ -275,6 +319,10 @@ class Serving(Model):
     autoscaling: Autoscaling | None = Field(None, description="Add and remove replicas with "
                                             "load: {min, max, target_utilization or "
                                             "target_queue, every, warmup, cooldown}.")
+    time_per_size: NonNegativeDuration = Field(0.0, description="Work added per unit of a "
+                                               "request's size (tokens, candidates: a replayed "
+                                               "log's size column), e.g. 20us per token; on the "
+                                               "replica, per request or per item of a batch.")
     replica_hour: Price | None = Field(None, ge=0, description="US$ per replica-hour of this "
                                        "serving section, when it differs from "
                                        "costs.replica_hour (a GPU beside CPUs).")

@@ -68,6 +68,14 @@ class Scenario(Model):
                 raise ValueError(f"{where}.trigger.noise: the monitor's binomial noise needs a "
                                  f"metric that is a rate between 0 and 1 (quality.fresh is "
                                  f"{self.quality.fresh:g}); set noise: false")
+        trace = self.workload.arrivals.trace
+        for name, a in self.architectures.items():
+            serving = getattr(a, "serving", None)
+            if serving is not None and serving.time_per_size > 0 and \
+                    (trace is None or trace.log.sizes is None):
+                raise ValueError(f"architectures.{name}.serving.time_per_size: requests have no "
+                                 f"size: it needs workload.arrivals.trace with a size column "
+                                 f"(size, or size_column)")
         return self
 
     # Derived quantities the engine and the reports share.
