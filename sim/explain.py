@@ -389,11 +389,13 @@ def _architectures(s: Scenario) -> list[str]:
     lines = []
     training = (s.costs.training_run * DAY_S / s.training.every) \
         if s.training and s.training.every and s.training.policy == "schedule" else 0.0
+    from sim.architectures.registry import kind_of
     for name, spec in s.architectures.items():
-        if isinstance(spec, BatchArchitecture):
-            text, costs = _batch(s, spec)
-        elif isinstance(spec, HybridArchitecture):
+        kind = kind_of(spec)
+        if kind.stores_predictions and kind.predicts_online:
             text, costs = _hybrid(s, spec)
+        elif kind.stores_predictions:
+            text, costs = _batch(s, spec)
         else:
             text, costs = _online(s, spec, s.workload.arrivals.rate)
         if training:

@@ -192,15 +192,14 @@ class Recommendation:
 
 def describe_architecture(name: str, spec) -> str:
     """Plain words for an architecture: ``nightly batch prediction``, ``streaming prediction``."""
-    kind = spec.kind
-    if kind == "batch":
+    from sim.architectures.registry import kind_of
+    kind = kind_of(spec)
+    if kind.stores_predictions and not kind.predicts_online:  # every request reads a store
         cadence = {DAY_S: "nightly", 3600.0: "hourly", 7 * DAY_S: "weekly"}.get(spec.every)
-        text = (f"{cadence} batch prediction" if cadence else
-                f"batch prediction every {format_duration(spec.every)}")
-    elif kind == "hybrid":
-        text = "hybrid prediction (stored for the most active entities, online for the rest)"
+        text = (f"{cadence} {kind.words}" if cadence else
+                f"{kind.words} every {format_duration(spec.every)}")
     else:
-        text = f"{kind} prediction"
+        text = kind.words
     return text if re.search(rf"\b{re.escape(name)}\b", text) else f"{text} ({name})"
 
 
@@ -509,7 +508,8 @@ def breakeven(scenario: Scenario, architecture: str, baseline: str, analysis: An
         lo_rate, hi_rate = min(a, b), max(a, b)
         better = lambda r: architecture if points[r] > 0 else baseline  # noqa: E731
         flips.append((flip, better(lo_rate), better(hi_rate)))
-    uses_store = any(scenario.architectures[n].kind in ("batch", "hybrid") for n in pair)
+    from sim.architectures.registry import kind_of
+    uses_store = any(kind_of(scenario.architectures[n]).stores_predictions for n in pair)
     shares = {}
     if uses_store:
         shares[current] = active_share(scenario, current)

@@ -199,6 +199,17 @@ def test_cost_never_falls_when_replicas_rise(a, b):
     assert costs[0] <= costs[1]
 
 
+def test_every_scenario_kind_has_one_registry_entry_that_builds_it():
+    from sim.architectures import KINDS as REGISTRY
+    from sim.scenario import ARCHITECTURE_SPECS, KINDS
+    assert list(REGISTRY) == list(KINDS)
+    assert [k.spec for k in REGISTRY.values()] == list(ARCHITECTURE_SPECS)
+    for k in REGISTRY.values():  # the traits say what each kind has, consistently
+        assert k.stores_predictions or k.predicts_online
+        assert ("every" in k.spec.model_fields) == k.stores_predictions
+        assert ("serving" in k.spec.model_fields) == k.predicts_online
+
+
 @pytest.mark.parametrize("kind", ["batch", "online", "streaming", "hybrid"])
 def test_every_kind_implements_the_architecture_protocol(kind):
     import inspect

@@ -10,5 +10,7 @@ from __future__ import annotations
 
 from sim.architectures.base import Architecture, World
 from sim.architectures.kinds import BatchModel, HybridModel, OnlineModel, build
+from sim.architectures.registry import KINDS, Kind, kind_of
 
-__all__ = ["Architecture", "World", "BatchModel", "OnlineModel", "HybridModel", "build"]
+__all__ = ["Architecture", "World", "BatchModel", "OnlineModel", "HybridModel", "build", "KINDS",
+           "Kind", "kind_of"]

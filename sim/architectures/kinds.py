@@ -360,7 +360,7 @@ class HybridModel(OnlineModel):
 
 
 def build(name: str, spec, scenario: Scenario):
-    """The architecture model for a scenario's architecture entry."""
-    kinds = {"batch": BatchModel, "online": OnlineModel, "streaming": OnlineModel,
-             "hybrid": HybridModel}
-    return kinds[spec.kind](name, spec, scenario)
+    """The architecture model for a scenario's architecture entry (its kind's runtime class,
+    from :mod:`sim.architectures.registry`)."""
+    from sim.architectures.registry import kind_of
+    return kind_of(spec).model(name, spec, scenario)

@@ -30,7 +30,7 @@ from sim.scenario.quality import (Curve, ExponentialCurve, FEATURE_CLASSES, Feat
                                   RequestFeatureClass)
 from sim.scenario.operations import (Business, Costs, Drift, LatencyPenalty, Slo, Training,
                                      Trigger)
-from sim.scenario.architectures import (Architecture, Autoscaling, BatchArchitecture,
+from sim.scenario.architectures import (ARCHITECTURE_SPECS, Architecture, Autoscaling, BatchArchitecture,
                                         BatchFeatures, Batching, Features, HybridArchitecture,
                                         KINDS, OnlineArchitecture, RequestFeatures, Serving,
                                         SlowPeriods, SlowState, StreamFeatures, StreamingArchitecture,

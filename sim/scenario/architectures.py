@@ -4,7 +4,7 @@ four kinds.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -446,8 +446,9 @@ class HybridArchitecture(_Scheduled):
         return self
 
 
-Architecture = Annotated[
-    Union[BatchArchitecture, OnlineArchitecture, StreamingArchitecture, HybridArchitecture],
-    Field(discriminator="kind"),
-]
-KINDS = ("batch", "online", "streaming", "hybrid")
+# The kinds' sections; their names (the ``kind`` literal) are the kinds a scenario may use, and
+# sim.architectures.registry gives each its runtime class and traits.
+ARCHITECTURE_SPECS = (BatchArchitecture, OnlineArchitecture, StreamingArchitecture,
+                      HybridArchitecture)
+Architecture = Annotated[Union[ARCHITECTURE_SPECS], Field(discriminator="kind")]
+KINDS = tuple(get_args(spec.model_fields["kind"].annotation)[0] for spec in ARCHITECTURE_SPECS)
