@@ -725,7 +725,8 @@ def _run_search(executor, work):
                    "(1h:24h) or rates. Repeatable.")
 @click.option("--objective", default="min:cost_per_day", show_default=True,
               metavar="min|max:METRIC", help="What to minimise or maximise (metric names: see "
-                                             "the README, e.g. cost_per_day, net_value_per_day).")
+                                             "docs/sweeps.md, e.g. cost_per_day, "
+                                             "net_value_per_day).")
 @click.option("--constraint", "constraints", multiple=True, metavar="EXPR",
               help="METRIC<=BOUND or METRIC>=BOUND with units: latency_p99<=100ms, "
                    "quality>=0.047, coverage>=99%. Repeatable.")
