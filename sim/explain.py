@@ -508,16 +508,11 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
         target = (f"{a.target_utilization:.0%} busy" if a.target_utilization is not None else
                   f"{a.target_queue:g} waiting request(s) per replica")
         text += (f" An autoscaler keeps between {a.min} and {a.max} replicas, looking every "
-                 f"{_dur(a.every)} and aiming at {target}; a new replica serves after "
-                 f"{_dur(a.warmup)}, and none is removed within {_dur(a.cooldown)} of the last "
-                 f"change (the serving cost shown here is for {sv.replicas}, where it starts; "
-                 f"the run reports the replicas that actually ran).")
-    if sv.time_per_size > 0:
-        trace = s.workload.arrivals.trace
-        text += (f" Each request also takes {_dur(sv.time_per_size)} of replica work per unit "
-                 f"of its size (the log's {trace.log.size_column} column: "
-                 f"{float(trace.log.sizes.mean()):,.0f} on average, about "
-                 f"{_dur(sv.time_per_size * float(trace.log.sizes.mean()))} a request).")
+                 f"{_dur(a.every)} and aiming at {target}, and removes none within "
+                 f"{_dur(a.cooldown)} of the last change (the serving cost shown here is for "
+                 f"{sv.replicas}, where it starts{', without the warm pool' if a.warm_pool else ''}"
+                 f"; the run reports the replicas that actually ran, and its time series the "
+                 f"replicas asked for, starting and ready). " + _startup(a))
     if sv.slow_periods is not None:
         text += " " + _slow_periods(sv.slow_periods, sv.replicas)
     if sv.timeout:
@@ -526,6 +521,36 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
     text += " " + _features(spec.features.batch, spec.features.stream, s.workload.entities,
                             s.costs, costs, spec.features.request)
     return text, costs
+
+
+def _startup(a) -> str:
+    """The autoscaler's delays in plain words: decision lag, start-up, warm pool."""
+    texts = []
+    lag = a.decision_lag
+    if not lag.is_zero:
+        when = (f"{_dur(lag.mean)} after it is made" if lag.kind == "constant" else
+                f"after a lag ({_dist(lag)}; {_dur(lag.mean)} on average)")
+        texts.append(f"A decision takes effect {when}, and nothing new is decided meanwhile.")
+    first, second = a.startup
+    if first.is_zero and second.is_zero:
+        texts.append("A new replica serves as soon as it is asked for.")
+    elif a.warmup.is_zero:
+        parts = [f"its node has started ({_dist(first)})" if not first.is_zero else None,
+                 f"its model has loaded ({_dist(second)})" if not second.is_zero else None]
+        texts.append(f"A new replica serves once {' and '.join(p for p in parts if p)}, about "
+                     f"{_dur(a.mean_startup_s)} after it is asked for on average.")
+    elif first.kind == "constant":
+        texts.append(f"A new replica serves {_dur(first.mean)} after it is asked for.")
+    else:
+        texts.append(f"A new replica serves after its start-up ({_dist(first)}; "
+                     f"{_dur(first.mean)} on average).")
+    if a.warm_pool:
+        them = "them" if a.warm_pool != 1 else "it"
+        texts.append(f"{a.warm_pool} more replica{'s stand' if a.warm_pool != 1 else ' stands'} "
+                     f"by, started and loaded (paid for, not serving): a scale-up takes {them} "
+                     f"first, serving as soon as the decision takes effect, and the pool refills "
+                     f"in the background.")
+    return " ".join(texts)
 
 
 def _slow_periods(slow, replicas: int) -> str:

@@ -27,7 +27,7 @@ def _age_unit(max_age_s: float) -> tuple[float, str]:
 
 class Plotter:
     """``results.plot.latency_cdf()``, ``.feature_age()``, ``.quality_over_time()``,
-    ``.serving_load()``, ``.cost_breakdown()``, ``.net_value()``."""
+    ``.serving_load()``, ``.replicas()``, ``.cost_breakdown()``, ``.net_value()``."""
 
     def __init__(self, results):
         self.results = results
@@ -106,13 +106,21 @@ class Plotter:
                   ("queue_length_mean", "requests waiting", "Mean queue length"))
         online = [name for name, frame in ts.groupby("architecture", sort=False)
                   if frame["replicas"].notna().any()]
+        scaled = set(self._autoscaled())
         for ax, (column, unit, title) in zip(axes, panels):
             names = online if column != "arrival_rate_per_s" else online[:1] or \
                 list(ts["architecture"].unique()[:1])
-            for name in names:
+            for k, name in enumerate(names):
                 frame = ts[ts["architecture"] == name]
                 ax.step(frame["bucket_start_s"] / HOUR_S, frame[column], where="post",
-                        label=name)
+                        label=name, color=f"C{k}")
+                if column == "replicas" and name in scaled:  # the autoscaler's view too
+                    for other, style in (("replicas_asked", ":"), ("replicas_ready", "--")):
+                        ax.step(frame["bucket_start_s"] / HOUR_S, frame[other], where="post",
+                                color=f"C{k}", linestyle=style, linewidth=1)
+            if column == "replicas" and scaled:
+                title = ("Serving replicas: paid for (solid), asked for by the autoscaler "
+                         "(dotted), ready (dashed)")
             ax.set_ylabel(unit)
             ax.set_title(title, fontsize="medium", loc="left")
             ax.set_ylim(bottom=0)
@@ -122,6 +130,55 @@ class Plotter:
         else:
             axes[1].legend(fontsize="small")
         axes[-1].set_xlabel("simulated time (hours since start)")
+        return fig
+
+    def _autoscaled(self) -> list[str]:
+        """The architectures whose serving has an autoscaler, in the scenario's order."""
+        out = []
+        for name, spec in self.results.scenario.architectures.items():
+            serving = getattr(spec, "serving", None)
+            if serving is not None and serving.autoscaling is not None:
+                out.append(name)
+        return out
+
+    def replicas(self):
+        """Replicas over time for each architecture with an autoscaler, one panel each: those
+        ready (serving) and starting (stacked), those asked for by the autoscaler (a scale-up
+        within its decision lag included) and those paid for (the warm pool included); time
+        averages per bucket."""
+        import matplotlib.pyplot as plt
+        names = self._autoscaled()
+        rows = max(len(names), 1)
+        fig, axes = plt.subplots(rows, 1, figsize=(7.5, 1.0 + 2.6 * rows), sharex=True,
+                                 layout="constrained", squeeze=False)
+        ts = self.results.timeseries
+        for ax, name in zip(axes[:, 0], names):
+            frame = ts[ts["architecture"] == name]
+            x = np.r_[frame["bucket_start_s"].to_numpy(float),
+                      frame["bucket_start_s"].iloc[-1] + frame["bucket_s"].iloc[-1]] / HOUR_S
+
+            def steps(column):
+                values = frame[column].to_numpy(float)
+                return np.r_[values, values[-1]]
+
+            ready, starting = steps("replicas_ready"), steps("replicas_starting")
+            ax.fill_between(x, 0, ready, step="post", color="C0", alpha=0.6, label="ready")
+            ax.fill_between(x, ready, ready + starting, step="post", color="C1", alpha=0.5,
+                            label="starting")
+            ax.step(x, steps("replicas_asked"), where="post", color="black", linewidth=1.2,
+                    label="asked for")
+            ax.step(x, steps("replicas"), where="post", color="grey", linestyle="--",
+                    linewidth=1, label="paid for")
+            ax.set_ylabel("replicas")
+            ax.set_ylim(bottom=0)
+            ax.set_title(name, fontsize="medium", loc="left")
+            ax.legend(fontsize="small", loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=4,
+                      frameon=False)
+        if not names:
+            axes[0, 0].text(0.5, 0.5, "no architecture has an autoscaler", ha="center",
+                            transform=axes[0, 0].transAxes, color="grey")
+        axes[-1, 0].set_xlabel("simulated time (hours since start)")
+        fig.suptitle("Replicas asked for, starting and ready")
         return fig
 
     def cost_breakdown(self):

@@ -247,7 +247,7 @@ class _RequestModel:
                 capacity = spec.autoscaling.max if spec.autoscaling else spec.replicas
                 speed = _Speed(spec.slow_periods, capacity, run.streams)
             if architecture.serving.evented:
-                self.batcher = _Batcher(env, spec, speed)
+                self.batcher = _Batcher(env, spec, speed, run.streams)
             elif speed is not None:
                 self.numbered = _NumberedReplicas(env, spec.replicas, speed)
             else:
@@ -480,13 +480,16 @@ class _RequestModel:
         for job, slot in zip(out.job[out.job >= 0], out.slot[out.job >= 0]):
             self.used.setdefault(int(job), set()).add(int(slot))
 
-    def replica_steps(self) -> list[tuple[float, int, int]]:
-        """(time, paid replicas, ready replicas) from each time on, as this engine ran them."""
+    def replica_steps(self) -> list[tuple[float, int, int, int, int]]:
+        """(time, paid, ready, asked for, starting replicas) from each time on, as this engine
+        ran them."""
         if self.batcher is not None:
             return self.batcher.steps
         if self.numbered is not None:
-            return [(-math.inf, self.numbered.replicas, self.numbered.replicas)]
-        return [(-math.inf, self.resource.capacity, self.resource.capacity)]
+            c = self.numbered.replicas
+        else:
+            c = self.resource.capacity
+        return [(-math.inf, c, c, c, 0)]
 
 
 class _OwnBooks:
@@ -546,15 +549,20 @@ class _OwnBooks:
 
 
 class _OwnReplicas:
-    """The serving replicas the reference engine ran: a step function of (paid, ready)."""
+    """The serving replicas the reference engine ran: a step function of (paid, ready, asked
+    for, starting)."""
 
-    def __init__(self, spec, steps: list[tuple[float, int, int]]):
+    KINDS = ("paid", "ready", "asked", "starting")
+
+    def __init__(self, spec, steps: list[tuple[float, int, int, int, int]]):
         self.spec = spec
         self.steps = steps
 
-    def bucket_replica_seconds(self, edges_s: np.ndarray, ready: bool = False) -> np.ndarray:
-        """Replica-seconds (paid, or ``ready``) between consecutive ``edges_s``."""
-        k = 2 if ready else 1
+    def bucket_replica_seconds(self, edges_s: np.ndarray, ready: bool = False,
+                               kind: str | None = None) -> np.ndarray:
+        """Replica-seconds (paid, or ``ready``; or ``kind``: paid, ready, asked or starting)
+        between consecutive ``edges_s``."""
+        k = 1 + self.KINDS.index(kind or ("ready" if ready else "paid"))
         ends = [t for t, *_ in self.steps[1:]] + [math.inf]
         edges = np.asarray(edges_s, dtype=float)
         return np.array([sum(step[k] * max(0.0, min(end, b) - max(step[0], a))
@@ -626,7 +634,8 @@ class _Waiting:
 class _Later(simpy.events.Event):
     """An event at ``delay`` that fires after every other event due then with a lower
     ``rank``: arrivals (rank 1, see _AfterOthers) and give-ups come before dispatches (2),
-    which come before autoscaler evaluations (3)."""
+    which come before an autoscaler decision taking effect (3), which comes before autoscaler
+    evaluations (4)."""
 
     def __init__(self, env: simpy.Environment, delay: float, rank: int):
         super().__init__(env)
@@ -642,14 +651,19 @@ class _Batcher:
     Each replica is idle, busy until a time, or warming up until a time. The dispatcher sends
     a batch whenever a replica is idle and ``max_batch`` requests wait or the oldest has waited
     ``max_wait``. The autoscaler integrates busy and ready replicas and the queue
-    length over time as they change, and decides as :func:`sim.serving._evaluate` describes.
+    length over time as they change, and decides as :func:`sim.serving._evaluate` describes;
+    a decision with a lag is a process that acts when the lag has passed, and the warm pool is
+    a count of loaded replicas, each taken one replaced by a process that loads another. The
+    delays are drawn one at a time, in the order decisions are made and replicas asked for,
+    from this engine's own copy of the streams :class:`sim.serving.StartupDraws` draws from.
     With slow periods (``speed``) the replicas are also known by number: a batch goes to the
     idle replica free longest (the lower number on a tie), whose speed path stretches the
     batch's work; the autoscaler removes the idle replicas free longest and gives a new replica
     the number given back last (else the lowest never used).
     """
 
-    def __init__(self, env: simpy.Environment, serving, speed: _Speed | None = None):
+    def __init__(self, env: simpy.Environment, serving, speed: _Speed | None = None,
+                 streams=None):
         self.env = env
         self.spec = serving
         self.speed = speed
@@ -670,12 +684,21 @@ class _Batcher:
         # areas under the curves since the last evaluation
         self.last_s = env.now
         self.area = dict(busy=0.0, ready=0.0, queue=0.0)
-        # (time, paid, ready) from each change on: the replicas this engine ran, for cost
-        self.steps: list[tuple[float, int, int]] = [(env.now, serving.replicas, serving.replicas)]
+        auto = serving.autoscaling
+        self.pool = auto.warm_pool if auto else 0  # the warm pool, all paid for
+        self.pool_ready = self.pool                # of which loaded: pre-warmed at the start
+        self.pending_up = 0   # replicas asked for by a decision that has not taken effect
+        self.deciding = False  # a decision is waiting to take effect
+        # (time, paid, ready, asked for, starting) from each change on: the replicas this
+        # engine ran, for cost and the time series
+        self.steps: list[tuple[float, int, int, int, int]] = [
+            (env.now, serving.replicas + self.pool, serving.replicas, serving.replicas, 0)]
         self.last_scale_s = -np.inf
         env.process(self._dispatcher())
-        if serving.autoscaling is not None:
-            env.process(self._autoscaler(serving.autoscaling))
+        if auto is not None:
+            self.lag_rng = streams.fresh("autoscaling/decision_lag")
+            self.startup_rng = streams.fresh("autoscaling/startup")
+            env.process(self._autoscaler(auto))
 
     def _advance(self) -> None:
         dt = self.env.now - self.last_s
@@ -786,8 +809,19 @@ class _Batcher:
         self._poke()
 
     def _step(self) -> None:
-        self.steps.append((self.env.now, self.idle + self.busy + self.warming,
-                           self.idle + self.busy))
+        running = self.idle + self.busy + self.warming
+        self.steps.append((self.env.now, running + self.pool, self.idle + self.busy,
+                           running + self.pending_up, self.warming))
+
+    def _lag(self, auto) -> float:
+        """The next decision lag."""
+        return float(auto.decision_lag.ppf(_one(self.lag_rng.random()))[0])
+
+    def _startup(self, auto) -> float:
+        """The next replica's start-up: node start, then model load (two draws)."""
+        first, second = auto.startup
+        node = float(first.ppf(_one(self.startup_rng.random()))[0])
+        return node + float(second.ppf(_one(self.startup_rng.random()))[0])
 
     def _autoscaler(self, auto):
         env = self.env
@@ -796,7 +830,7 @@ class _Batcher:
         self._advance()
         self.area = dict.fromkeys(self.area, 0.0)
         while True:
-            yield _Later(env, auto.every, 3)
+            yield _Later(env, auto.every, 4)
             self._advance()
             t = env.now
             a = self.area
@@ -812,26 +846,64 @@ class _Batcher:
                 if abs(ratio - 1.0) > auto.tolerance:
                     desired = math.ceil(ready * ratio - 1e-9)
             desired = max(auto.min, min(auto.max, desired))
-            if desired > total:
-                for _ in range(desired - total):
-                    number = self.unused.pop() if self.speed is not None else None
-                    if auto.warmup > 0:
-                        self.warming += 1
-                        env.process(self._idle_after(auto.warmup, "warming", number))
-                    else:
-                        self.idle += 1
-                        if number is not None:
-                            self.idle_since[number] = t
-                self.last_scale_s = t
-                self._poke()
-            elif desired < total and self.warming == 0 and \
-                    t - self.last_scale_s >= auto.cooldown:
-                removed = min(total - desired, self.idle)
-                self.idle -= removed
-                if self.speed is not None:  # the idle replicas free longest go
-                    for _ in range(removed):
-                        self.unused.append(self._take_idle())
-                if removed:
-                    self.last_scale_s = t
+            if not self.deciding and (desired > total or (
+                    desired < total and self.warming == 0 and
+                    t - self.last_scale_s >= auto.cooldown)):
+                lag = self._lag(auto)
+                if t + lag > t:
+                    self.deciding = True
+                    self.pending_up = max(desired - total, 0)
+                    env.process(self._take_effect(auto, lag, desired))
+                else:
+                    self._act(auto, desired)
             self._step()
             self.area = dict.fromkeys(self.area, 0.0)
+
+    def _take_effect(self, auto, lag: float, target: int):
+        """A decision taking effect ``lag`` after it was made."""
+        yield _Later(self.env, lag, 3)
+        self._advance()
+        self._act(auto, target)
+        self.deciding = False
+        self.pending_up = 0
+        self._step()
+
+    def _act(self, auto, target: int) -> None:
+        """Go to ``target`` replicas now: up with loaded warm-pool replicas first (serving at
+        once, each replaced in the pool by one that starts), then new ones that start; down by
+        the idle replicas (free longest first)."""
+        env = self.env
+        t = env.now
+        total = self.idle + self.busy + self.warming
+        if target > total:
+            for _ in range(target - total):
+                delay = self._startup(auto)
+                number = self.unused.pop() if self.speed is not None else None
+                if self.pool_ready > 0:
+                    self.pool_ready -= 1
+                    env.process(self._refill(delay))
+                    ready_s = t
+                else:
+                    ready_s = t + delay
+                if ready_s > t:
+                    self.warming += 1
+                    env.process(self._idle_after(delay, "warming", number))
+                else:
+                    self.idle += 1
+                    if number is not None:
+                        self.idle_since[number] = t
+            self.last_scale_s = t
+            self._poke()
+        elif target < total:
+            removed = min(total - target, self.idle)
+            self.idle -= removed
+            if self.speed is not None:  # the idle replicas free longest go
+                for _ in range(removed):
+                    self.unused.append(self._take_idle())
+            if removed:
+                self.last_scale_s = t
+
+    def _refill(self, delay: float):
+        """A warm-pool replica that replaces one taken: loaded ``delay`` later."""
+        yield self.env.timeout(delay)
+        self.pool_ready += 1

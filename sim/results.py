@@ -281,6 +281,9 @@ def _series_frame(scenario: Scenario, arch, acc: Accumulator, stats) -> pd.DataF
             "model_age_s_mean": s["model_age_s"] / s["model_age_n"],
             "slo_violation_rate": s["slo_violations"] / n if acc.slo_s else np.nan,
             "replicas": (serving.bucket_replica_seconds(edges) / width) if stats else np.nan,
+            **{f"replicas_{kind}": (serving.bucket_replica_seconds(edges, kind=kind) / width
+                                    if stats else np.nan)
+               for kind in ("asked", "starting", "ready")},
             "utilization": (s["busy_s"] / serving.bucket_replica_seconds(edges, ready=True)
                             if stats else np.nan),
             "queue_length_mean": s["queue_wait_s"] / width if stats else np.nan,

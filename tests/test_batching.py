@@ -251,6 +251,17 @@ SERVING = st.sampled_from([
     {"batching": {"max_batch": 6, "max_wait": "5ms", "batch_time": {
         2: {"lognormal": {"median": "9ms", "p99": "30ms"}}, 4: "12ms",
         5: {"exponential": {"mean": "11ms"}}}}},
+    # start-up delays as distributions (tests/test_startup_delays.py): a decision lag, node
+    # start and model load drawn per decision and replica, and a warm pool
+    {"autoscaling": {"min": 1, "max": 5, "target_utilization": 0.5, "every": "10s",
+                     "decision_lag": {"exponential": {"mean": "8s"}},
+                     "node_start": {"lognormal": {"median": "10s", "p99": "40s"}},
+                     "model_load": {"gamma": {"mean": "5s", "cv": 0.5}}, "warm_pool": 1,
+                     "cooldown": "20s", "tolerance": 0.05}},
+    {"autoscaling": {"min": 1, "max": 4, "target_queue": 0.05, "every": "15s",
+                     "decision_lag": "5s", "warmup": {"exponential": {"mean": "20s"}},
+                     "warm_pool": 2, "cooldown": "0s"},
+     "batching": {"max_batch": 3, "max_wait": "2ms", "per_item": {"constant": "10ms"}}},
 ])
 
 

@@ -66,6 +66,11 @@ CASES = {
                                         autoscaling={**AUTO, "warmup": "2s"}, rate="150/s",
                                         timeout="200ms"),
     "three_states": dict(states=THREE, timeout="100ms", rate="80/s"),
+    "autoscaling_delays_pool": dict(  # start-up delays drawn, a warm pool renumbered
+        replicas=2, rate="80/s", autoscaling={
+            **AUTO, "decision_lag": {"exponential": {"mean": "1s"}},
+            "node_start": {"exponential": {"mean": "1.5s"}}, "model_load": "0.5s",
+            "warm_pool": 1}),
 }
 
 

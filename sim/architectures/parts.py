@@ -275,6 +275,8 @@ class OnlineServing:
             auto = self.spec.autoscaling
             paths = 1 if slow.scope == "host" else (auto.max if auto else self.spec.replicas)
             self.pool.slow = SlowPath(slow, paths, world.streams, start_s=0.0)
+        if self.spec.autoscaling is not None:  # the start-up delays, from their own streams
+            self.pool.use_streams(world.streams)
 
     @property
     def mean_occupancy_s(self) -> float:
@@ -314,17 +316,27 @@ class OnlineServing:
                  service_s=np.where(r["started"], r["occupancy_s"], np.nan))
         return r
 
+    # the autoscaler log's column of each kind of replica-seconds
+    _KINDS = {"paid": "replica_s", "ready": "ready_replica_s", "asked": "asked_replica_s",
+              "starting": "starting_replica_s"}
+
     def replica_seconds(self, start_s: float, end_s: float, ready: bool = False) -> float:
-        """Replica-seconds in [start_s, end_s]: paid for (warming up included), or ``ready``."""
+        """Replica-seconds in [start_s, end_s]: paid for (starting and the warm pool
+        included), or ``ready``."""
         return float(self.bucket_replica_seconds(np.array([start_s, end_s]), ready)[0])
 
-    def bucket_replica_seconds(self, edges_s: np.ndarray, ready: bool = False) -> np.ndarray:
-        """Replica-seconds per time bucket between consecutive ``edges_s``."""
+    def bucket_replica_seconds(self, edges_s: np.ndarray, ready: bool = False,
+                               kind: str | None = None) -> np.ndarray:
+        """Replica-seconds per time bucket between consecutive ``edges_s``: paid for, or
+        ``ready``; or ``kind``: ``paid``, ``ready``, ``asked`` (asked for by the autoscaler,
+        a scale-up still within its decision lag included) or ``starting`` (asked for, not yet
+        serving)."""
         edges_s = np.asarray(edges_s, dtype=float)
+        kind = kind or ("ready" if ready else "paid")
         if self.spec.autoscaling is None:
-            return self.spec.replicas * np.diff(edges_s)
+            return (0.0 if kind == "starting" else self.spec.replicas) * np.diff(edges_s)
         log = self.pool.log()
-        column = log["ready_replica_s" if ready else "replica_s"]
+        column = log[self._KINDS[kind]]
         return np.diff(_accumulated(log["t_s"], column, self.spec.autoscaling.every, edges_s))
 
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
