@@ -481,7 +481,8 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
             rate: float) -> tuple[str, dict[str, float]]:
     sv = spec.serving
     occupancy = sv.mean_occupancy_s(spec.feature_lookup, spec.features.request)
-    costs = {"serving": sv.replicas * 24 * sv.price_per_hour(s.costs)}
+    pool = sv.autoscaling.warm_pool if sv.autoscaling is not None else 0  # paid, not serving
+    costs = {"serving": (sv.replicas + pool) * 24 * sv.price_per_hour(s.costs)}
     peak, _ = _peak_trough(s)
     plural = "s" if sv.replicas != 1 else ""
     if sv.batching is None:
@@ -510,7 +511,7 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
         text += (f" An autoscaler keeps between {a.min} and {a.max} replicas, looking every "
                  f"{_dur(a.every)} and aiming at {target}, and removes none within "
                  f"{_dur(a.cooldown)} of the last change (the serving cost shown here is for "
-                 f"{sv.replicas}, where it starts{', without the warm pool' if a.warm_pool else ''}"
+                 f"{sv.replicas}, where it starts{', and the warm pool' if a.warm_pool else ''}"
                  f"; the run reports the replicas that actually ran, and its time series the "
                  f"replicas asked for, starting and ready). " + _startup(a))
     if sv.slow_periods is not None:
