@@ -38,9 +38,15 @@ what exists is saved. Everything runs on 127.0.0.1.
 
 ``analyse`` (here, with predsim) joins the records, fits fixed + per_item from the calibration
 batches (``fidelity.fit_batching``), simulates each case with predsim (one ``online``
-architecture, ``serving: {replicas: 1, batching: {max_batch, max_wait, fixed, per_item}}``,
-Poisson arrivals at the case's rate), adds the mean overhead measured outside the queue and the
-worker, and prints measured against predicted p50/p95/p99/mean, the p99's 95% interval by
+architecture, Poisson arrivals at the case's rate) three ways, from the calibration alone:
+``fixed + per_item`` (``batching: {max_batch, max_wait, fixed, per_item}``); the batch curve as
+measured (``batching.batch_time: {size: {empirical: FILE}}``, each size's calibration batch
+times); and the batch curve at normal speed with ``slow_periods`` (``fidelity.fit_slow`` on the
+calibration's batches in dispatch order, each over its expected time: the calibration, not the
+back-to-back series, because it is served as the runs are, every batch size, the batcher and
+the pauses between batches included, where the series repeats one full batch without a pause;
+the series' own fit is reported beside it); adds the mean overhead measured outside the queue
+and the worker, and prints measured against predicted p50/p95/p99/mean, the p99's 95% interval by
 sectioning, the send lag, the mean batch size measured, in the replay (measured arrivals at the
 batcher and measured batch times through predsim's batching kernel, ``fidelity.batch_replay``)
 and in predsim's kernel under Poisson arrivals, and the service-time series' statistics (lag-1
@@ -167,6 +173,8 @@ def _savez(path: Path, **arrays) -> None:
 
 
 def _jsonable(x):
+    if isinstance(x, np.ndarray):
+        x = x.tolist()
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -736,21 +744,78 @@ def simulate_serving(name: str, serving: dict, rate_per_s: float, overhead_ms: f
     return out
 
 
+FIXED_PER_ITEM = "fixed + per_item"
+CURVE = "batch curve"
+CURVE_SLOW = "batch curve + slow periods"
+
+
+def batch_curve_serving(batching: dict, csvs: dict[int, str]) -> dict:
+    """``serving`` with the batch curve as measured: ``batching.batch_time`` with each batch
+    size's calibration batch times as an empirical distribution (``csvs``: size -> CSV name);
+    predsim interpolates between the sizes quantile by quantile (``sim.batch_curve``)."""
+    return {"replicas": REPLICAS, "batching": {
+        "max_batch": batching["max_batch"], "max_wait": f"{batching['max_wait_ms']}ms",
+        "batch_time": {int(b): {"empirical": name} for b, name in sorted(csvs.items())}}}
+
+
 def slow_periods_serving(serving: dict, context: dict) -> dict | None:
-    """HOOK for the "with slow periods" column: a copy of ``serving`` with a
-    ``slow_periods`` section fitted from ``context`` (``series``: the back-to-back series'
-    statistics and raw times; ``under_load``: each case's batch time / fit series; ``fit``:
-    the calibration), or None for no such column. predsim has no ``serving.slow_periods`` yet,
-    so there is nothing to predict with: None."""
-    return None
+    """The "with slow periods" column: the batch curve at normal speed (``context``'s
+    ``normal_csvs``: each calibration batch's time divided by its expected slowdown, per size)
+    with the ``slow_periods`` fitted on the calibration's batches in time order (``context``'s
+    ``slow``, from ``fidelity.fit_slow``); None when that series is independent (no slow
+    periods to model). Fitted on the calibration, not on the runs being predicted."""
+    slow = context["slow"]
+    if slow["slow_periods"] is None:
+        return None
+    out = batch_curve_serving(context["batching"], context["normal_csvs"])
+    out["slow_periods"] = slow["slow_periods"]
+    return out
 
 
 def prediction_servings(serving: dict, context: dict) -> dict[str, dict]:
-    """The prediction columns: name -> the ``serving`` section predsim simulates for it."""
-    out = {"predsim": serving}
+    """The prediction columns: name -> the ``serving`` section predsim simulates for it:
+    ``fixed + per_item`` (``serving``: the linear fit, as fidelity.py's batching rows), the
+    batch curve as measured, and the batch curve at normal speed with slow periods."""
+    out = {FIXED_PER_ITEM: serving,
+           CURVE: batch_curve_serving(context["batching"], context["curve_csvs"])}
     slow = slow_periods_serving(serving, context)
     if slow is not None:
-        out["with slow periods"] = slow
+        out[CURVE_SLOW] = slow
+    return out
+
+
+def calibration_batches(calib_join: dict, coef: np.ndarray | None,
+                        medians: dict[int, float]) -> dict:
+    """The calibration's complete batches (every request of the batch answered), in dispatch
+    order: size, time, dispatch time, what a batch of its size (and candidates) takes
+    (``_expected_batch_s``), and whether its total number of candidates, the first dimension
+    of the model's input tensor, is seen for the first time (a new shape for the GPU)."""
+    F = _fidelity()
+    t = F.batch_table(calib_join)
+    order = np.argsort(t["dispatched_s"], kind="stable")
+    order = order[(t["seen"] == t["size"])[order]]
+    rows = t["sum_k"][order].astype(np.int64)
+    seen: set[int] = set()
+    first = np.zeros(rows.size, bool)
+    for i, v in enumerate(rows):
+        first[i] = v not in seen
+        seen.add(int(v))
+    return {"size": t["size"][order], "service_s": t["service_s"][order],
+            "dispatched_s": t["dispatched_s"][order],
+            "expected_s": _expected_batch_s(t["size"][order], t["sum_k"][order], coef, medians),
+            "new_shape": first}
+
+
+def new_shape_statistics(batches: dict) -> dict:
+    """Slow batches (over 1.5x their expected time) among those whose input shape is new and
+    those whose shape was seen before, in the calibration."""
+    ratio = batches["service_s"] / batches["expected_s"]
+    out = {}
+    for name, m in (("new_shape", batches["new_shape"]), ("seen_shape", ~batches["new_shape"])):
+        r = ratio[m & np.isfinite(ratio)]
+        out[name] = {"batches": int(r.size),
+                     "slow_share": float((r > 1.5).mean()) if r.size else float("nan"),
+                     "median_ratio": float(np.median(r)) if r.size else float("nan")}
     return out
 
 
@@ -863,6 +928,44 @@ def analyse(d: Path, work: Path) -> dict:
         series["wall"] = series_statistics(data["series"]["wall_s"])
         series["device"] = series_statistics(data["series"]["gpu_s"])
         series["meta"] = json.loads(str(data["series"].get("meta", "{}")))
+    # The batch curve as measured: each size's calibration batch times, as an empirical
+    # distribution per size (batching.batch_time); and the slow-period model, fitted on the
+    # calibration's batches in dispatch order, each over its expected time (the fitted line,
+    # so that size and candidates are not taken for speed). The calibration, not the
+    # back-to-back series: it is served as the runs are (batcher, hand-over, every batch size,
+    # the GPU idle between batches), where the back-to-back series is one full batch repeated
+    # without a pause (its statistics are fitted too, and reported).
+    batches = calibration_batches(calib_join, coef if line_ok else None, calib_medians)
+    slow = F.fit_slow(batches["dispatched_s"], batches["service_s"], batches["expected_s"])
+    slowdown = slow.pop("_slowdown")
+    back_to_back = {}
+    if data["series"] and data["series"]["wall_s"].size >= 20:
+        b2b = F.fit_slow(data["series"]["start_s"], data["series"]["wall_s"])
+        b2b.pop("_slowdown")
+        back_to_back = b2b["summary"]
+    curve_csvs, normal_csvs = {}, {}
+    for b in np.unique(batches["size"]):
+        m = batches["size"] == b
+        curve_csvs[int(b)] = f"batch_time_b{int(b)}.csv"
+        normal_csvs[int(b)] = f"batch_time_normal_b{int(b)}.csv"
+        F.write_samples(work / curve_csvs[int(b)], "batch_time_s", batches["service_s"][m])
+        F.write_samples(work / normal_csvs[int(b)], "batch_time_s",
+                        batches["service_s"][m] / slowdown[m])
+    fit["batch_curve_ms"] = {
+        str(int(b)): {"batches": int((batches["size"] == b).sum()),
+                      "mean": float(batches["service_s"][batches["size"] == b].mean() * 1e3),
+                      "p50": _q(batches["service_s"][batches["size"] == b], 0.5) * 1e3,
+                      "p99": _q(batches["service_s"][batches["size"] == b], 0.99) * 1e3,
+                      "normal_speed_mean": float((batches["service_s"] / slowdown)[
+                          batches["size"] == b].mean() * 1e3)}
+        for b in np.unique(batches["size"])}
+    fit["slow_periods"] = {"fitted_on": "the calibration's batches in dispatch order, each "
+                                        "over its expected time",
+                           "calibration": slow["summary"], "back_to_back": back_to_back,
+                           "new_shapes": new_shape_statistics(batches)}
+    context = {"batching": batching, "curve_csvs": curve_csvs, "normal_csvs": normal_csvs,
+               "slow": slow, "series": series, "raw_series": data["series"], "fit": fit}
+    servings = prediction_servings(serving, context)
     rows, under_load, windows = [], {}, {}
     for case, rec in data["cases"]:
         rho = case["rho"]
@@ -887,18 +990,18 @@ def analyse(d: Path, work: Path) -> dict:
         replay, replay_size = F.batch_replay(REPLICAS, batching, r["read_s"], r["service_s"])
         replay = replay[keep] + overhead_ms / 1e3
         replay_stats = F.statistics_ms(replay)
-        context = {"series": series, "raw_series": data["series"], "under_load": under_load,
-                   "fit": fit, "case": case}
         predictions = {}
-        for label, s in prediction_servings(serving, context).items():
-            name = f"gpu-fidelity-rho{rho}" + ("" if label == "predsim" else
-                                               "-" + label.replace(" ", "-"))
-            p = simulate_serving(name, s, case["rate_per_s"], overhead_ms, work)
-            predictions[label] = {"predicted": p,
-                                  "relative_error": F.relative_errors(measured, p)}
-        window = sent.max() - sent.min() if sent.size > 1 else float("nan")
-        main = predictions["predsim"]
         target = TARGET.get(rho, 0.05)
+        for label, sv in servings.items():
+            slug = "".join(c if c.isalnum() else "-" for c in label).replace("--", "-")
+            p = simulate_serving(f"gpu-fidelity-rho{rho}-{slug}", sv, case["rate_per_s"],
+                                 overhead_ms, work)
+            errors = F.relative_errors(measured, p)
+            predictions[label] = {"predicted": p, "relative_error": errors,
+                                  "within_target": all(abs(errors[s]) <= target
+                                                       for s in ("p50", "p95", "p99"))}
+        window = sent.max() - sent.min() if sent.size > 1 else float("nan")
+        main = predictions.get(CURVE_SLOW, predictions[CURVE])
         rows.append({
             "rho": rho, "rate_per_s": case["rate_per_s"], "duration_s": case["duration_s"],
             "rate_capped_from": case.get("rate_capped_from"),
@@ -909,8 +1012,8 @@ def analyse(d: Path, work: Path) -> dict:
             "predicted": main["predicted"], "relative_error": main["relative_error"],
             "predictions": predictions,
             "target": target,
-            "within_target": all(abs(main["relative_error"][s]) <= target
-                                 for s in ("p50", "p95", "p99")),
+            "within_target": main["within_target"],
+            "main_prediction": CURVE_SLOW if CURVE_SLOW in predictions else CURVE,
             "diagnostic_replay": {"predicted": replay_stats,
                                   "relative_error": F.relative_errors(measured, replay_stats),
                                   "batch_size_mean": replay_size},
@@ -935,9 +1038,16 @@ def analyse(d: Path, work: Path) -> dict:
         "calibration": fit, "calibration_at_record": meta["calibration"]["fit"],
         "series_back_to_back": series, "series_under_load": under_load,
         "gpu_clocks": smi_summary(data["smi"], meta["clock_anchor"], windows),
-        "prediction": "predsim batching (fixed: constant intercept of the batch-time fit; "
-                      "per_item: empirical, batch-of-one time minus fixed) + mean overhead "
-                      "outside queue and worker",
+        "prediction": {
+            FIXED_PER_ITEM: "predsim batching (fixed: constant intercept of the batch-time fit; "
+                            "per_item: empirical, batch-of-one time minus fixed) + mean "
+                            "overhead outside queue and worker",
+            CURVE: "predsim batching with batch_time: each batch size's calibration batch "
+                   "times as an empirical distribution (interpolated quantile by quantile) + "
+                   "mean overhead",
+            CURVE_SLOW: "the batch curve at normal speed (each calibration batch's time over "
+                        "its expected slowdown) + slow_periods fitted on the calibration's "
+                        "batches in time order (each over its expected time) + mean overhead"},
         "cases": rows,
     }
 
@@ -976,7 +1086,24 @@ def table_text(res: dict) -> str:
     ]
     if res.get("stopped") or res.get("record_errors"):
         lines.append(f"record: stopped={res.get('stopped')}, errors={len(res['record_errors'])}")
-    labels = list(res["cases"][0]["predictions"]) if res["cases"] else ["predsim"]
+    sp = c.get("slow_periods") or {}
+    if sp:
+        lines.append("batch curve as measured, ms (mean/p50/p99 by size; mean at normal speed): "
+                     + ", ".join(f"{b}: {v['mean']:.2f}/{v['p50']:.2f}/{v['p99']:.2f}; "
+                                 f"{v['normal_speed_mean']:.2f}"
+                                 for b, v in c["batch_curve_ms"].items()))
+        lines.append(f"slow periods, fitted on {sp['fitted_on']}: "
+                     + F_slow_line(sp["calibration"]))
+        if sp.get("back_to_back"):
+            lines.append("  the back-to-back series (one full batch repeated), for comparison: "
+                         + F_slow_line(sp["back_to_back"]))
+        ns = sp["new_shapes"]
+        lines.append(f"  calibration batches over 1.5x their expected time: "
+                     f"{_share(ns['new_shape']['slow_share'])} of the "
+                     f"{ns['new_shape']['batches']} whose input shape (total candidates) was "
+                     f"new, {_share(ns['seen_shape']['slow_share'])} of the "
+                     f"{ns['seen_shape']['batches']} whose shape was seen before")
+    labels = list(res["cases"][0]["predictions"]) if res["cases"] else [FIXED_PER_ITEM]
     for label in labels:
         lines += ["", f"measured vs {label}:",
                   f"{'rho':>4} {'rate/s':>7} {'requests':>8}  "
@@ -1040,8 +1167,36 @@ def table_text(res: dict) -> str:
     return "\n".join(lines)
 
 
+def F_slow_line(summary: dict) -> str:
+    """fidelity.py's one-line account of a slow-period fit."""
+    return _fidelity()._slow_fit_line({"slow_periods": summary})
+
+
+def _errs(e: dict) -> str:
+    return " / ".join(f"{e[s] * 100:+.1f}" for s in ("p50", "p95", "p99")) + "%"
+
+
+def table_markdown_summary(res: dict) -> str:
+    """One table for the docs: measured, the p99's interval, and the p50/p95/p99 errors of the
+    replay and of each prediction column."""
+    labels = list(res["cases"][0]["predictions"]) if res["cases"] else []
+    lines = ["| ρ | rate/s | requests | measured p50 / p95 / p99 ms | p99 95% CI | replay | "
+             + " | ".join(labels) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(labels)]
+    for row in res["cases"]:
+        m = row["measured"]
+        cells = [_errs(row["predictions"][label]["relative_error"])
+                 + (" ✓" if row["predictions"][label]["within_target"] else "")
+                 for label in labels]
+        lines.append(f"| {row['rho']} | {row['rate_per_s']:.0f} | {row['requests']:,} | "
+                     f"{m['p50']:.2f} / {m['p95']:.2f} / {m['p99']:.2f} | {_ci_cell(row)} | "
+                     f"{_errs(row['diagnostic_replay']['relative_error'])} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table_markdown(res: dict) -> str:
-    lines = []
+    lines = [table_markdown_summary(res), ""]
     for label in (list(res["cases"][0]["predictions"]) if res["cases"] else []):
         lines += [f"| ρ | requests | p50 ms meas / {label} (err) | p95 | p99 | mean | p99 ci95 |"
                   " lag p50/p99 µs | batch meas / replay | replay p99 err |",
