@@ -189,3 +189,11 @@ def format_usd_range(low: float, high: float) -> str:
     if low >= 0:
         return f"{format_usd(low)}–{format_usd(high)}"
     return f"{format_usd(low)} to {format_usd(high)}"
+
+
+def rate_text(per_s: float) -> str:
+    """A request rate for people: ``20/s (1.73M a day)``."""
+    per_day = per_s * DAY_S
+    day = (f"{per_day / 1e9:.3g}B" if per_day >= 1e9 else f"{per_day / 1e6:.3g}M"
+           if per_day >= 1e6 else f"{per_day / 1e3:.3g}k" if per_day >= 1e3 else f"{per_day:.3g}")
+    return f"{per_s:.3g}/s ({day} a day)"
