@@ -852,15 +852,7 @@ def read_samples(path: str | Path, column: str | None = None,
     elif column not in frame.columns:
         raise InputError([f"{path}: no column {column!r} (the columns are "
                           f"{', '.join(map(str, frame.columns))})"])
-    if unit is not None:
-        if unit not in UNIT_NAMES_S:
-            raise InputError([f"unit must be one of {', '.join(UNIT_NAMES_S)} (got {unit!r})"])
-        scale = UNIT_NAMES_S[unit]
-    else:
-        scale = next((s for u, s in SAMPLE_UNITS_S.items() if str(column).endswith(u)), None)
-        if scale is None:
-            raise InputError([f"{path}: the unit of column {column!r} is not in its name "
-                              f"(such as latency_ms or service_time_s); give the unit"])
+    scale = column_scale(str(path), str(column), unit, "give the unit")
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() | (values < 0)
     if bad.any():
@@ -870,6 +862,20 @@ def read_samples(path: str | Path, column: str | None = None,
     if len(values) == 0:
         raise InputError([f"{path}: no samples in column {column}"])
     return values.to_numpy(float) * scale, str(column)
+
+
+def column_scale(label: str, column: str, unit: str | None, how: str) -> float:
+    """Seconds per unit of a duration column: ``unit`` (``s``, ``ms``, ``us``) when given, else
+    its name's suffix (``latency_ms``); ``how`` tells the user how to give the unit."""
+    if unit is not None:
+        if unit not in UNIT_NAMES_S:
+            raise InputError([f"unit must be one of {', '.join(UNIT_NAMES_S)} (got {unit!r})"])
+        return UNIT_NAMES_S[unit]
+    scale = next((s for u, s in SAMPLE_UNITS_S.items() if column.endswith(u)), None)
+    if scale is None:
+        raise InputError([f"{label}: the unit of column {column!r} is not in its name "
+                          f"(such as latency_ms or service_time_s); {how}"])
+    return scale
 
 
 QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}

@@ -339,20 +339,8 @@ class _RequestModel:
                 out.busy_s[i] = occupancy
                 out.service_s[i] = occupancy
                 yield env.timeout(occupancy)
-        if granted:
-            out.queue_wait_s[i] = wait
-            latency = wait + occupancy
-            timed_out = timeout is not None and latency > timeout
-        else:
-            out.queue_wait_s[i] = timeout
-            timed_out = True
-        out.latency_s[i] = timeout if timed_out else latency
-        out.timed_out[i] = timed_out
-        out.fallback[i] = timed_out
-        if timed_out:
-            out.quality[i] = self.scenario.quality.fallback
-            return
-        self._score(out, i, t, ages, model_cutoff)
+        self._answered(out, i, t, ages, model_cutoff, timeout,
+                       (wait, occupancy) if granted else None)
 
     def _slowed(self, env, chunk, i, out, ages, model_cutoff, compute):
         """A request served one at a time by numbered replicas whose speed varies (slow
@@ -391,6 +379,14 @@ class _RequestModel:
             out.service_start_s[i] = start
             out.busy_s[i] = occupancy
             out.service_s[i] = occupancy
+        self._answered(out, i, t, ages, model_cutoff, timeout,
+                       (wait, occupancy) if granted else None)
+
+    def _answered(self, out, i, t, ages, model_cutoff, timeout, served) -> None:
+        """The outcome of a request served one at a time: ``served`` is (queue wait, replica
+        time), or None when it gave up waiting at the timeout."""
+        if served is not None:
+            wait, occupancy = served
             out.queue_wait_s[i] = wait
             latency = wait + occupancy
             timed_out = timeout is not None and latency > timeout

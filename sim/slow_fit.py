@@ -51,8 +51,8 @@ from numba import njit
 from scipy import optimize, special, stats
 
 from sim.distributions import Z_99
-from sim.fit import (MAX_REPORTED_ROWS, SAMPLE_UNITS_S, UNIT_NAMES_S, InputError, LatencyFit,
-                     _is_blank, _p_text, _parse_times, _wrap_comment, fit_latency)
+from sim.fit import (MAX_REPORTED_ROWS, SAMPLE_UNITS_S, InputError, LatencyFit, _is_blank,
+                     _p_text, _parse_times, _wrap_comment, column_scale, fit_latency)
 from sim.units import round_duration
 
 #: Column names taken as the request time, in order of preference (compared case-blind).
@@ -163,15 +163,7 @@ def read_series(path: str | Path, time_column: str | None = None, column: str | 
     if column == time_column:
         raise InputError([f"{label}: column {column!r} cannot be both the time and the "
                           f"durations; choose the time column with --time-column"])
-    if unit is not None:
-        if unit not in UNIT_NAMES_S:
-            raise InputError([f"unit must be one of {', '.join(UNIT_NAMES_S)} (got {unit!r})"])
-        scale = UNIT_NAMES_S[unit]
-    else:
-        scale = next((s for u, s in SAMPLE_UNITS_S.items() if column.endswith(u)), None)
-        if scale is None:
-            raise InputError([f"{label}: the unit of column {column!r} is not in its name "
-                              f"(such as latency_ms or service_time_s); give it with --unit"])
+    scale = column_scale(label, column, unit, "give it with --unit")
 
     lines = np.arange(len(frame)) + 2  # the header is line 1
     stamps, values = frame[time_column], frame[column]
