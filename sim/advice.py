@@ -27,7 +27,8 @@ import pandas as pd
 from sim.replications import t_half_width
 from sim.results import version
 from sim.scenario import Scenario
-from sim.sweep import (Point, SweepError, Template, build_scenarios, make_executor,
+from sim.executors import make_executor
+from sim.sweep import (Point, SweepError, Template, build_scenarios,
                        simulate_points)
 from sim.units import format_duration, format_usd, parse_duration
 

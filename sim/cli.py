@@ -596,7 +596,7 @@ def _scale_out_options(command):
 
 
 def _executor(workers, dask):
-    from sim.sweep import make_executor
+    from sim.executors import make_executor
     if dask is not None and not dask.strip():
         raise BadInput("--dask: expected a scheduler address such as tcp://host:8786, or "
                        "'local'")
@@ -608,10 +608,11 @@ def _executor(workers, dask):
 
 def _search_errors(work):
     """Run ``work()``, turning bad sweep/search input into BadInput (exit 2)."""
+    from sim.executors import ExecutorError
     from sim.sweep import SweepError
     try:
         return work()
-    except SweepError as exc:
+    except (SweepError, ExecutorError) as exc:
         raise BadInput(str(exc)) from None
     except ScenarioError as exc:
         raise BadInput("\n".join(exc.problems)) from None

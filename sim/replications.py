@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -21,6 +20,7 @@ from scipy import stats
 
 from sim.catalogue import key_metrics
 from sim.engine import simulate
+from sim.executors import LocalExecutor
 from sim.metrics import Histogram
 from sim.results import Results
 from sim.scenario import Scenario
@@ -96,20 +96,22 @@ def _simulate_many(scenario, indices, workers, engine, progress, done_before, to
     if progress is not None:
         progress(done_before / total)
     if workers > 1 and len(indices) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(indices))) as pool:
-            futures = [pool.submit(simulate, scenario, replication=r, engine=engine)
-                       for r in indices]
-            out = []
-            for i, future in enumerate(futures):
-                out.append(future.result())
-                if progress is not None:
-                    progress((done_before + i + 1) / total)
-            return out
+        def done(i):
+            if progress is not None:
+                progress((done_before + i + 1) / total)
+
+        with LocalExecutor(min(workers, len(indices))) as executor:
+            return executor.map(_replication, [(scenario, r, engine) for r in indices], done)
     out = []
     for i, r in enumerate(indices):
         step = (lambda f, i=i: progress((done_before + i + f) / total)) if progress else None
         out.append(simulate(scenario, replication=r, progress=step, engine=engine))
     return out
+
+
+def _replication(scenario, replication: int, engine: str):
+    """One replication in a worker process (module level, so it pickles)."""
+    return simulate(scenario, replication=replication, engine=engine)
 
 
 def default_workers() -> int:

@@ -10,7 +10,6 @@ parallel processes when there are several runs. The manager's report
 from __future__ import annotations
 
 import math
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sim.engine import simulate
+from sim.executors import LocalExecutor
 from sim.scenario import Scenario, ScenarioError, scenario_from_dict
 from sim.units import (DAY_S, format_duration, format_rate, format_usd, human_duration,
                        parse_duration, parse_rate, rate_text)
@@ -87,37 +87,25 @@ def _net_difference_task(args) -> float:
 
 
 class _Runner:
-    """Runs batches of net-difference evaluations, in processes when ``workers > 1``."""
+    """Runs batches of net-difference evaluations (in local processes when ``workers > 1``,
+    :class:`sim.executors.LocalExecutor`), counting them for the progress bar."""
 
     def __init__(self, workers: int, progress: Callable[[float], None] | None, planned: int):
         self.workers = workers
         self.progress = progress
         self.planned = max(planned, 1)
         self.done = 0
-        self._pool = None
+        self._executor = LocalExecutor(workers)
 
     def __enter__(self):
-        if self.workers > 1:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
         return self
 
     def __exit__(self, *exc):
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+        self._executor.close()
 
     def map(self, tasks: list[tuple]) -> list[float]:
-        if self._pool is not None and len(tasks) > 1:
-            futures = [self._pool.submit(_net_difference_task, t) for t in tasks]
-            out = []
-            for future in futures:
-                out.append(future.result())
-                self._tick()
-            return out
-        out = []
-        for task in tasks:
-            out.append(_net_difference_task(task))
-            self._tick()
-        return out
+        return self._executor.map(_net_difference_task, [(t,) for t in tasks],
+                                  lambda i: self._tick())
 
     def _tick(self):
         self.done += 1

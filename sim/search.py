@@ -60,7 +60,8 @@ import numpy as np
 
 from sim import catalogue
 from sim.scenario import Scenario
-from sim.sweep import (Knob, Point, SweepError, Template, make_executor, random_unit,
+from sim.executors import make_executor
+from sim.sweep import (Knob, Point, SweepError, Template, random_unit,
                        simulate_points)
 from sim.units import DAY_S, WEEK_S, format_duration, format_rate, parse_duration
 
