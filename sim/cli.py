@@ -127,7 +127,7 @@ def run(scenario, overrides, seed, as_json, out_dir, replications, baseline, tar
     if out_dir:
         written = write_outputs(results, out_dir)
         if not as_json:
-            click.echo(f"Wrote {len(written)} files to {out_dir}/")
+            click.echo(f"Wrote {len(written)} files to {os.path.normpath(out_dir)}/")
 
 
 @main.command()
@@ -445,7 +445,8 @@ def report(scenario, out_dir, overrides, seed, replications, baseline, analysis_
         from sim.report import write_error_message
         raise BadInput(write_error_message(exc, out_dir)) from None
     click.echo(built.recommendation.sentence)
-    click.echo(f"Wrote {len(written)} files to {out_dir}/: open {Path(out_dir) / 'report.html'}")
+    click.echo(f"Wrote {len(written)} files to {os.path.normpath(out_dir)}/: open "
+               f"{Path(out_dir) / 'report.html'}")
 
 
 @main.command()
@@ -1155,4 +1156,5 @@ def retrain_advice(scenario, intervals, policies, replications, workers, dask, o
             from sim.report import write_error_message
             raise BadInput(write_error_message(exc, out_dir)) from None
         if not as_json:
-            click.echo(f"Wrote {', '.join(p.name for p in written)} to {out_dir}/")
+            names = ", ".join(p.name for p in written)
+            click.echo(f"Wrote {names} to {os.path.normpath(out_dir)}/")
