@@ -188,6 +188,15 @@ def test_the_markdown_table_has_a_row_per_metric_linked_to_the_glossary():
         assert f"`{m.json_path}`" in row
 
 
+def test_the_glossary_shows_the_catalogue_table_as_generated():
+    text = (ROOT / "docs" / "glossary.md").read_text()
+    shown = text.split("<!-- catalogue table: start -->\n", 1)[1].split(
+        "<!-- catalogue table: end -->", 1)[0]
+    assert shown == catalogue.markdown_table(), (
+        "docs/glossary.md's table is out of date: paste sim.catalogue.markdown_table() between "
+        "its catalogue table markers")
+
+
 def test_slug_is_githubs():
     assert catalogue.slug("Percentiles: log-bucketed histograms") == \
         "percentiles-log-bucketed-histograms"  # as docs/glossary.md links it
