@@ -582,14 +582,14 @@ class _Speed:
         p = 0 if self.host else number
         t, _, s = self.paths.segments(p)
         while t[-1] <= start_s:  # the segment holding start_s is not drawn yet
-            self.paths._draw_block(p)
+            self.paths.draw_block(p)
             t, _, s = self.paths.segments(p)
         x = max(start_s, float(t[0]))
         k = int(np.searchsorted(t, x, side="right")) - 1  # the segment holding x
         left = work_s
         while True:
             while k + 1 >= t.size:  # the segment's end is not drawn yet
-                self.paths._draw_block(p)
+                self.paths.draw_block(p)
                 t, _, s = self.paths.segments(p)
             end, slowdown = float(t[k + 1]), float(s[k])
             room = (end - x) / slowdown  # the work this segment has room for

@@ -200,7 +200,7 @@ class ReplicaPool:
             # no request from here on starts before a[done]: forget the path before it, draw
             # the next block (drawn as needed, the path held stays short whatever the chunk)
             slow.trim(float(a[done]))
-            slow._draw_block(short)
+            slow.draw_block(short)
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,7 +641,7 @@ class BatchingPool:
                 self.log_rows.append(log[:int(self.state[N_LOG])].copy())
             if stopped == PATH_SHORT:  # nothing is dispatched before the last event any more
                 self.slow.trim(float(self.state[LAST_EVENT]))
-                self.slow._draw_block(int(self.state[SHORT_PATH]))
+                self.slow.draw_block(int(self.state[SHORT_PATH]))
             elif stopped == DRAWS_SHORT:
                 self.draws.refill(self.state)
             elif stopped == DONE:

@@ -81,8 +81,8 @@ class SlowPath:
     """The speed paths of one serving pool: one for the host, or one per replica slot.
 
     ``t``, ``w`` and ``s`` are ``(paths, capacity)`` arrays, ``n`` the breakpoints each path
-    holds; :meth:`extend` draws more, :meth:`trim` forgets segments no request can start in
-    any more. Each path draws from a random stream of its own, named after the path (not the
+    holds; :meth:`extend` and :meth:`draw_block` draw more, :meth:`trim` forgets segments no
+    request can start in any more. Each path draws from a random stream of its own, named after the path (not the
     architecture), so every architecture of a scenario meets the same slow periods.
     """
 
@@ -108,17 +108,15 @@ class SlowPath:
             self.s[p, 0] = self.slowdowns[self._state[p]]
         self.extend(start_s)
 
-    def end_s(self) -> float:
-        """The time up to which every path is drawn."""
-        return float(np.min(self.t[np.arange(self.paths), self.n - 1]))
-
     def extend(self, until_s: float) -> None:
         """Draw stays until every path reaches ``until_s``."""
         for p in range(self.paths):
             while self.t[p, self.n[p] - 1] < until_s:
-                self._draw_block(p)
+                self.draw_block(p)
 
-    def _draw_block(self, p: int) -> None:
+    def draw_block(self, p: int) -> None:
+        """Draw the next block of stays of path ``p`` (the kernels ask for it when work runs
+        past the path's drawn end)."""
         n = int(self.n[p])
         if n + BLOCK > self.t.shape[1]:
             self._grow(n + BLOCK)
@@ -174,4 +172,4 @@ class SlowPath:
             f = finish_at(self.t[p], self.w[p], self.s[p], n, start_s, work_s)
             if not math.isnan(f):
                 return f
-            self._draw_block(p)
+            self.draw_block(p)

@@ -1259,9 +1259,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(table_markdown(res))
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(_jsonable(res), indent=1) + "\n")
-        tmp.replace(args.json)
+        _write_json(args.json, res)
         print(f"\nwrote {args.json}")
     return 0
 
