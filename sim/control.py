@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Generator
 
+import numpy as np
 import simpy
 
 
@@ -56,3 +57,81 @@ def apportioned_usd(runs: list[Run], usd_per_run: Callable[[Run], float], window
         if overlap > 0:
             total += usd_per_run(run) * overlap / run.period_s
     return total / ((window_end_s - window_start_s) / 86400.0)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Something that went wrong in a pipeline: a run that failed or was preempted (``end_s``
+    = ``start_s``, the moment it stopped), or a stream outage (from ``start_s`` to ``end_s``)."""
+
+    component: str  # batch_scoring, feature_pipeline, stream_processing
+    cause: str      # failed, preempted, outage
+    start_s: float
+    end_s: float
+
+
+class Attempts:
+    """Runs of one scheduled job as they really go: extra run time (``delay``), failures with
+    retries, spot preemptions with restarts (see :class:`sim.scenario.pipelines.Failures` and
+    :class:`~sim.scenario.pipelines.Spot`).
+
+    Random draws come from generators of their own, named by ``component`` and started from
+    their first number (:meth:`sim.rng.Streams.fresh`): every architecture whose job has the
+    same settings meets the same failures (common random numbers), and the fast and reference
+    engines, which share the control plane, meet them too. Without delay, failures or spot a
+    run is one attempt of its computed duration, as before.
+    """
+
+    def __init__(self, spec, component: str, streams, runs: list, incidents: list):
+        self.spec = spec
+        self.component = component
+        self.runs = runs
+        self.incidents = incidents
+        self.failures = getattr(spec, "failures", None)
+        self.spot = getattr(spec, "spot", None)
+        delay = getattr(spec, "delay", None)
+        self.delay = None if delay is None or delay.is_zero else delay
+        self._rng = {name: streams.fresh(f"pipeline/{component}/{name}")
+                     for name in ("delay", "failure", "preemption", "retry")}
+
+    def lead_s(self) -> float:
+        """Extra lead for the control plane: the longest likely delay."""
+        return 0.0 if self.delay is None else float(self.delay.ppf(np.array(0.9999)))
+
+    def run(self, env: simpy.Environment, scheduled_s: float, work_s: float,
+            done: Callable[[], None]) -> Generator:
+        """Attempt the run scheduled at ``scheduled_s`` (``work_s`` of computed run time) until
+        it succeeds, gives up, or is superseded by the next scheduled run; ``done()`` is called
+        when it succeeds."""
+        spec = self.spec
+        every = spec.every
+        retries = self.failures.retries if self.failures is not None else 0
+        while True:
+            duration = work_s
+            if self.delay is not None:
+                duration += float(self.delay.ppf(self._rng["delay"].random()))
+            stop_s, cause = duration, None
+            if self.spot is not None and self.spot.preemptions_per_hour > 0:
+                at = self._rng["preemption"].exponential(3600.0 / self.spot.preemptions_per_hour)
+                if at < stop_s:
+                    stop_s, cause = at, "preempted"
+            if self.failures is not None and self.failures.probability > 0:
+                u, where = self._rng["failure"].random(2)
+                if u < self.failures.probability and where * duration < stop_s:
+                    stop_s, cause = where * duration, "failed"
+            self.runs.append(Run(env.now, stop_s, spec.nodes, every))
+            yield env.timeout(stop_s)
+            if cause is None:
+                done()
+                return
+            self.incidents.append(Incident(self.component, cause, env.now, env.now))
+            if cause == "preempted":
+                wait = float(self.spot.restart.ppf(self._rng["retry"].random()))
+            else:
+                if retries == 0:
+                    return
+                retries -= 1
+                wait = float(self.failures.retry_after.ppf(self._rng["retry"].random()))
+            if env.now + wait >= scheduled_s + every:
+                return  # the next scheduled run, with newer data, supersedes this one
+            yield env.timeout(wait)

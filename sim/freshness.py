@@ -131,19 +131,39 @@ class FeatureAges:
 
     ``batch_s`` and ``stream_s`` are per-request ages, NaN where the entity has none of those
     features yet (a cold start), or None when the architecture has no such class at all;
-    ``request`` says whether it computes request-time features (always age zero).
+    ``request`` says whether it computes request-time features (always age zero). A class with
+    a ``ttl`` (``ttl_batch``, ``ttl_stream``) is expired where its age is above it: the store
+    has dropped those features, so the prediction is made without them (as for a cold start,
+    but counted apart); the ages a prediction *used* (:meth:`used`) are NaN there.
     """
 
     batch_s: np.ndarray | None
     stream_s: np.ndarray | None
     request: bool = False
+    ttl_batch: float | None = None
+    ttl_stream: float | None = None
+
+    def _ttl(self, feature_class: str) -> float | None:
+        return self.ttl_batch if feature_class == "batch" else self.ttl_stream
 
     def present(self) -> list[tuple[str, np.ndarray]]:
         return [(c, a) for c, a in (("batch", self.batch_s), ("stream", self.stream_s))
                 if a is not None]
 
+    def expired_in(self, feature_class: str, age: np.ndarray) -> np.ndarray | bool:
+        """Where the class's features had expired (older than its ttl)."""
+        ttl = self._ttl(feature_class)
+        return False if ttl is None else np.greater(age, ttl)
+
+    def used(self, feature_class: str) -> np.ndarray | None:
+        """The class's age where the prediction used its features (NaN if none or expired)."""
+        age = self.batch_s if feature_class == "batch" else self.stream_s
+        if age is None or self._ttl(feature_class) is None:
+            return age
+        return np.where(self.expired_in(feature_class, age), np.nan, age)
+
     def _combined(self, pick) -> np.ndarray | None:
-        ages = [a for _, a in self.present()]
+        ages = [self.used(c) for c, _ in self.present()]
         if not ages:
             return None
         out = ages[0]
@@ -167,26 +187,40 @@ class FeatureAges:
             cold = np.isnan(a) | cold
         return cold
 
+    def expired(self) -> np.ndarray | bool:
+        """Per request, whether some feature class had expired."""
+        expired = False
+        for c, a in self.present():
+            expired = self.expired_in(c, a) | expired
+        return expired
+
 
 def feature_losses(spec: Quality, ages: FeatureAges):
-    """Metric lost to features, per request: ``(staleness, cold_start, missing)``.
+    """Metric lost to features, per request: ``(staleness, cold_start, missing, expired)``.
 
     Each class the architecture has loses ``fresh - curve(age)`` (its staleness) or, for an
-    entity with none of its features yet, ``fresh - cold_start``; each class it lacks loses
-    ``fresh - without`` for every request (a constant). See :class:`sim.scenario.Quality`.
+    entity with none of its features yet, ``fresh - cold_start``, or the same when its
+    features had expired (past the class's ttl); each class it lacks loses ``fresh -
+    without`` for every request (a constant). See :class:`sim.scenario.Quality`.
     """
-    staleness = cold = 0.0
+    staleness = cold = expired = 0.0
     for feature_class, age in ages.present():
+        gone = ages.expired_in(feature_class, age)
+        lost = spec.fresh - spec.cold_start(feature_class)
         loss = staleness_loss(spec.curve(feature_class), spec.fresh, age)
+        if not np.isscalar(gone):
+            np.copyto(loss, 0.0, where=gone)
+            if gone.any():
+                expired = expired + np.where(gone, lost, 0.0)
         staleness = loss if np.isscalar(staleness) else np.add(staleness, loss, out=staleness)
         missing_data = np.isnan(age)
         if missing_data.any():
-            cold = cold + np.where(missing_data, spec.fresh - spec.cold_start(feature_class), 0.0)
+            cold = cold + np.where(missing_data, lost, 0.0)
     lacked = [c for c, a in (("batch", ages.batch_s), ("stream", ages.stream_s)) if a is None]
     if not ages.request:
         lacked.append("request")
     missing = sum(spec.fresh - spec.without(c) for c in lacked)
-    return staleness, cold, missing
+    return staleness, cold, missing, expired
 
 
 def staleness_loss(curve: Curve | None, fresh: float, age_s: np.ndarray) -> np.ndarray:

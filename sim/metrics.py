@@ -108,6 +108,11 @@ class Outcomes:
     batch_age_s: np.ndarray | None = None
     stream_age_s: np.ndarray | None = None
     cold_start: np.ndarray | None = None
+    # Whether the request met expired data (a stored prediction or a feature class past its
+    # ttl), and what answered it: 0 its prediction, 1 a stale stored prediction, 2 the
+    # default, 3 nothing (an error). None: nothing expired; every fallback got the default.
+    expired: np.ndarray | None = None
+    answer: np.ndarray | None = None
 
 
 TOTALS = ("requests", "fallbacks", "timeouts", "latency_s", "queue_wait_s", "queued",

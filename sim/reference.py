@@ -129,6 +129,8 @@ class _ChunkOutcomes:
         self.queued = np.zeros(n, bool)
         self.service_s = np.full(n, np.nan)
         self.job = np.full(n, -1, dtype=np.int64)
+        self.expired = np.zeros(n, bool)
+        self.answer = np.zeros(n, np.int8)
 
     def outcomes(self) -> Outcomes:
         return Outcomes(t_s=self.t_s, latency_s=self.latency_s, queue_wait_s=self.queue_wait_s,
@@ -137,38 +139,51 @@ class _ChunkOutcomes:
                         quality=self.quality, busy_s=self.busy_s,
                         service_start_s=self.service_start_s, queued=self.queued,
                         service_s=self.service_s, batch_age_s=self.batch_age_s,
-                        stream_age_s=self.stream_age_s, cold_start=self.cold_start)
+                        stream_age_s=self.stream_age_s, cold_start=self.cold_start,
+                        expired=self.expired, answer=self.answer)
 
 
-def _feature_losses(spec, ages: dict, request: bool) -> tuple[float, float, float]:
-    """(staleness, cold start, missing) losses of one prediction whose architecture has the
-    feature classes in ``ages`` (class -> age, NaN for an entity with none yet)."""
-    staleness = cold = missing = 0.0
+def _feature_losses(spec, ages: dict, request: bool,
+                    ttl: dict | None = None) -> tuple[float, float, float, float]:
+    """(staleness, cold start, missing, expired) losses of one prediction whose architecture
+    has the feature classes in ``ages`` (class -> age, NaN for an entity with none yet; a class
+    older than its ``ttl`` has expired)."""
+    staleness = cold = missing = expired = 0.0
+    ttl = ttl or {}
     for c in ("batch", "stream"):
         if c not in ages:
             missing += spec.fresh - spec.without(c)
         elif math.isnan(ages[c]):
             cold += spec.fresh - spec.cold_start(c)
+        elif ttl.get(c) is not None and ages[c] > ttl[c]:
+            expired += spec.fresh - spec.cold_start(c)
         elif spec.curve(c) is not None:
             staleness += spec.fresh - _curve(spec.curve(c), spec.fresh, ages[c])
     if not request:
         missing += spec.fresh - spec.without("request")
-    return staleness, cold, missing
+    return staleness, cold, missing, expired
 
 
-def _newest_cutoff(t: float, ages: dict) -> float:
+def _used(ages: dict, ttl: dict | None) -> dict:
+    """The ages of the feature classes a prediction used: an expired class's age is NaN."""
+    ttl = ttl or {}
+    return {c: (math.nan if ttl.get(c) is not None and a > ttl[c] else a)
+            for c, a in ages.items()}
+
+
+def _newest_cutoff(t: float, ages: dict, ttl: dict | None = None) -> float:
     """The data time of the freshest features a prediction used (NaN if it had none)."""
-    known = [a for a in ages.values() if not math.isnan(a)]
+    known = [a for a in _used(ages, ttl).values() if not math.isnan(a)]
     return t - min(known) if known else math.nan
 
 
 def _quality(scenario: Scenario, t: float, ages: dict, request: bool, model_age: float,
-             model_cutoff: float) -> float:
+             model_cutoff: float, ttl: dict | None = None, skew: float = 0.0) -> float:
     """Quality of one prediction, written out in scalar arithmetic (DESIGN.md's definition)."""
     spec = scenario.quality
-    loss = sum(d.quality_drop * _drift_share(d, t, model_cutoff, _newest_cutoff(t, ages))
+    loss = sum(d.quality_drop * _drift_share(d, t, model_cutoff, _newest_cutoff(t, ages, ttl))
                for d in scenario.drift)
-    loss += sum(_feature_losses(spec, ages, request))
+    loss += sum(_feature_losses(spec, ages, request, ttl)) + skew
     if spec.model_staleness is not None:
         loss += spec.fresh - _curve(spec.model_staleness, spec.fresh, model_age)
     return min(max(spec.fresh - loss, 0.0), spec.fresh)
@@ -195,18 +210,19 @@ def _drift_share(d, t: float, model_cutoff: float, feature_cutoff: float) -> flo
 
 
 def _add_losses(losses: dict, scenario: Scenario, t: float, ages: dict, request: bool,
-                model_cutoff: float) -> None:
+                model_cutoff: float, ttl: dict | None = None, skew: float = 0.0) -> None:
     """One measured prediction's losses by cause, in scalar arithmetic (as ``_quality``)."""
     spec = scenario.quality
     losses["predictions"] += 1
-    for key, loss in zip(("feature_staleness", "cold_start", "missing_features"),
-                         _feature_losses(spec, ages, request)):
+    losses["skew"] += skew
+    for key, loss in zip(("feature_staleness", "cold_start", "missing_features",
+                          "expired_features"), _feature_losses(spec, ages, request, ttl)):
         losses[key] += loss
     if spec.model_staleness is not None:
         losses["model_staleness"] += spec.fresh - _curve(spec.model_staleness, spec.fresh,
                                                          t - model_cutoff)
     losses["drift"] += sum(d.quality_drop * _drift_share(d, t, model_cutoff,
-                                                         _newest_cutoff(t, ages))
+                                                         _newest_cutoff(t, ages, ttl))
                            for d in scenario.drift)
 
 
@@ -254,6 +270,13 @@ class _RequestModel:
                 self.resource = simpy.Resource(env, capacity=spec.replicas)
         self.store = getattr(architecture, "store", None)
         self.used: dict[int, set] = {}
+        spec = architecture.spec
+        self.chain = list(spec.fallback)
+        self.skew = spec.pipelines.mean_loss if spec.pipelines is not None else 0.0
+        features = getattr(architecture, "features", None)
+        stream = getattr(architecture, "stream", None)
+        self.ttl = {"batch": features.spec.ttl if features is not None else None,
+                    "stream": stream.spec.ttl if stream is not None else None}
 
     # -- the request paths --------------------------------------------------------------------
     def serve_one(self, env, chunk, i, out: _ChunkOutcomes):
@@ -280,16 +303,35 @@ class _RequestModel:
         timed_out = timeout is not None and lookup > timeout
         latency = timeout if timed_out else lookup
         yield env.timeout(latency)
-        fallback = (not has) or timed_out
+        ttl = self.store.spec.ttl
+        expired = has and not timed_out and ttl is not None and t - row["cutoff_s"] > ttl
+        fallback = (not has) or timed_out or expired
         out.latency_s[i] = latency
         out.timed_out[i] = timed_out
         out.fallback[i] = fallback
+        out.expired[i] = expired
         out.cold_start[i] = not has and not timed_out
         if fallback:
-            out.quality[i] = self.scenario.quality.fallback
+            if self._fall_back(out, i, stale_ok=expired) != "stale":
+                return
+            # the last stored prediction, however old: scored as it is, counted as a fallback
+            self._score(out, i, t, {"batch": t - row["cutoff_s"]}, row["model_cutoff_s"],
+                        use_ttl=False)
             return
         out.job[i] = job
-        self._score(out, i, t, {"batch": t - row["cutoff_s"]}, row["model_cutoff_s"])
+        self._score(out, i, t, {"batch": t - row["cutoff_s"]}, row["model_cutoff_s"],
+                    use_ttl=False)
+
+    def _fall_back(self, out, i, stale_ok: bool) -> str:
+        """Answer request ``i`` by the first step of the fallback chain that can; the step."""
+        for step in self.chain:
+            if step == "stale" and not stale_ok:
+                continue
+            out.answer[i] = {"stale": 1, "default": 2, "error": 3}[step]
+            out.quality[i] = {"stale": math.nan, "default": self.scenario.quality.fallback,
+                              "error": 0.0}[step]
+            return step
+        raise AssertionError("a fallback chain ends with default or error")
 
     def _online(self, env, chunk, i, out):
         arch = self.arch
@@ -303,7 +345,8 @@ class _RequestModel:
         if arch.stream is not None:
             stream = arch.stream
             if stream.spec.window.is_zero:
-                cutoff = t - float(stream.spec.lag.ppf(_one(chunk.u_stream_lag[i]))[0])
+                lag = float(stream.spec.lag.ppf(_one(chunk.u_stream_lag[i]))[0])
+                cutoff = float(stream.event_cutoff_s(np.array([t]), np.array([lag]))[0])
             else:
                 windows = stream.windows
                 cutoff = windows.rows[windows.current]["cutoff_s"]
@@ -397,7 +440,7 @@ class _RequestModel:
         out.timed_out[i] = timed_out
         out.fallback[i] = timed_out
         if timed_out:
-            out.quality[i] = self.scenario.quality.fallback
+            self._fall_back(out, i, stale_ok=False)
             return
         self._score(out, i, t, ages, model_cutoff)
 
@@ -432,7 +475,7 @@ class _RequestModel:
             out.latency_s[i] = timeout
             out.timed_out[i] = out.fallback[i] = True
             out.service_start_s[i] = env.now
-            out.quality[i] = self.scenario.quality.fallback
+            self._fall_back(out, i, stale_ok=False)
             return
         start, occupancy, first = request.dispatched.value
         if isinstance(occupancy, simpy.Event):  # slow periods: known when the batch is done
@@ -449,27 +492,30 @@ class _RequestModel:
         out.latency_s[i] = timeout if timed_out else latency
         out.timed_out[i] = out.fallback[i] = timed_out
         if timed_out:
-            out.quality[i] = self.scenario.quality.fallback
+            self._fall_back(out, i, stale_ok=False)
             return
         self._score(out, i, t, ages, model_cutoff)
 
-    def _score(self, out, i, t, ages, model_cutoff):
-        request = getattr(self.arch, "request_features", None) is not None and \
-            not self._from_stored(out, i)
+    def _score(self, out, i, t, ages, model_cutoff, use_ttl: bool = True):
+        """Quality, ages and losses of a prediction made with features of ``ages`` (a stored
+        prediction's: ``use_ttl`` False, its store's ttl was applied already)."""
+        stored = not use_ttl
+        request = getattr(self.arch, "request_features", None) is not None and not stored
+        ttl = self.ttl if use_ttl else None
         out.quality[i] = _quality(self.scenario, t, ages, request, t - model_cutoff,
-                                  model_cutoff)
-        known = [a for a in ages.values() if not math.isnan(a)]
+                                  model_cutoff, ttl, self.skew)
+        used = _used(ages, ttl)
+        known = [a for a in used.values() if not math.isnan(a)]
         out.feature_age_s[i] = max(known) if known else math.nan
-        out.batch_age_s[i] = ages.get("batch", math.nan)
-        out.stream_age_s[i] = ages.get("stream", math.nan)
-        out.cold_start[i] = len(known) < len(ages)
+        out.batch_age_s[i] = used.get("batch", math.nan)
+        out.stream_age_s[i] = used.get("stream", math.nan)
+        out.cold_start[i] = any(math.isnan(a) for a in ages.values()) and not out.fallback[i]
+        out.expired[i] = out.expired[i] or any(math.isnan(used[c]) and not math.isnan(a)
+                                               for c, a in ages.items())
         out.model_age_s[i] = t - model_cutoff
         if t >= self.scenario.warmup:
-            _add_losses(self.arch.losses, self.scenario, t, ages, request, model_cutoff)
-
-    @staticmethod
-    def _from_stored(out, i) -> bool:
-        return out.job[i] >= 0
+            _add_losses(self.arch.losses, self.scenario, t, ages, request, model_cutoff, ttl,
+                        self.skew)
 
     # -- wasted predictions: which entities read which job's predictions ------------------------
     def record_use(self, out: _ChunkOutcomes) -> None:

@@ -67,4 +67,16 @@ def empty_outcomes(n: int, t_s: np.ndarray) -> dict:
                 quality=np.zeros(n), busy_s=np.zeros(n), service_start_s=t_s.copy(),
                 queued=np.zeros(n, bool), service_s=np.full(n, np.nan),
                 batch_age_s=np.full(n, np.nan), stream_age_s=np.full(n, np.nan),
-                cold_start=np.zeros(n, bool))
+                cold_start=np.zeros(n, bool), expired=np.zeros(n, bool),
+                answer=np.zeros(n, np.int8))
+
+
+def full_answers(out: dict) -> dict:
+    """``out`` with ``expired`` and ``answer`` as arrays (None means: nothing expired, and
+    every fallback answered by the default), so that parts can be merged."""
+    n = out["t_s"].size if "t_s" in out else out["fallback"].size
+    if out.get("expired") is None:
+        out["expired"] = np.zeros(n, bool)
+    if out.get("answer") is None:
+        out["answer"] = np.where(out["fallback"], 2, 0).astype(np.int8)
+    return out

@@ -8,7 +8,7 @@ import numpy as np
 import simpy
 from numba import njit
 
-from sim.architectures.base import World, empty_outcomes
+from sim.architectures.base import World, empty_outcomes, full_answers
 from sim.architectures.parts import (BatchFeaturePipeline, OnlineServing, StoredPredictions,
                                      StreamPipeline)
 from sim.freshness import FeatureAges, drift_loss, feature_losses, staleness_loss
@@ -18,8 +18,10 @@ from sim.scenario import (BatchArchitecture, HybridArchitecture, OnlineArchitect
 from sim.workload import Chunk
 
 COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training")
-LOSS_KEYS = ("predictions", "feature_staleness", "cold_start", "missing_features",
-             "model_staleness", "drift")
+LOSS_KEYS = ("predictions", "feature_staleness", "cold_start", "expired_features",
+             "missing_features", "model_staleness", "drift", "skew")
+# What answered a request (Outcomes.answer): its prediction, or a step of the fallback chain.
+ANSWER_CODES = {"prediction": 0, "stale": 1, "default": 2, "error": 3}
 
 
 @njit(cache=True, nogil=True)
@@ -43,30 +45,56 @@ class _Common:
         self.scenario = scenario
         # Metric lost per real prediction in the measured window, by cause (see _quality).
         self.losses = dict.fromkeys(LOSS_KEYS, 0.0)
+        self.chain = list(spec.fallback)
+        self.skew_loss = spec.pipelines.mean_loss if spec.pipelines is not None else 0.0
 
     def start(self, env: simpy.Environment, world: World) -> None:
         self.world = world
 
-    def _quality(self, t_s, ages: FeatureAges, model_cutoff_s, fallback):
-        """Each request's quality (DESIGN.md) and model age; adds the measured real
-        predictions' losses by cause to ``self.losses``."""
+    def _answer(self, fallback: np.ndarray, stale_ok) -> np.ndarray | None:
+        """What answers each request (ANSWER_CODES): its prediction, or the first step of the
+        fallback chain that can (``stale`` only where an expired prediction is stored,
+        ``stale_ok``). None for the default chain ``[default]`` (every fallback is the
+        default)."""
+        if self.chain == ["default"]:
+            return None
+        answer = np.zeros(fallback.size, dtype=np.int8)
+        left = np.array(fallback, dtype=bool)
+        for step in self.chain:
+            take = left & stale_ok if step == "stale" else left
+            answer[take] = ANSWER_CODES[step]
+            left &= ~take
+        return answer
+
+    def _quality(self, t_s, ages: FeatureAges, model_cutoff_s, fallback, answer=None):
+        """Each request's quality (DESIGN.md) and model age; adds the measured predictions'
+        losses by cause to ``self.losses``. A request answered by a stale prediction
+        (``answer``) has that prediction's quality; the default, ``quality.fallback``; an
+        error, 0."""
         q = self.scenario.quality
         model_age = t_s - model_cutoff_s
-        staleness, cold, missing = feature_losses(q, ages)
+        staleness, cold, missing, expired = feature_losses(q, ages)
         loss = staleness_loss(q.model_staleness, q.fresh, model_age)
-        # losses of the measured real predictions, each against fresh (before the clamp)
-        weight = np.logical_not(fallback)
+        # losses of the measured predictions (stale ones too), each against fresh (before
+        # the clamp)
+        predicted = np.logical_not(fallback) if answer is None else \
+            answer <= ANSWER_CODES["stale"]
+        weight = predicted.copy()
         if t_s.size and t_s[0] < self.scenario.warmup:
             weight &= t_s >= self.scenario.warmup
         n = float(np.count_nonzero(weight))
         self.losses["predictions"] += n
         self.losses["model_staleness"] += _masked_sum(loss, weight)
-        for key, part in (("feature_staleness", staleness), ("cold_start", cold)):
+        for key, part in (("feature_staleness", staleness), ("cold_start", cold),
+                          ("expired_features", expired)):
             if not np.isscalar(part):
                 self.losses[key] += _masked_sum(part, weight)
                 loss += part
         self.losses["missing_features"] += missing * n
         loss += missing
+        if self.skew_loss:
+            self.losses["skew"] += self.skew_loss * n
+            loss += self.skew_loss
         if self.scenario.drift:
             newest = ages.newest_s()
             drift = drift_loss(self.scenario.drift, t_s, model_cutoff_s,
@@ -76,7 +104,9 @@ class _Common:
             loss += drift
         value = np.subtract(q.fresh, loss, out=loss)
         np.clip(value, 0.0, q.fresh, out=value)
-        np.copyto(value, q.fallback, where=np.asarray(fallback, bool))
+        np.copyto(value, q.fallback, where=~predicted)
+        if answer is not None:
+            np.copyto(value, 0.0, where=answer == ANSWER_CODES["error"])
         return value, model_age
 
     def _model_cutoff_now(self, t_s):
@@ -122,22 +152,37 @@ class BatchModel(_Common):
 
     def serve(self, chunk: Chunk) -> Outcomes:
         t = chunk.t_s
-        latency, fallback, timed_out, feature_age, model_cutoff = self.store.serve(
-            t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"))
-        q, model_age = self._quality(t, FeatureAges(feature_age, None), model_cutoff, fallback)
-        np.copyto(model_age, np.nan, where=fallback)
-        return Outcomes(t_s=t, latency_s=latency, queue_wait_s=np.zeros(t.size),
-                        fallback=fallback, timed_out=timed_out, feature_age_s=feature_age,
-                        model_age_s=model_age, quality=q, busy_s=np.zeros(t.size),
+        out = self._from_store(t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"))
+        return Outcomes(t_s=t, queue_wait_s=np.zeros(t.size), busy_s=np.zeros(t.size),
                         service_start_s=t, queued=np.zeros(t.size, bool),
-                        service_s=np.full(t.size, np.nan), batch_age_s=feature_age,
-                        cold_start=fallback & ~timed_out)
+                        service_s=np.full(t.size, np.nan), **out)
 
     def _add_costs(self, costs, prices, start_s, end_s):
         costs["batch_scoring"] = self.store.cost_usd_per_day(prices, start_s, end_s)
 
     def wasted(self, start_s, end_s):
         return self.store.wasted(start_s, end_s)
+
+
+def _store_outcomes(arch, t, slot, lookup) -> dict:
+    """Outcomes of requests answered from stored predictions (batch, a hybrid's head): the
+    store read, the fallback chain, quality. A stale answer keeps its prediction's age and
+    model age; any other fallback's are NaN."""
+    latency, fallback, timed_out, expired, feature_age, model_cutoff = arch.store.serve(
+        t, slot, lookup)
+    answer = arch._answer(fallback, expired)
+    q, model_age = arch._quality(t, FeatureAges(feature_age, None), model_cutoff, fallback,
+                                 answer)
+    unused = fallback if answer is None else fallback & (answer != ANSWER_CODES["stale"])
+    np.copyto(model_age, np.nan, where=unused)
+    np.copyto(feature_age, np.nan, where=unused)
+    return dict(latency_s=latency, fallback=fallback, timed_out=timed_out,
+                feature_age_s=feature_age, model_age_s=model_age, quality=q,
+                batch_age_s=feature_age, cold_start=fallback & ~timed_out & ~expired,
+                expired=expired, answer=answer)
+
+
+BatchModel._from_store = lambda self, t, slot, lookup: _store_outcomes(self, t, slot, lookup)
 
 
 class OnlineModel(_Common):
@@ -201,7 +246,12 @@ class OnlineModel(_Common):
         if self.stream is not None:
             stream = np.array(self.stream.age_s(t, lag), dtype=float)  # a copy: lag is shared
             np.copyto(stream, np.nan, where=created > t - stream)
-        return FeatureAges(batch, stream, self.request_features is not None)
+        return self._feature_ages(batch, stream)
+
+    def _feature_ages(self, batch, stream) -> FeatureAges:
+        return FeatureAges(batch, stream, self.request_features is not None,
+                           ttl_batch=self.features.spec.ttl if self.features else None,
+                           ttl_stream=self.stream.spec.ttl if self.stream else None)
 
     def _serve_online(self, t, created, lookup, work, lag):
         latency, wait, timed_out, busy, start, service = self.serving.serve(t, lookup, work)
@@ -210,18 +260,22 @@ class OnlineModel(_Common):
 
     def _online_outcomes(self, t, latency, wait, timed_out, busy, start, service,
                          ages: FeatureAges, model_cutoff) -> dict:
-        q, model_age = self._quality(t, ages, model_cutoff, timed_out)
+        answer = self._answer(timed_out, False)
+        q, model_age = self._quality(t, ages, model_cutoff, timed_out, answer)
 
         def unless_timed_out(age):
             return np.full(t.size, np.nan) if age is None else np.where(timed_out, np.nan, age)
 
+        expired = ages.expired()
         return dict(latency_s=latency, queue_wait_s=wait, fallback=timed_out.copy(),
                     timed_out=timed_out, quality=q, busy_s=busy, service_start_s=start,
                     service_s=service, queued=np.ones(t.size, bool),
                     feature_age_s=unless_timed_out(ages.oldest_s()),
-                    batch_age_s=unless_timed_out(ages.batch_s),
-                    stream_age_s=unless_timed_out(ages.stream_s),
+                    batch_age_s=unless_timed_out(ages.used("batch")),
+                    stream_age_s=unless_timed_out(ages.used("stream")),
                     cold_start=ages.cold() & ~timed_out,
+                    expired=None if np.isscalar(expired) else expired & ~timed_out,
+                    answer=answer,
                     model_age_s=np.where(timed_out, np.nan, model_age))
 
     def serve(self, chunk: Chunk) -> Outcomes:
@@ -248,8 +302,7 @@ class OnlineModel(_Common):
         else:
             r = self.serving.serve_evented(self._queue_inputs(chunk, mask), chunk.end_s)
         t = r["t_s"]
-        ages = FeatureAges(r.get("batch_age_s"), r.get("stream_age_s"),
-                           self.request_features is not None)
+        ages = self._feature_ages(r.get("batch_age_s"), r.get("stream_age_s"))
         out = empty_outcomes(t.size, t)
         out.update(self._online_outcomes(t, r["latency_s"], r["wait_s"], r["timed_out"],
                                          r["busy_s"], r["start_s"], r["service_s"], ages,
@@ -330,23 +383,18 @@ class HybridModel(OnlineModel):
         t = chunk.t_s
         out = empty_outcomes(t.size, t)
         head = chunk.slot < self.head_slots
-        latency, fallback, timed_out, feature_age, model_cutoff = self.store.serve(
-            t[head], chunk.slot[head], chunk.sample(self.spec.lookup, "lookup")[head])
-        q, model_age = self._quality(t[head], FeatureAges(feature_age, None), model_cutoff,
-                                     fallback)
-        for key, value in dict(latency_s=latency, fallback=fallback, timed_out=timed_out,
-                               quality=q, feature_age_s=feature_age, batch_age_s=feature_age,
-                               cold_start=fallback & ~timed_out,
-                               model_age_s=np.where(fallback, np.nan, model_age)).items():
+        stored = full_answers(_store_outcomes(self, t[head], chunk.slot[head],
+                                              chunk.sample(self.spec.lookup, "lookup")[head]))
+        for key, value in stored.items():
             out[key][head] = value
         tail = ~head
         if self.serving.evented:  # the tail's outcomes may come a chunk later: append them
-            online = self._evented(chunk, tail)
+            online = full_answers(self._evented(chunk, tail))
             return Outcomes(**{k: np.concatenate([v[head], online[k]]) for k, v in out.items()})
         lookup, work, lag = self._draws(chunk)
-        online = self._serve_online(t[tail], chunk.created_at_s(self.world.population)[tail],
-                                    lookup[tail], work[tail],
-                                    None if lag is None else lag[tail])
+        online = full_answers(self._serve_online(
+            t[tail], chunk.created_at_s(self.world.population)[tail], lookup[tail],
+            work[tail], None if lag is None else lag[tail]))
         for key, value in online.items():
             out[key][tail] = value
         return Outcomes(**out)

@@ -6,8 +6,9 @@ import numpy as np
 import simpy
 from numba import njit
 
+from sim.architectures.backlog import StreamFlow
 from sim.architectures.base import World
-from sim.control import Run, apportioned_usd, periodic
+from sim.control import Attempts, Incident, Run, apportioned_usd, periodic
 from sim.freshness import Timeline, _last_visible
 from sim.scenario import BatchFeatures, Serving, StreamFeatures, _Scheduled
 from sim.serving import BatchingPool, ReplicaPool
@@ -30,6 +31,7 @@ class StoredPredictions:
         self.head_slots = head_slots
         self.jobs = Timeline("predictions")
         self.runs: list[Run] = []
+        self.incidents: list[Incident] = []
         self.population: Population | None = None
         self._last_used_by_job: np.ndarray | None = None
         self._used: list[int] = []  # per job, the entities that read its predictions
@@ -37,48 +39,56 @@ class StoredPredictions:
 
     def lead_s(self, population_size: int) -> float:
         longest = population_size / self.spec.throughput + self.spec.overhead
-        return 2 * self.spec.every + longest
+        return 2 * self.spec.every + longest + _delay_lead(self.spec)
 
     def start(self, env: simpy.Environment, world: World) -> None:
         self.population = world.population
         self.model = world.model.deploys
         self._last_used_by_job = np.full(world.population.n_slots, -1, dtype=np.int32)
+        self.attempts = Attempts(self.spec, "batch_scoring", world.streams, self.runs,
+                                 self.incidents)
         env.process(periodic(env, self.spec.every, self.spec.start_at, world.history_start_s,
                              self._job))
 
     def _job(self, env: simpy.Environment, scheduled_s: float):
         spec = self.spec
         scored = self.population.count_at(scheduled_s, self.head_slots)
-        duration = scored / spec.throughput + spec.overhead
         model_cutoff = self.model.cutoff_at(scheduled_s)
-        self.runs.append(Run(scheduled_s, duration, spec.nodes, spec.every))
-        yield env.timeout(duration)
-        self.jobs.append(env.now, scheduled_s, model_cutoff_s=model_cutoff, scored=scored)
-        self._used.append(0)
+
+        def publish():
+            self.jobs.append(env.now, scheduled_s, model_cutoff_s=model_cutoff, scored=scored)
+            self._used.append(0)
+
+        yield from self.attempts.run(env, scheduled_s, scored / spec.throughput + spec.overhead,
+                                     publish)
 
     def serve(self, t_s: np.ndarray, slot: np.ndarray, lookup: np.ndarray):
-        """(latency, fallback, timed_out, feature_age, model_cutoff) for requests read from store,
-        given each request's store-lookup time; the feature age is NaN for a fallback."""
+        """(latency, fallback, timed_out, expired, feature_age, model_cutoff) for requests read
+        from store, given each request's store-lookup time. The feature age is NaN for a
+        fallback, except for an expired prediction (older than the ttl), which keeps its age
+        and model cut-off (a ``stale`` fallback may still serve it)."""
         n = t_s.size
         latency, feature_age, model_cutoff = np.empty(n), np.empty(n), np.empty(n)
         fallback, timed_out = np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.bool_)
+        expired = np.empty(n, dtype=np.bool_)
         if n == 0:
-            return latency, fallback, timed_out, feature_age, model_cutoff
+            return latency, fallback, timed_out, expired, feature_age, model_cutoff
         jobs = self.jobs.arrays()
         if len(self._used) > self._counts.size:
             self._counts = np.zeros(len(self._used), dtype=np.int64)
         timeout = np.inf if self.spec.timeout is None else float(self.spec.timeout)
+        ttl = np.inf if self.spec.ttl is None else float(self.spec.ttl)
         _read_store(np.ascontiguousarray(t_s, dtype=np.float64), np.ascontiguousarray(slot),
                     self.population.created_at_s(slot),
                     np.ascontiguousarray(lookup, dtype=np.float64), jobs["visible_at_s"],
                     jobs["best"], jobs["cutoff_s"],
-                    jobs.get("model_cutoff_s", jobs["cutoff_s"]), timeout,
+                    jobs.get("model_cutoff_s", jobs["cutoff_s"]), timeout, ttl,
                     self._last_used_by_job, self._counts, latency, fallback, timed_out,
-                    feature_age, model_cutoff)
+                    expired, feature_age, model_cutoff)
         for k in np.flatnonzero(self._counts):
             self._used[k] += int(self._counts[k])
             self._counts[k] = 0
-        return latency, fallback, timed_out, feature_age, model_cutoff
+        return latency, fallback, timed_out, expired, feature_age, model_cutoff
 
     def wasted(self, start_s: float, end_s: float) -> tuple[int, int]:
         """(scored, unused) over jobs whose predictions were replaced within the window.
@@ -108,21 +118,34 @@ class StoredPredictions:
         return scored, unused
 
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
-        return apportioned_usd(self.runs, lambda r: r.duration_s / 3600 * r.nodes *
-                               prices.batch_node_hour, start_s, end_s)
+        return _runs_usd_per_day(self.spec, self.runs, prices, start_s, end_s)
+
+
+def _delay_lead(spec) -> float:
+    """How much longer than computed a run may take: its delay's 99.99th percentile."""
+    return 0.0 if spec.delay.is_zero else float(spec.delay.ppf(np.array(0.9999)))
+
+
+def _runs_usd_per_day(spec, runs: list[Run], prices, start_s: float, end_s: float) -> float:
+    """Node-hours of a scheduled job's runs (failed and preempted ones included), at the batch
+    node price less any spot discount, per day of the window."""
+    price = prices.batch_node_hour * (1.0 - (spec.spot.discount if spec.spot else 0.0))
+    return apportioned_usd(runs, lambda r: r.duration_s / 3600 * r.nodes * price, start_s,
+                           end_s)
 
 
 @njit(cache=True, nogil=True)
 def _read_store(t_s, slot, created_at_s, lookup_s, visible_at_s, best, cutoff_s, model_cutoff_s,
-                timeout_s, last_used_by_job, counts, latency, fallback, timed_out, feature_age,
-                model_cutoff):
+                timeout_s, ttl_s, last_used_by_job, counts, latency, fallback, timed_out,
+                expired, feature_age, model_cutoff):
     """Each request reads the prediction of the job in force at its time (the visible job with
     the newest cut-off); it has none if there is no job yet or its entity was created after the
-    job's cut-off, and falls back then or when the lookup exceeds the timeout.
+    job's cut-off, and falls back then, when the lookup exceeds the timeout, or when the
+    prediction is older than the ttl (expired: its age and model cut-off are kept).
 
     Counts, per job, the entities reading its predictions for the first time (for wasted
     predictions): the job in force never goes back in time, so a (job, entity) pair is new
-    exactly when the entity's last-read job differs.
+    exactly when the entity's last-read job differs. An expired read is not a use.
     """
     m = visible_at_s.shape[0]
     j = _last_visible(visible_at_s, t_s[0])
@@ -133,6 +156,7 @@ def _read_store(t_s, slot, created_at_s, lookup_s, visible_at_s, best, cutoff_s,
         late = lookup_s[i] > timeout_s
         timed_out[i] = late
         latency[i] = timeout_s if late else lookup_s[i]
+        expired[i] = False
         if job < 0:
             fallback[i] = True
             feature_age[i] = np.nan
@@ -141,9 +165,12 @@ def _read_store(t_s, slot, created_at_s, lookup_s, visible_at_s, best, cutoff_s,
         cut = cutoff_s[job]
         model_cutoff[i] = model_cutoff_s[job]
         missed = late or created_at_s[i] > cut
-        fallback[i] = missed
-        feature_age[i] = np.nan if missed else t_s[i] - cut
-        if not missed:
+        age = t_s[i] - cut
+        gone = (not missed) and age > ttl_s
+        expired[i] = gone
+        fallback[i] = missed or gone
+        feature_age[i] = np.nan if missed else age
+        if not (missed or gone):
             s = slot[i]
             if last_used_by_job[s] != job:
                 last_used_by_job[s] = job
@@ -157,9 +184,10 @@ class BatchFeaturePipeline:
         self.spec = spec
         self.refreshes = Timeline("batch features")
         self.runs: list[Run] = []
+        self.incidents: list[Incident] = []
 
     def lead_s(self, population_size: int) -> float:
-        return 2 * self.spec.every + self._duration(population_size)
+        return 2 * self.spec.every + self._duration(population_size) + _delay_lead(self.spec)
 
     def _duration(self, entities: int) -> float:
         spec = self.spec
@@ -169,21 +197,21 @@ class BatchFeaturePipeline:
 
     def start(self, env: simpy.Environment, world: World) -> None:
         self.population = world.population
+        self.attempts = Attempts(self.spec, "feature_pipeline", world.streams, self.runs,
+                                 self.incidents)
         env.process(periodic(env, self.spec.every, self.spec.start_at, world.history_start_s,
                              self._materialise))
 
     def _materialise(self, env: simpy.Environment, scheduled_s: float):
-        duration = self._duration(self.population.count_at(scheduled_s))
-        self.runs.append(Run(scheduled_s, duration, self.spec.nodes, self.spec.every))
-        yield env.timeout(duration)
-        self.refreshes.append(env.now, scheduled_s)
+        yield from self.attempts.run(env, scheduled_s,
+                                     self._duration(self.population.count_at(scheduled_s)),
+                                     lambda: self.refreshes.append(env.now, scheduled_s))
 
     def feature_cutoff_s(self, t_s: np.ndarray) -> np.ndarray:
         return self.refreshes.at(t_s, "cutoff_s")
 
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
-        return apportioned_usd(self.runs, lambda r: r.duration_s / 3600 * r.nodes *
-                               prices.batch_node_hour, start_s, end_s)
+        return _runs_usd_per_day(self.spec, self.runs, prices, start_s, end_s)
 
 
 class StreamPipeline:
@@ -202,6 +230,8 @@ class StreamPipeline:
     def __init__(self, spec: StreamFeatures):
         self.spec = spec
         self.windows = Timeline("stream windows")
+        self.flow: StreamFlow | None = None
+        self.incidents: list[Incident] = []
 
     def lead_s(self) -> float:
         window = self.spec.window
@@ -210,7 +240,14 @@ class StreamPipeline:
         return 2 * float(window.ppf(np.array(0.9999))) + float(self.spec.lag.ppf(np.array(0.9999)))
 
     def start(self, env: simpy.Environment, world: World) -> None:
-        window = self.spec.window
+        """Draw the outages and integrate the backlog (with outages or node_capacity), and
+        start the windows (unless every event is its own update)."""
+        spec = self.spec
+        self.flow = StreamFlow(spec, world.scenario.workload, world.history_start_s,
+                               world.scenario.end_s, world.streams)
+        self.incidents.extend(Incident("stream_processing", "outage", float(a), float(b))
+                              for a, b in zip(self.flow.outage_starts, self.flow.outage_ends))
+        window = spec.window
         if window.is_zero:
             return
         self._rng = world.streams["stream_windows"]
@@ -228,18 +265,35 @@ class StreamPipeline:
             env.process(self._close(env, env.now))
 
     def _close(self, env: simpy.Environment, closed_s: float):
+        """A window closes: its events are processed (at once, or after a backlog or an
+        outage), then its features are visible ``lag`` later."""
         lag = float(self.spec.lag.ppf(self._rng.random()))
+        if self.flow is not None and self.flow.active:
+            lag += self.flow.visible_at(closed_s) - closed_s
         yield env.timeout(lag)
         self.windows.append(env.now, closed_s)
+
+    def event_cutoff_s(self, t_s: np.ndarray, lag_s: np.ndarray) -> np.ndarray:
+        """With window 0: the data time of each request's stream features, its time less its
+        own lag, or less, when the processor is behind, the newest event processed."""
+        if self.flow is not None and self.flow.active:
+            return self.flow.processed_until(t_s) - lag_s
+        return t_s - lag_s
 
     def age_s(self, t_s: np.ndarray, lag_s: np.ndarray | None) -> np.ndarray:
         """Stream-feature age; ``lag_s`` (each request's own lag) is used when window is 0."""
         if self.spec.window.is_zero:
+            if self.flow is not None and self.flow.active:
+                return t_s - self.event_cutoff_s(t_s, lag_s)
             return lag_s
         return t_s - self.windows.at(t_s, "cutoff_s")
 
+    @property
+    def nodes(self) -> int:
+        return self.flow.nodes if self.flow is not None else int(self.spec.nodes)
+
     def cost_usd_per_day(self, prices) -> float:
-        return self.spec.nodes * 24 * prices.stream_node_hour
+        return self.nodes * 24 * prices.stream_node_hour
 
 
 class OnlineServing:

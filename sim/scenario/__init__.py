@@ -35,6 +35,8 @@ from sim.scenario.architectures import (ARCHITECTURE_SPECS, Architecture, Autosc
                                         KINDS, OnlineArchitecture, RequestFeatures, Serving,
                                         SlowPeriods, SlowState, StreamFeatures, StreamingArchitecture,
                                         _Scheduled)
+from sim.scenario.pipelines import (FALLBACK_STEPS, Failures, Pipelines, Spot,
+                                    StreamOutages)
 from sim.scenario.loading import (Scenario, dump_yaml, load_scenario, scenario_from_dict,
                                   _MESSAGES, _clean_loc, _explain,
                                   _known_fields, _model_of, _parse_overrides, _replay_problems,

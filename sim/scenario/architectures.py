@@ -15,6 +15,7 @@ from sim.units import format_duration
 from sim.scenario.fields import (Dist, MAX_UNITS, Model, NonNegativeDuration, PositiveDuration,
                                  Price, Rate)
 from sim.scenario.operations import Training
+from sim.scenario.pipelines import (Failures, Pipelines, Spot, StreamOutages, check_fallback)
 
 
 # --------------------------------------------------------------------------------------------
@@ -32,6 +33,18 @@ class BatchFeatures(Model):
     nodes: int = Field(1, ge=1, le=MAX_UNITS, description="Nodes per run (cost only).")
     start_at: NonNegativeDuration = Field(0.0, description="Offset of the schedule, e.g. 2h "
                                           "for 02:00.")
+    delay: Dist = Field(ZERO, description="Extra run time, one draw per run (waiting for a busy "
+                        "cluster, late inputs): a run longer than `every` overruns the next.")
+    failures: Failures | None = Field(None, description="Runs that fail: {probability, "
+                                      "retry_after, retries}.")
+    spot: Spot | None = Field(None, description="Runs on spot capacity: {discount, "
+                              "preemptions_per_hour, restart}.")
+    ttl: PositiveDuration | None = Field(None, description="The online store drops features "
+                                         "older than this: a request then has none of them "
+                                         "(counted as expired, with the quality of a cold "
+                                         "start).")
+    bytes_per_entity: float = Field(0.0, ge=0, le=1e12, description="Bytes of features stored "
+                                    "per entity in the online store (storage cost).")
 
     @model_validator(mode="after")
     def _check(self) -> "BatchFeatures":
@@ -47,8 +60,41 @@ class StreamFeatures(Model):
     window: Dist = Field(ZERO, description="Window length: a duration (1m) for tumbling windows, "
                          "or a distribution for windows that close irregularly (micro-batches); "
                          "0: every event is its own update.")
-    nodes: int = Field(1, ge=1, le=MAX_UNITS,
-                       description="Stream-processing nodes, running all day (cost).")
+    nodes: int | Literal["auto"] = Field(1, description="Stream-processing nodes, running "
+                                         "all day (cost); auto: enough for the peak event rate "
+                                         "(needs node_capacity).")
+    node_capacity: Rate | None = Field(None, description="Events one node processes per "
+                                       "second: when given, a backlog builds whenever events "
+                                       "arrive faster than the nodes process them (at peaks, "
+                                       "after an outage) and adds to the lag.")
+    events_per_request: float = Field(1.0, gt=0, le=1e6, description="Events the stream "
+                                      "processes per prediction request (views, clicks...).")
+    outages: StreamOutages | None = Field(None, description="The processor stops now and "
+                                          "then: {every, duration}.")
+    ttl: PositiveDuration | None = Field(None, description="The online store drops stream "
+                                         "features older than this (counted as expired, "
+                                         "with the quality of a cold start).")
+    aggregation: Literal["stateful", "stateless"] = Field(
+        "stateful", description="stateful: each event updates the window's running state; "
+        "stateless: each event recomputes its entity's window from the events in it (more "
+        "events processed, no state held).")
+    aggregation_window: PositiveDuration | None = Field(
+        None, description="The span a feature aggregates (e.g. clicks in the last 1h): the "
+        "events a stateless recompute reads again.")
+    state_bytes: float = Field(0.0, ge=0, le=1e12, description="Bytes of window state held per "
+                               "entity (stateful), priced by costs.stream_state_gb_month.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "StreamFeatures":
+        if self.nodes == "auto" and self.node_capacity is None:
+            raise ValueError("nodes: auto sizes the nodes from the event rate; give "
+                             "node_capacity (events per second one node processes)")
+        if isinstance(self.nodes, int) and not 1 <= self.nodes <= MAX_UNITS:
+            raise ValueError(f"nodes must be between 1 and {MAX_UNITS} (got {self.nodes})")
+        if self.aggregation == "stateless" and self.aggregation_window is None:
+            raise ValueError("aggregation stateless needs aggregation_window (the span each "
+                             "recompute reads again, e.g. 1h)")
+        return self
 
 
 class RequestFeatures(Model):
@@ -383,6 +429,30 @@ class _Scheduled(Model):
     training: Training | None = Field(None, description="This architecture's own retraining, "
                                       "instead of the scenario's training section (shared "
                                       "otherwise).")
+    delay: Dist = Field(ZERO, description="Extra run time of a scoring job, one draw per run "
+                        "(a busy cluster, late inputs): a job longer than `every` overruns the "
+                        "next.")
+    failures: Failures | None = Field(None, description="Scoring jobs that fail: "
+                                      "{probability, retry_after, retries}.")
+    spot: Spot | None = Field(None, description="Scoring on spot capacity: {discount, "
+                              "preemptions_per_hour, restart}.")
+    ttl: PositiveDuration | None = Field(None, description="The store drops predictions older "
+                                         "than this (from their data cut-off): a request then "
+                                         "falls back (see fallback).")
+    prediction_bytes: float = Field(0.0, ge=0, le=1e12, description="Bytes stored per "
+                                    "prediction (storage cost).")
+    fallback: list[str] = Field(["default"], description="What answers a request without a "
+                                "valid prediction, in order: stale (the last stored prediction "
+                                "however old), default (a popular default: quality.fallback), "
+                                "error (nothing; counted as an error).")
+    pipelines: Pipelines | None = Field(None, description="Training and serving pipelines: "
+                                        "{kind: dual, skew_loss, skewed_share} or {kind: "
+                                        "unified or log_and_wait, cost_per_day}.")
+
+    @model_validator(mode="after")
+    def _check_fallback(self):
+        check_fallback(self.fallback, stores_predictions=True)
+        return self
 
 
 class BatchArchitecture(_Scheduled):
@@ -401,6 +471,12 @@ class OnlineArchitecture(Model):
     features: Features = Field(description="features.batch: how often features are materialised.")
     feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
     serving: Serving = Field(description="Serving replicas.")
+    fallback: list[str] = Field(["default"], description="What answers a request without a "
+                                "prediction (timed out), in order: default (a popular default: "
+                                "quality.fallback) or error (nothing; counted as an error).")
+    pipelines: Pipelines | None = Field(None, description="Training and serving pipelines: "
+                                        "{kind: dual, skew_loss, skewed_share} or {kind: "
+                                        "unified or log_and_wait, cost_per_day}.")
 
     @model_validator(mode="after")
     def _check(self):
@@ -408,6 +484,7 @@ class OnlineArchitecture(Model):
             raise ValueError("online needs features.batch (how often features are materialised)")
         if self.features.stream is not None:
             raise ValueError("online has no stream features; use kind: streaming")
+        check_fallback(self.fallback, stores_predictions=False)
         return self
 
 
@@ -421,11 +498,18 @@ class StreamingArchitecture(Model):
     features: Features = Field(description="features.stream (lag, window) and optionally features.batch.")
     feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
     serving: Serving = Field(description="Serving replicas.")
+    fallback: list[str] = Field(["default"], description="What answers a request without a "
+                                "prediction (timed out), in order: default (a popular default: "
+                                "quality.fallback) or error (nothing; counted as an error).")
+    pipelines: Pipelines | None = Field(None, description="Training and serving pipelines: "
+                                        "{kind: dual, skew_loss, skewed_share} or {kind: "
+                                        "unified or log_and_wait, cost_per_day}.")
 
     @model_validator(mode="after")
     def _check(self):
         if self.features.stream is None:
             raise ValueError("streaming needs features.stream (lag and window)")
+        check_fallback(self.fallback, stores_predictions=False)
         return self
 
 

@@ -206,6 +206,13 @@ class Costs(Model):
                                 "on top of its node-hours).")
     training_node_hour: Price = Field(0.0, ge=0, description="One training node for an hour "
                                       "(a run costs run time x training.nodes x this).")
+    stream_per_million_events: Price = Field(0.0, ge=0, description="Stream processing per "
+                                             "million events processed (a managed service's "
+                                             "per-event price), on top of its nodes.")
+    stream_state_gb_month: Price = Field(0.0, ge=0, description="Stream window state held, per "
+                                         "GB-month.")
+    storage_gb_month: Price = Field(0.0, ge=0, description="Stored predictions and online "
+                                    "features, per GB-month.")
 
 
 class LatencyPenalty(Model):
@@ -226,3 +233,8 @@ class Slo(Model):
     """The service-level objective for latency."""
 
     latency_p99: Duration | None = Field(None, description="Target for the 99th percentile.")
+    freshness: PositiveDuration | None = Field(None, description="Features (or a stored "
+                                               "prediction) older than this are stale: the "
+                                               "reliability numbers count the requests served "
+                                               "with them and the minutes per day without "
+                                               "fresh ones.")
