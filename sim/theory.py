@@ -49,6 +49,76 @@ def renewal_age_mean(lag_mean_s: float, interval_mean_s: float,
     return lag_mean_s + interval_second_moment_s2 / (2 * interval_mean_s)
 
 
+def failing_refresh_age(period_s: float, lag_s: float, failure_probability: float) -> float:
+    """Refreshes scheduled every T, each visible L after its cut-off (its scheduled start),
+    each failing independently with probability p and then lost (no retries): the mean age
+    seen by Poisson requests, L + T (1 + p) / (2 (1 - p)).
+
+    Age of information: between the moments two consecutive successful refreshes become
+    visible, a time G apart, the age climbs from L to L + G (every refresh takes the same L, so
+    they become visible in the order of their cut-offs and G is also the gap between the
+    cut-offs). G = (K + 1) T, with K, the failures before the next success, geometric:
+    P(K = k) = p^k (1 - p). So E[G] = T / (1 - p) and E[G^2] = T^2 E[(K + 1)^2] =
+    T^2 (1 + p) / (1 - p)^2, and by renewal reward the time-average age is
+    (E[L G] + E[G^2] / 2) / E[G] = L + E[G^2] / (2 E[G]) = L + T (1 + p) / (2 (1 - p)),
+    which Poisson requests see (PASTA). At p = 0 this is :func:`periodic_age`'s L + T/2; the
+    run time of a failed run does not matter, since nothing of it becomes visible.
+    """
+    _check_probability(failure_probability)
+    p = failure_probability
+    return lag_s + period_s * (1 + p) / (2 * (1 - p))
+
+
+def failing_refresh_age_survival(period_s: float, lag_s: float, failure_probability: float,
+                                 age_s: float) -> float:
+    """P(age > a) for :func:`failing_refresh_age`'s refreshes: 1 below L, and with
+    a - L = m T + r (m a whole number, 0 <= r < T), p^m (1 - r (1 - p) / T).
+
+    In a gap G between visible refreshes the age exceeds L + y for a time (G - y)^+, so the
+    share of time is E[(G - y)^+] / E[G]. G >= (m + 1) T exactly when the first m refreshes
+    fail (probability p^m), and then, by the geometric's lack of memory, G - m T is distributed
+    as G: E[(G - y)^+] = p^m (E[G] - r). In particular P(age > L + m T) = p^m: the share of
+    requests whose features come from before the last m scheduled refreshes.
+    """
+    _check_probability(failure_probability)
+    y = age_s - lag_s
+    if y < 0:
+        return 1.0
+    m = math.floor(y / period_s)
+    r = y - m * period_s
+    p = failure_probability
+    return p ** m * (1 - r * (1 - p) / period_s)
+
+
+def outage_age(up_mean_s: float, outage_s: float, lag_s: float = 0.0) -> float:
+    """Features of a stream processor where every event is its own update (window 0) seen a
+    constant ``lag`` after the event, with outages of a fixed length D separated by up times of
+    mean U (any distribution): the mean age seen by Poisson requests, L + (D^2 / 2) / (U + D).
+
+    Outside outages the newest processed event is the one just in, so the age is L; during an
+    outage nothing is processed and the age is L plus the time since the outage began, climbing
+    from L to L + D. By renewal reward over cycles of an up time and an outage (mean length
+    U + D, excess age D^2 / 2 per cycle) the time-average is L + (D^2 / 2) / (U + D), which
+    Poisson requests see (PASTA).
+    """
+    return lag_s + outage_s ** 2 / 2 / (up_mean_s + outage_s)
+
+
+def outage_age_survival(up_mean_s: float, outage_s: float, age_s: float,
+                        lag_s: float = 0.0) -> float:
+    """P(age > a) for :func:`outage_age`'s features: 1 below L, else (D - (a - L))^+ / (U + D),
+    the share of each cycle spent more than a - L into an outage."""
+    if age_s < lag_s:
+        return 1.0
+    return max(0.0, outage_s - (age_s - lag_s)) / (up_mean_s + outage_s)
+
+
+def _check_probability(p: float) -> None:
+    if not 0 <= p < 1:
+        raise ValueError(f"the failure probability must be in [0, 1) (got {p:g}): at 1 no "
+                         f"refresh ever succeeds and the age grows without bound")
+
+
 def gated_batch_wait(arrival_per_s: float, batch_time_s: float) -> float:
     """One server that, whenever it is free, takes every waiting request as one batch of fixed
     duration D (no batch limit, no linger), Poisson arrivals: the mean wait.

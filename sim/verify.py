@@ -22,6 +22,7 @@ from scipy import stats
 from sim import theory
 from sim.engine import simulate
 from sim.metrics import RESOLUTION as HISTOGRAM_RESOLUTION  # a percentile's relative error
+from sim.metrics import BASE as BIN_BASE, SHIFT as BIN_SHIFT, bin_index
 from sim.scenario import Scenario, scenario_from_dict
 
 FAMILY_CONFIDENCE = 0.99
@@ -286,6 +287,58 @@ def _renewal_windows(n: int) -> list[Check]:
                   reference="E[L] + E[X^2]/(2E[X])")]
 
 
+def _share_above(histogram, age_s: float) -> tuple[float, float]:
+    """(share of a histogram's values above the bin holding ``age_s``, that bin's upper edge):
+    the share of values at or above the edge, exactly (a bin edge splits no bin)."""
+    k = int(bin_index(np.array(age_s)))
+    edge = float(np.array((k + BIN_BASE) << BIN_SHIFT, dtype=np.int64).view(np.float64))
+    counts = histogram.counts
+    return float(counts[k + 1:].sum() / counts.sum()), edge
+
+
+def _failed_refreshes(n: int, horizon: str = "60d") -> list[Check]:
+    # Features materialised every hour, visible 5 min after the cut-off; 30% of the runs fail and
+    # are not retried, so requests keep the last good run's features. Gaps between good runs are
+    # (K + 1) hours, K geometric: mean age 5 min + 1 h x 1.3 / 1.4 (65 min), and a share p of
+    # requests have features older than 1 h 5 min (their last scheduled run failed). 60 days
+    # are about 1,000 good runs per replication.
+    period, lag, p = 3600.0, 300.0, 0.3
+    arch = _queue(8, {"constant": "1ms"}, "1h", "5m")
+    arch["online"]["features"]["batch"]["failures"] = {"probability": p}
+    s = _scenario("0.2/s", arch, horizon, "1d")
+    mean, above, edge = _replicate(s, n, lambda res, row, req: (
+        row["batch_feature_age_s_mean"],
+        *_share_above(res.distributions["online"]["batch_feature_age_s"], lag + period)))
+    case = "batch features every 1h, visible 5m after cut-off, 30% of runs fail (no retry)"
+    return [Check(case, "mean feature age (s)", mean,
+                  theory.failing_refresh_age(period, lag, p),
+                  reference="L + T(1+p)/(2(1-p))"),
+            Check(case, f"share of feature ages over {edge[0]:.0f} s", above,
+                  theory.failing_refresh_age_survival(period, lag, p, float(edge[0])),
+                  reference="p^m (1 - r(1-p)/T), a - L = mT + r")]
+
+
+def _stream_outages(n: int, horizon: str = "20d") -> list[Check]:
+    # Every event its own update (window 0, lag 0): the stream-feature age is 0 but in outages,
+    # where it grows from 0 to D. Outages of 15 min after exponential up times of mean 1 h: mean
+    # age (D^2/2)/(U + D) = 90 s, and a share (D - b)/(U + D) of requests older than b (5 min).
+    up, down, above_s = 3600.0, 900.0, 300.0
+    arch = _queue(8, {"constant": "1ms"})
+    arch["online"]["kind"] = "streaming"
+    arch["online"]["features"]["stream"] = {"lag": "0s", "window": "0s",
+                                            "outages": {"every": "1h", "duration": "15m"}}
+    s = _scenario("0.25/s", arch, horizon, "1d")
+    mean, above, edge = _replicate(s, n, lambda res, row, req: (
+        row["stream_feature_age_s_mean"],
+        *_share_above(res.distributions["online"]["stream_feature_age_s"], above_s)))
+    case = "stream, every event an update, 15m outages after exponential up times (mean 1h)"
+    return [Check(case, "mean feature age (s)", mean, theory.outage_age(up, down),
+                  reference="(D^2/2)/(U+D)"),
+            Check(case, f"share of feature ages over {edge[0]:.0f} s", above,
+                  theory.outage_age_survival(up, down, float(edge[0])),
+                  reference="(D-b)/(U+D)")]
+
+
 def _batch_coverage(n: int) -> list[Check]:
     # Uniform popularity over N(t) = N0 + r t entities, a job at each midnight scoring those that
     # exist then: a request at t misses with probability r (t - midnight) / N(t). Online with
@@ -374,6 +427,8 @@ def cases(quick: bool) -> list[Check]:
     checks += _periodic_features(n)
     checks += _stream_windows(n)
     checks += _renewal_windows(n)
+    checks += _failed_refreshes(n)
+    checks += _stream_outages(n)
     checks += _batch_coverage(n)
     return checks
 

@@ -33,7 +33,8 @@ def test_verify_quick_passes_every_case():
     assert done.returncode == 0, done.stdout + done.stderr
     for case in ("M/M/1", "M/M/4", "Erlang C worked example", "M/D/1", "Little's law",
                  "feature age", "coverage", "batching, take all waiting",
-                 "M/M/1 in a random environment", "switching fast"):
+                 "M/M/1 in a random environment", "switching fast", "of runs fail",
+                 "outages"):
         assert case in done.stdout
     assert "FAIL" not in done.stdout
 
@@ -243,3 +244,97 @@ def test_verify_catches_slow_periods_flattened_to_their_mean(monkeypatch):
     assert not rows[1]["passed"]  # utilisation: 0.650 against 0.671
     rows = [c.row(0.99) for c in verify._fast_switching(0.65, "30s", 4)]
     assert rows[0]["passed"]
+
+
+# --- Pipeline failures and stream outages (age of information) --------------------------------
+
+def _age_on_requests(t, cutoff, visible):
+    """The age each request at ``t`` sees: its time less the newest cut-off visible by then
+    (refreshes visible in the order of their cut-offs)."""
+    k = np.searchsorted(visible, t, side="right") - 1
+    return t - cutoff[k]
+
+
+@pytest.mark.parametrize("period, lag, p", [(3600.0, 300.0, 0.3), (1.0, 0.0, 0.7),
+                                            (10.0, 25.0, 0.05)])
+def test_failing_refresh_age_matches_a_monte_carlo(period, lag, p):
+    # Independent of the engine: a run scheduled every T fails with probability p (lost, no
+    # retry); the good ones are visible L after their cut-off. Exact time average over the
+    # gaps, and the age at uniform times for the distribution.
+    rng = np.random.default_rng(7)
+    runs = 400_000
+    ok = rng.random(runs) >= p
+    cutoff = period * np.flatnonzero(ok)
+    gaps = np.diff(cutoff)
+    time_average = lag + float((gaps ** 2).sum() / (2 * gaps.sum()))
+    assert theory.failing_refresh_age(period, lag, p) == pytest.approx(time_average, rel=0.01)
+    t = rng.uniform(cutoff[0] + lag, cutoff[-1] + lag, 400_000)
+    age = _age_on_requests(np.sort(t), cutoff, cutoff + lag)
+    assert age.mean() == pytest.approx(theory.failing_refresh_age(period, lag, p), rel=0.01)
+    for a in lag + period * np.array([0.0, 0.4, 1.0, 1.7, 3.2]):
+        assert theory.failing_refresh_age_survival(period, lag, p, a) == pytest.approx(
+            (age > a).mean(), abs=0.005)
+
+
+def test_failing_refresh_age_limits():
+    # p = 0 is the periodic refresh; P(age > L + mT) = p^m; the survival is continuous
+    assert theory.failing_refresh_age(3600, 600, 0.0) == theory.periodic_age(3600, 600)[0]
+    assert theory.failing_refresh_age(3600, 300, 0.3) == pytest.approx(300 + 3600 * 1.3 / 1.4)
+    for m in range(5):
+        assert theory.failing_refresh_age_survival(3600, 300, 0.3, 300 + m * 3600) == \
+            pytest.approx(0.3 ** m)
+        assert theory.failing_refresh_age_survival(3600, 300, 0.3, 300 + (m + 1) * 3600 - 1e-6) \
+            == pytest.approx(0.3 ** (m + 1), abs=1e-9)
+    assert theory.failing_refresh_age_survival(3600, 300, 0.3, 100) == 1.0
+    with pytest.raises(ValueError, match="failure probability"):
+        theory.failing_refresh_age(3600, 300, 1.0)
+
+
+@pytest.mark.parametrize("up, down, lag", [(3600.0, 900.0, 0.0), (1.0, 3.0, 0.5)])
+def test_outage_age_matches_a_monte_carlo(up, down, lag):
+    # Exponential up times, outages of a fixed length; the age is the lag outside outages and
+    # the lag plus the time since the outage began inside one.
+    rng = np.random.default_rng(11)
+    cycles = 200_000
+    starts = np.cumsum(rng.exponential(up, cycles) + down) - down
+    end = starts[-1] + down
+    assert theory.outage_age(up, down, lag) == pytest.approx(
+        lag + cycles * down ** 2 / 2 / end, rel=0.01)
+    t = np.sort(rng.uniform(0, end, 400_000))
+    k = np.searchsorted(starts, t, side="right") - 1
+    inside = (k >= 0) & (t < starts[np.maximum(k, 0)] + down)
+    age = lag + np.where(inside, t - starts[np.maximum(k, 0)], 0.0)
+    assert age.mean() == pytest.approx(theory.outage_age(up, down, lag), rel=0.01)
+    for a in lag + down * np.array([0.0, 0.25, 0.5, 0.99, 1.5]):
+        assert theory.outage_age_survival(up, down, a, lag) == pytest.approx(
+            (age > a).mean(), abs=0.003)
+    assert theory.outage_age_survival(up, down, lag - 1e-3, lag) == 1.0
+
+
+def test_verify_catches_failed_runs_that_still_publish(monkeypatch):
+    # A control plane that publishes a failed run's features anyway sees no failures at all:
+    # mean age 5 min + 30 min, not 65 min.
+    from sim import control
+
+    original = control.Attempts.run
+
+    def publish_anyway(self, env, scheduled_s, work_s, done):
+        yield from original(self, env, scheduled_s, work_s, done)
+        if self.incidents and self.incidents[-1].start_s == env.now:  # it failed just now
+            done()
+
+    monkeypatch.setattr(control.Attempts, "run", publish_anyway)
+    rows = [c.row(0.99) for c in verify._failed_refreshes(4, "10d")]
+    assert not rows[0]["passed"]
+    assert not rows[1]["passed"]
+
+
+def test_verify_catches_outages_that_hide_nothing(monkeypatch):
+    # A stream processor whose outages do not hold its features back: the age stays 0.
+    from sim.architectures import backlog
+
+    monkeypatch.setattr(backlog.StreamFlow, "processed_until",
+                        lambda self, t_s: np.asarray(t_s, dtype=float).copy())
+    rows = [c.row(0.99) for c in verify._stream_outages(4, "3d")]
+    assert not rows[0]["passed"]
+    assert not rows[1]["passed"]
