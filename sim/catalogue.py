@@ -48,10 +48,10 @@ from typing import Callable, Mapping
 
 # Components of cost per day (summary columns cost_usd_per_day_<component>).
 COST_COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing",
-                   "training")
+                   "training", "storage", "skew_prevention")
 # Causes of metric lost per real prediction (summary columns quality_lost_<cause>).
-LOSS_CAUSES = ("feature_staleness", "cold_start", "missing_features", "model_staleness",
-               "drift")
+LOSS_CAUSES = ("feature_staleness", "cold_start", "expired_features", "missing_features",
+               "model_staleness", "drift", "skew")
 # Feature classes whose age is reported (summary columns <class>_feature_age_s_<stat>).
 AGED_CLASSES = ("batch", "stream")
 
@@ -62,7 +62,7 @@ UNITS = {
     "s": "seconds",
     "replicas": "serving replicas",
     "ratio": "a dimensionless ratio (1 = the replicas are exactly saturated)",
-    "per_day": "events per day of the measured window",
+    "per_day": "events (or minutes) per day of the measured window",
     "metric": "the scenario's quality metric (quality.metric, e.g. CTR) per request",
     "usd_per_day": "US dollars per day of the measured window",
 }
@@ -70,7 +70,7 @@ UNITS = {
 # The order of the metric groups in each architecture's JSON object (the summary's order
 # differs: the JSON keeps the order it was published with). A group is the first element of a
 # metric's ``json`` path.
-JSON_GROUPS = ("requests", "coverage", "latency_ms", "queue_wait_ms", "service_ms",
+JSON_GROUPS = ("requests", "coverage", "reliability", "latency_ms", "queue_wait_ms", "service_ms",
                "replicas_mean", "feature_age_s", "feature_age_by_class_s", "cold_start_rate",
                "model_age_s", "quality", "slo_violation_rate", "timeout_rate",
                "wasted_prediction_rate", "utilization", "offered_load", "cost_per_day",
@@ -118,6 +118,9 @@ _H_REQUESTS = "`requests`"
 _H_COVERAGE = "`coverage` (share, 0 to 1)"
 _H_COLD_START = "`cold_start_rate` (share, 0 to 1)"
 _H_TIMEOUT = "`timeout_rate` (share)"
+_H_RELIABILITY = ("Reliability: `expired_rate`, `<cause>_fallback_rate`, `stale_answer_rate`, "
+                  "`error_rate`, `stale_feature_rate`, `stale_minutes_per_day`, "
+                  "`pipeline_failures_per_day`")
 _H_LATENCY = ("Latency: `latency_ms_mean`, `latency_ms_p50`, `latency_ms_p95`, `latency_ms_p99` "
               "(milliseconds)")
 _H_QUEUE_WAIT = "Queue wait: `queue_wait_ms_mean`, `queue_wait_ms_p99` (milliseconds)"
@@ -130,9 +133,7 @@ _H_CLASS_AGE = ("Feature age by class: `batch_feature_age_s_*`, `stream_feature_
 _H_MODEL_AGE = ("Model age: `model_age_s_mean`, `model_age_s_p50`, `model_age_s_p95`, "
                 "`model_age_s_max` (seconds)")
 _H_TRAININGS = "`trainings`, `trainings_per_day`"
-_H_LOST = ("Quality lost: `quality_lost_feature_staleness`, `quality_lost_cold_start`, "
-           "`quality_lost_missing_features`, `quality_lost_model_staleness`, "
-           "`quality_lost_drift`")
+_H_LOST = "Quality lost: `quality_lost_<cause>`"
 _H_QUALITY = "`quality_mean` (the scenario's metric, e.g. CTR)"
 _H_SLO = "`slo_violation_rate` (share)"
 _H_WASTED = "`wasted_prediction_rate` (share)"
@@ -173,13 +174,24 @@ _COMPONENT_TEXT = {
     "feature_pipeline": "feature materialisations",
     "stream_processing": "the stream processor's nodes",
     "training": "training runs",
+    "storage": "stored predictions and online features (per GB-month)",
+    "skew_prevention": "keeping training and serving features the same (pipelines.cost_per_day)",
 }
 _CAUSE_TEXT = {
     "feature_staleness": ("feature age", "the age of the feature classes it had"),
     "cold_start": ("cold starts", "feature classes its entity had no features of yet"),
+    "expired_features": ("expired features", "feature classes dropped from the store by their "
+                         "ttl"),
     "missing_features": ("features it lacks", "feature classes its architecture does not have"),
     "model_staleness": ("model age", "the model's age (model_loss)"),
     "drift": ("drift", "drift the model has not caught up with (drift_loss)"),
+    "skew": ("train-serving skew", "features computed apart for training and serving "
+             "(skew_loss)"),
+}
+_FALLBACK_CAUSES = {
+    "timeout": "a timeout (store lookup or serving)",
+    "missing": "no stored prediction for its entity yet",
+    "expired": "a stored prediction older than its ttl",
 }
 
 METRICS: tuple[Metric, ...] = (
@@ -191,6 +203,34 @@ METRICS: tuple[Metric, ...] = (
     Metric("timeout_rate", "share", ("timeout_rate",), "share of requests timed out",
            "Share of requests that hit a timeout (and got the fallback).", _H_TIMEOUT,
            load=True),
+    Metric("expired_rate", "share", ("reliability", "expired_rate"),
+           "share of requests that met expired data",
+           "Share of requests whose stored prediction or some feature class was older than "
+           "its ttl.", _H_RELIABILITY),
+    *(Metric(f"{cause}_fallback_rate", "share", ("reliability", "fallback_rate", cause),
+             f"share of requests falling back for {cause}",
+             f"Share of requests without a valid prediction due to {text}.",
+             _H_RELIABILITY, load=cause == "timeout")
+      for cause, text in _FALLBACK_CAUSES.items()),
+    Metric("stale_answer_rate", "share", ("reliability", "stale_answer_rate"),
+           "share of requests answered by an expired prediction",
+           "Share of requests answered by the fallback step stale (a prediction past its ttl).",
+           _H_RELIABILITY),
+    Metric("error_rate", "share", ("reliability", "error_rate"), "share of requests answered "
+           "with nothing", "Share of requests the fallback chain answered with an error "
+           "(nothing).", _H_RELIABILITY, load=True),
+    Metric("stale_feature_rate", "share", ("reliability", "stale_feature_rate"),
+           "share of requests served stale data",
+           "Share of requests answered with features or a prediction older than slo.freshness.",
+           _H_RELIABILITY),
+    Metric("stale_minutes_per_day", "per_day", ("reliability", "stale_minutes_per_day"),
+           "minutes per day without fresh data",
+           "Minutes per day in which some data in force was older than slo.freshness.",
+           _H_RELIABILITY),
+    Metric("pipeline_failures_per_day", "per_day", ("reliability", "pipeline_failures_per_day"),
+           "pipeline failures per day",
+           "Failed or preempted runs and stream outages begun in the measured window, per day.",
+           _H_RELIABILITY),
     *_stats("latency_ms", "ms", "latency_ms", ("mean", "p50", "p95", "p99"), "latency",
             "from arrival to answer, over all requests (fallbacks included)", _H_LATENCY,
             alias="latency", load=True, keys={"p99": 7}),
@@ -246,7 +286,7 @@ METRICS: tuple[Metric, ...] = (
              f"Cost per day of {_COMPONENT_TEXT[c]}.", _H_COST,
              aliases=(f"cost_per_day_{c}",)) for c in COST_COMPONENTS),
     Metric("cost_usd_per_day", "usd_per_day", ("cost_per_day", "total"), "cost (US$ per day)",
-           "Total cost per day: the sum of the five components.", _H_COST,
+           "Total cost per day: the sum of the components.", _H_COST,
            aliases=("cost_per_day", "cost"), key=3),
     Metric("value_usd_per_day", "usd_per_day", ("value_per_day",), "value (US$ per day)",
            "Expected outcomes times value_per_outcome, less the latency penalty, per day.",

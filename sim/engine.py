@@ -55,7 +55,7 @@ class Run:
         self.accumulators = [
             Accumulator(a.name, a.kind, n_buckets, scenario.bucket_s, scenario.warmup,
                         self.end_s, scenario.slo.latency_p99,
-                        scenario.business.latency_penalty.per_100ms)
+                        scenario.business.latency_penalty.per_100ms, scenario.slo.freshness)
             for a in self.architectures]
 
     def chunk_bounds(self):

@@ -217,6 +217,8 @@ def _accumulate(t, latency, wait, fallback, timed_out, feature_age, model_age, q
 
 
 CLASS_TOTALS = ("batch_age_s", "batch_age_n", "stream_age_s", "stream_age_n", "cold_starts")
+RELIABILITY_TOTALS = ("expired", "expired_fallbacks", "stale_answers", "errors",
+                      "stale_features")
 
 
 @njit(cache=True, nogil=True)
@@ -250,6 +252,7 @@ class Accumulator:
     end_s: float
     slo_s: float | None
     penalty_per_100ms: float
+    freshness_s: float | None = None  # slo.freshness: older data counts as stale
     latency: Histogram = field(default_factory=Histogram)
     queue_wait: Histogram = field(default_factory=Histogram)
     feature_age: Histogram = field(default_factory=Histogram)
@@ -264,11 +267,33 @@ class Accumulator:
         self._totals = np.zeros(len(TOTALS))
         self._series = np.zeros((len(SERIES), self.n_buckets))
         self.series_latency = np.zeros((self.n_buckets, N_BINS), dtype=np.int64)
+        self._reliability = dict.fromkeys(RELIABILITY_TOTALS, 0)
 
     @property
     def totals(self) -> dict[str, float]:
-        return dict(zip(TOTALS + CLASS_TOTALS, self._totals.tolist() +
-                        self._class_totals.tolist()))
+        return {**dict(zip(TOTALS + CLASS_TOTALS, self._totals.tolist() +
+                           self._class_totals.tolist())), **self._reliability}
+
+    def _add_reliability(self, out: Outcomes) -> None:
+        """Counts of the measured requests that met expired data, fell back because of it,
+        were answered stale or with an error, or were served data older than the freshness
+        bound."""
+        if out.expired is None and out.answer is None and self.freshness_s is None:
+            return
+        measured = out.t_s >= self.warmup_s
+        r = self._reliability
+        if out.expired is not None:
+            r["expired"] += int(np.count_nonzero(out.expired & measured))
+            r["expired_fallbacks"] += int(np.count_nonzero(
+                out.expired & out.fallback & ~out.timed_out & measured))
+        if out.answer is not None:
+            r["stale_answers"] += int(np.count_nonzero((out.answer == 1) & measured))
+            r["errors"] += int(np.count_nonzero((out.answer == 3) & measured))
+        if self.freshness_s is not None:
+            answered = ~out.fallback if out.answer is None else out.answer <= 1
+            with np.errstate(invalid="ignore"):
+                stale = out.feature_age_s > self.freshness_s
+            r["stale_features"] += int(np.count_nonzero(answered & stale & measured))
 
     @property
     def series(self) -> dict[str, np.ndarray]:
@@ -294,6 +319,7 @@ class Accumulator:
                 _accumulate_classes(out.t_s, out.fallback, age, column, self.warmup_s,
                                     self.bucket_s, self._class_totals, self._class_series,
                                     histogram.counts)
+        self._add_reliability(out)
         if out.cold_start is not None:
             counted = np.flatnonzero(out.cold_start & (out.t_s >= self.warmup_s))
             if counted.size:

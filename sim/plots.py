@@ -82,6 +82,50 @@ class Plotter:
         ax.legend()
         return fig
 
+    def freshness_over_time(self):
+        """Mean feature age per time bucket (of the stalest class a prediction used), per
+        architecture, with the pipelines' incidents: stream outages shaded, failed or
+        preempted runs ticked along the bottom; the freshness bound dotted."""
+        fig, ax = _subplots()
+        ts = self.results.timeseries
+        ages = ts["feature_age_s_mean"].to_numpy(float)
+        bound = self.results.scenario.slo.freshness
+        longest = max(np.nanmax(ages) if np.isfinite(ages).any() else 1.0, bound or 0.0)
+        scale, unit = _age_unit(longest)
+        colours = {}
+        for i, (name, frame) in enumerate(ts.groupby("architecture", sort=False)):
+            colours[name] = f"C{i}"
+            ax.plot(frame["bucket_start_s"] / HOUR_S, frame["feature_age_s_mean"] / scale,
+                    label=name, color=colours[name])
+        incidents = self.results.incidents
+        if incidents is not None:  # those in the measured window
+            sc = self.results.scenario
+            incidents = incidents[(incidents["end_s"] >= sc.warmup) &
+                                  (incidents["start_s"] <= sc.end_s)]
+        if incidents is not None and len(incidents):
+            for row in incidents.itertuples():
+                colour = colours.get(row.architecture, "grey")
+                if row.end_s > row.start_s:
+                    ax.axvspan(row.start_s / HOUR_S, row.end_s / HOUR_S, color=colour,
+                               alpha=0.15, linewidth=0)
+                else:
+                    ax.plot([row.start_s / HOUR_S], [0], marker="|", markersize=12,
+                            color=colour, clip_on=False)
+            many = self.results.replications > 1
+            ax.plot([], [], color="grey", alpha=0.4, linewidth=6,
+                    label="stream outage" + (" (any replication)" if many else ""))
+            ax.plot([], [], color="grey", marker="|", linestyle="none", markersize=12,
+                    label="failed or preempted run" + (" (any replication)" if many else ""))
+        if bound:
+            ax.axhline(bound / scale, color="black", linestyle=":", linewidth=1,
+                       label="freshness bound (slo.freshness)")
+        ax.set_xlim(self.results.scenario.warmup / HOUR_S, self.results.scenario.end_s / HOUR_S)
+        ax.set_xlabel("simulated time (hours since start)")
+        ax.set_ylabel(f"mean feature age ({unit})")
+        ax.set_title("Feature freshness over time, and what went wrong")
+        ax.legend(fontsize="small")
+        return fig
+
     def quality_over_time(self):
         """Mean quality per time bucket (fallbacks included), per architecture."""
         fig, ax = _subplots()

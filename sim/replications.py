@@ -162,6 +162,8 @@ def combine(runs: list[Results], baseline: str, target_precision: float | None =
     combined = Results(first.scenario, summary, timeseries, distributions,
                        replication=first.replication, notes=notes, replications=len(runs),
                        per_replication=per_rep, differences=differences, baseline=baseline)
+    combined.incidents = pd.concat([r.incidents for r in runs if r.incidents is not None],
+                                   ignore_index=True) if runs[0].incidents is not None else None
     combined.verdict = verdict(combined, target_precision)
     return combined
 

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -215,6 +216,16 @@ def resolved_yaml(results_or_scenario) -> str:
     return header + dump_yaml(scenario.to_yaml_dict())
 
 
+def incident_csv(results: Results) -> str:
+    """The pipelines' incidents (failed or preempted runs, stream outages) as CSV: one row
+    each, with its replication; only the header when there were none."""
+    frame = results.incidents
+    if frame is None:
+        frame = pd.DataFrame(columns=["architecture", "component", "cause", "start_s", "end_s",
+                                      "replication"])
+    return frame.to_csv(index=False)
+
+
 def write_outputs(results: Results, out_dir: str | Path) -> list[Path]:
     """Write summary.csv, timeseries.csv, results.json, scenario.resolved.yaml and PNG plots,
     all staged first and renamed into place together (see :class:`OutputBatch`)."""
@@ -225,12 +236,14 @@ def write_outputs(results: Results, out_dir: str | Path) -> list[Path]:
         written = [
             batch.add("summary.csv", results.summary.to_csv(index=False)),
             batch.add("timeseries.csv", results.timeseries.to_csv(index=False)),
+            batch.add("incidents.csv", incident_csv(results)),
             batch.add("results.json", to_json(results) + "\n"),
             batch.add("scenario.resolved.yaml", resolved_yaml(results)),
         ]
         for name, figure in (("latency_cdf.png", plot.latency_cdf),
                              ("feature_age.png", plot.feature_age),
                              ("quality_over_time.png", plot.quality_over_time),
+                             ("freshness_over_time.png", plot.freshness_over_time),
                              ("serving_load.png", plot.serving_load),
                              ("cost_breakdown.png", plot.cost_breakdown),
                              ("net_value.png", plot.net_value)):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from sim.catalogue import AGED_CLASSES, COST_COMPONENTS, LOSS_CAUSES, json_metrics
 from sim.metrics import Accumulator, Histogram, quantile
+from sim.reliability import failures_per_day, incident_frame, stale_minutes_per_day
 from sim.scenario import Scenario
 from sim.units import DAY_S
 
@@ -79,6 +80,9 @@ class Results:
     differences: pd.DataFrame | None = None
     baseline: str | None = None
     verdict: str | None = None
+    # What went wrong in the pipelines (failed or preempted runs, stream outages), per
+    # architecture: columns architecture, component, cause, start_s, end_s.
+    incidents: pd.DataFrame | None = None
 
     @property
     def seed(self) -> int:
@@ -186,6 +190,17 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
             "requests": int(n),
             "coverage": per(n - t["fallbacks"]),
             "timeout_rate": per(t["timeouts"]),
+            "expired_rate": per(t["expired"]),
+            "timeout_fallback_rate": per(t["timeouts"]),
+            "missing_fallback_rate": per(t["fallbacks"] - t["timeouts"] - t["expired_fallbacks"]),
+            "expired_fallback_rate": per(t["expired_fallbacks"]),
+            "stale_answer_rate": per(t["stale_answers"]),
+            "error_rate": per(t["errors"]),
+            "stale_feature_rate": (per(t["stale_features"]) if scenario.slo.freshness
+                                   else float("nan")),
+            "stale_minutes_per_day": stale_minutes_per_day(arch, scenario.slo.freshness,
+                                                           start_s, end_s),
+            "pipeline_failures_per_day": failures_per_day(arch, start_s, end_s),
             "latency_ms_mean": per(t["latency_s"]) * 1e3,
             "latency_ms_p50": acc.latency.quantile(0.50) * 1e3,
             "latency_ms_p95": acc.latency.quantile(0.95) * 1e3,
@@ -226,7 +241,8 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
         series.append(_series_frame(scenario, arch, acc, stats))
     summary = pd.DataFrame(rows)
     timeseries = pd.concat(series, ignore_index=True)
-    return Results(scenario, summary, timeseries, distributions, replication, notes)
+    return Results(scenario, summary, timeseries, distributions, replication, notes,
+                   incidents=incident_frame(architectures).assign(replication=replication))
 
 
 def _class_ages(t: dict, acc: Accumulator) -> dict[str, float]:

@@ -543,6 +543,8 @@ class TracePopulation:
         self.initial = self.n_slots - self.in_log
         self._first_seen_s = log.first_seen_s / arrivals.replay_speedup
         self._first_seen_sorted_s = np.sort(self._first_seen_s)
+        # requests per slot in the log (slot k is the k-th most requested id), for stream costs
+        self.request_counts = log.counts.astype(float) if self.in_log else None
 
     def created_at_s(self, slots: np.ndarray) -> np.ndarray:
         """Creation time of each slot's entity (-inf for those never in the log)."""

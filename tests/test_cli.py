@@ -23,9 +23,10 @@ PREDSIM = Path(sys.executable).parent / "predsim"
 # A couple of seconds per run: a short horizon and a single replication.
 SHORT = ["--set", "horizon=2h", "--set", "warmup=30m", "--replications", "1"]
 
-PNGS = ["latency_cdf.png", "feature_age.png", "quality_over_time.png", "serving_load.png",
-        "cost_breakdown.png", "net_value.png"]
-OUT_FILES = ["summary.csv", "timeseries.csv", "results.json", "scenario.resolved.yaml", *PNGS]
+PNGS = ["latency_cdf.png", "feature_age.png", "quality_over_time.png",
+        "freshness_over_time.png", "serving_load.png", "cost_breakdown.png", "net_value.png"]
+OUT_FILES = ["summary.csv", "timeseries.csv", "incidents.csv", "results.json",
+             "scenario.resolved.yaml", *PNGS]
 
 
 def predsim(*args, cwd: Path | None = None, umask: int = -1) -> subprocess.CompletedProcess:

@@ -74,6 +74,7 @@ class StreamFlow:
         self.spec = spec
         self.start_s, self.end_s = start_s, end_s
         rate, self.peak_events_per_s = event_rate(workload, spec.events_per_request)
+        self.rate = rate
         self.nodes = resolve_nodes(spec, self.peak_events_per_s)
         if spec.outages is not None:
             self.outage_starts, self.outage_ends = draw_outages(
@@ -114,6 +115,14 @@ class StreamFlow:
         self.grid = grid
         self.cum_arrived = np.r_[0.0, np.cumsum(arrived)]
         self.cum_processed = np.r_[0.0, np.cumsum(processed)]
+
+    def events_per_day(self, start_s: float, end_s: float) -> float:
+        """Events arriving at the stream per day over a window (the rate's integral, on a
+        midpoint grid of 100,000 steps)."""
+        steps = 100_000
+        dt = (end_s - start_s) / steps
+        mid = start_s + dt * (np.arange(steps) + 0.5)
+        return float(self.rate(mid).sum() * dt) / ((end_s - start_s) / 86400.0)
 
     def _outage_at(self, t: np.ndarray) -> np.ndarray:
         """Index of the outage holding each time (-1: none)."""

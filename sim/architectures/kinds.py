@@ -17,7 +17,8 @@ from sim.scenario import (BatchArchitecture, HybridArchitecture, OnlineArchitect
                           StreamingArchitecture)
 from sim.workload import Chunk
 
-COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training")
+COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training",
+              "storage", "skew_prevention")
 LOSS_KEYS = ("predictions", "feature_staleness", "cold_start", "expired_features",
              "missing_features", "model_staleness", "drift", "skew")
 # What answered a request (Outcomes.answer): its prediction, or a step of the fallback chain.
@@ -117,6 +118,9 @@ class _Common:
         prices = self.scenario.costs
         costs = dict.fromkeys(COMPONENTS, 0.0)
         costs["training"] = self.world.model.cost_usd_per_day(prices, start_s, end_s)
+        pipelines = self.spec.pipelines
+        if pipelines is not None:
+            costs["skew_prevention"] = pipelines.cost_per_day
         self._add_costs(costs, prices, start_s, end_s)
         costs["total"] = sum(costs[c] for c in COMPONENTS)
         return costs
@@ -159,6 +163,7 @@ class BatchModel(_Common):
 
     def _add_costs(self, costs, prices, start_s, end_s):
         costs["batch_scoring"] = self.store.cost_usd_per_day(prices, start_s, end_s)
+        costs["storage"] = self.store.storage_usd_per_day(prices, start_s, end_s)
 
     def wasted(self, start_s, end_s):
         return self.store.wasted(start_s, end_s)
@@ -348,8 +353,10 @@ class OnlineModel(_Common):
         costs["serving"] = self.serving.cost_usd_per_day(prices, start_s, end_s)
         if self.features:
             costs["feature_pipeline"] = self.features.cost_usd_per_day(prices, start_s, end_s)
+            costs["storage"] = self.features.storage_usd_per_day(prices, start_s, end_s)
         if self.stream:
-            costs["stream_processing"] = self.stream.cost_usd_per_day(prices)
+            costs["stream_processing"] = self.stream.cost_usd_per_day(
+                prices, start_s, end_s, self.world.population)
 
     def serving_stats(self):
         start_s, end_s = self.scenario.warmup, self.scenario.end_s
@@ -402,6 +409,7 @@ class HybridModel(OnlineModel):
     def _add_costs(self, costs, prices, start_s, end_s):
         super()._add_costs(costs, prices, start_s, end_s)
         costs["batch_scoring"] = self.store.cost_usd_per_day(prices, start_s, end_s)
+        costs["storage"] += self.store.storage_usd_per_day(prices, start_s, end_s)
 
     def wasted(self, start_s, end_s):
         return self.store.wasted(start_s, end_s)

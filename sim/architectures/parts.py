@@ -120,6 +120,12 @@ class StoredPredictions:
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
         return _runs_usd_per_day(self.spec, self.runs, prices, start_s, end_s)
 
+    def storage_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
+        """One stored prediction per entity scored (the head's, for a hybrid), per GB-month."""
+        return gb_month_usd_per_day(
+            mean_entities(self.population, start_s, end_s, self.head_slots) *
+            self.spec.prediction_bytes, prices.storage_gb_month)
+
 
 def _delay_lead(spec) -> float:
     """How much longer than computed a run may take: its delay's 99.99th percentile."""
@@ -213,6 +219,11 @@ class BatchFeaturePipeline:
     def cost_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
         return _runs_usd_per_day(self.spec, self.runs, prices, start_s, end_s)
 
+    def storage_usd_per_day(self, prices, start_s: float, end_s: float) -> float:
+        """Every entity's features in the online store, per GB-month."""
+        return gb_month_usd_per_day(mean_entities(self.population, start_s, end_s) *
+                                    self.spec.bytes_per_entity, prices.storage_gb_month)
+
 
 class StreamPipeline:
     """Stream features computed over windows.
@@ -292,8 +303,63 @@ class StreamPipeline:
     def nodes(self) -> int:
         return self.flow.nodes if self.flow is not None else int(self.spec.nodes)
 
-    def cost_usd_per_day(self, prices) -> float:
-        return self.nodes * 24 * prices.stream_node_hour
+    def events_processed_per_event(self, population, events_per_s: float) -> float:
+        """Events read per event arriving: 1 for a stateful aggregation (it adds the event to
+        the window's state); for a stateless one, 1 plus the entity's other events within
+        ``aggregation_window`` that it reads again, ``W x rate x sum(p_e^2)`` on average over
+        events (an entity with a share ``p_e`` of the events has ``W x rate x p_e`` of them
+        in its window, and makes a share ``p_e`` of the recomputes)."""
+        spec = self.spec
+        if spec.aggregation == "stateful":
+            return 1.0
+        return 1.0 + spec.aggregation_window * events_per_s * concentration(population)
+
+    def cost_usd_per_day(self, prices, start_s: float, end_s: float, population) -> float:
+        """Nodes all day, plus events processed at ``costs.stream_per_million_events``, plus
+        window state held (stateful: ``state_bytes`` per entity) per GB-month."""
+        spec = self.spec
+        nodes_usd = self.nodes * 24 * prices.stream_node_hour
+        events = self.flow.events_per_day(start_s, end_s) if self.flow is not None else 0.0
+        processed = events * self.events_processed_per_event(population, events / 86400.0)
+        events_usd = processed / 1e6 * prices.stream_per_million_events
+        state_usd = 0.0
+        if spec.aggregation == "stateful" and spec.state_bytes > 0:
+            state_usd = gb_month_usd_per_day(mean_entities(population, start_s, end_s) *
+                                             spec.state_bytes, prices.stream_state_gb_month)
+        return nodes_usd + events_usd + state_usd
+
+
+DAYS_PER_MONTH = 365.25 / 12
+
+
+def gb_month_usd_per_day(bytes_held: float, usd_per_gb_month: float) -> float:
+    """US$ per day of holding ``bytes_held`` at a price per GB-month (10^9 bytes, a month of
+    365.25 / 12 days)."""
+    return bytes_held / 1e9 * usd_per_gb_month / DAYS_PER_MONTH
+
+
+def mean_entities(population, start_s: float, end_s: float,
+                  head_slots: int | None = None) -> float:
+    """Entities existing over a window, on average (they arrive evenly: the mean of the two
+    ends)."""
+    return (population.count_at(start_s, head_slots) + population.count_at(end_s, head_slots)) / 2
+
+
+def concentration(population) -> float:
+    """``sum(p_e^2)`` over entities, ``p_e`` each one's share of requests: the chance that two
+    requests are about the same entity (1/N when uniform; Zipf sums; a replayed log's own
+    counts)."""
+    counts = getattr(population, "request_counts", None)
+    if counts is not None:
+        shares = counts / counts.sum()
+        return float(np.sum(shares ** 2))
+    n = population.n_slots
+    popularity = population.popularity
+    if popularity.kind == "uniform":
+        return 1.0 / n
+    from sim.fit import ZipfMass
+    s = popularity.exponent
+    return ZipfMass(2 * s, n)(0, n) / ZipfMass(s, n)(0, n) ** 2
 
 
 class OnlineServing:

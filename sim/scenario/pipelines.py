@@ -53,13 +53,14 @@ class Spot(Model):
 class StreamOutages(Model):
     """Stream-processing outages: the processor stops now and then, and catches up after.
 
-    Outages start at exponentially distributed intervals (mean ``every``) and last
-    ``duration`` each. During an outage no new stream features become visible; at its end the
+    The processor runs for an exponentially distributed time (mean ``every``), then is down
+    for ``duration``, and so on: outages start on average ``every + mean duration`` apart. During an outage no new stream features become visible; at its end the
     backlog is processed (at once, or at ``node_capacity`` when given, so lag then drains).
     """
 
-    every: PositiveDuration = Field(description="Mean time between outages (the start of one to "
-                                    "the start of the next), e.g. 7d.")
+    every: PositiveDuration = Field(description="Mean time the processor runs between "
+                                    "outages (from the end of one to the start of the next), "
+                                    "e.g. 7d.")
     duration: Dist = Field(description="How long an outage lasts (a duration or a "
                            "distribution), e.g. {exponential: {mean: 45m}}.")
 
