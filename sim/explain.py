@@ -404,7 +404,13 @@ def _architectures(s: Scenario) -> list[str]:
         parts = " + ".join(f"{_usd(v)} {k}" for k, v in costs.items() if v)
         cost = f"Cost: about {_usd(total)} a day" + (f" ({parts})." if parts and
                                                        len(costs) > 1 else ".")
-        lines.append(f"{name} ({spec.kind}): {text} {cost}")
+        if spec.pipelines is not None and spec.pipelines.cost_per_day:
+            costs["skew prevention"] = spec.pipelines.cost_per_day
+            total = sum(costs.values())
+            parts = " + ".join(f"{_usd(v)} {k}" for k, v in costs.items() if v)
+            cost = f"Cost: about {_usd(total)} a day ({parts})."
+        risks = _reliability(spec)
+        lines.append(f"{name} ({spec.kind}): {text}{' ' + risks if risks else ''} {cost}")
     return lines
 
 
@@ -444,8 +450,75 @@ def _load(rate: float, peak_factor: float, occupancy_s: float, replicas: int) ->
     return text + "."
 
 
+def _stream_nodes(stream: StreamFeatures, workload) -> int:
+    """The stream processor's nodes: as given, or sized for the peak event rate."""
+    if stream.nodes != "auto":
+        return int(stream.nodes)
+    from sim.architectures.backlog import event_rate, resolve_nodes
+    return resolve_nodes(stream, event_rate(workload, stream.events_per_request)[1])
+
+
+def _reliability(spec) -> str:
+    """What can go wrong in an architecture's pipelines and what answers then, in words."""
+    texts = []
+    jobs = [("Scoring jobs", spec)] if hasattr(spec, "throughput") and hasattr(spec, "lookup") \
+        else []
+    features = getattr(spec, "features", None)
+    if features is not None and features.batch is not None:
+        jobs.append(("Feature materialisations", features.batch))
+    for what, job in jobs:
+        parts = []
+        if not job.delay.is_zero:
+            parts.append(f"take {_dist(job.delay)} longer than computed")
+        if job.failures is not None and job.failures.probability > 0:
+            f = job.failures
+            retry = (f"retried {f.retries} time(s), {_dist(f.retry_after)} after a failure"
+                     if f.retries else "not retried (the next scheduled run tries again)")
+            parts.append(f"fail {_share(f.probability)} of the time, {retry}")
+        if job.spot is not None:
+            parts.append(f"run on spot capacity at {_share(1 - job.spot.discount)} of the price"
+                         + (f", preempted {job.spot.preemptions_per_hour:g} times per hour of "
+                            f"run and restarted" if job.spot.preemptions_per_hour else ""))
+        if parts:
+            texts.append(f"{what} " + "; ".join(parts) + ": meanwhile requests keep reading "
+                         "the last good run's output, which ages.")
+    stream = getattr(features, "stream", None) if features is not None else None
+    if stream is not None:
+        if stream.outages is not None:
+            texts.append(f"The stream processor goes down after {_dur(stream.outages.every)} "
+                         f"of running on average, for {_dist(stream.outages.duration)} each "
+                         f"time; stream features then age until it catches up.")
+        if stream.node_capacity is not None:
+            texts.append(f"Each stream node processes up to {_rate(stream.node_capacity)} events: "
+                         f"when events arrive faster, a backlog adds to the lag.")
+    ttls = [(w, t) for w, t in (("Stored predictions", getattr(spec, "ttl", None)),
+                                ("Batch features", getattr(getattr(features, "batch", None),
+                                                           "ttl", None)),
+                                ("Stream features", getattr(stream, "ttl", None))) if t]
+    for what, ttl in ttls:
+        texts.append(f"{what} older than {format_duration(ttl)} expire from the store.")
+    chain = list(getattr(spec, "fallback", ["default"]))
+    if chain != ["default"]:
+        words = {"stale": "the last stored prediction however old", "default":
+                 "the popular default", "error": "nothing (an error)"}
+        texts.append("A request without a valid prediction gets "
+                     + ", else ".join(words[c] for c in chain) + ".")
+    pipelines = getattr(spec, "pipelines", None)
+    if pipelines is not None:
+        if pipelines.kind == "dual":
+            texts.append(f"Training and serving compute features in separate pipelines: "
+                         f"{_share(pipelines.skewed_share)} of requests see a skewed feature, "
+                         f"losing {pipelines.skew_loss:.4g} each.")
+        else:
+            texts.append(f"Training and serving features stay the same "
+                         f"({pipelines.kind.replace('_', ' ')}), at "
+                         f"{_usd(pipelines.cost_per_day)} a day.")
+    return " ".join(texts)
+
+
 def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
-              entities: float, prices, costs: dict[str, float], request=None) -> str:
+              entities: float, prices, costs: dict[str, float], request=None,
+              workload=None) -> str:
     texts = []
     if spec_batch is not None:
         b = spec_batch
@@ -465,9 +538,10 @@ def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
             shape = (f"{format_duration(w.mean)} tumbling windows" if w.kind == "constant" else
                      f"windows of varying length ({_dist(w)})")
             window = f"over {shape}, each visible after a lag ({_dist(stream.lag)})"
-        costs["stream processing"] = stream.nodes * 24 * prices.stream_node_hour
+        nodes = _stream_nodes(stream, workload)
+        costs["stream processing"] = nodes * 24 * prices.stream_node_hour
         texts.append(f"Stream features are computed by a stream processor on "
-                     f"{_nodes(stream.nodes)} {window}: they are about {_dur(mean_age)} old on "
+                     f"{_nodes(nodes)}{' (sized for the peak event rate)' if stream.nodes == 'auto' else ''} {window}: they are about {_dur(mean_age)} old on "
                      f"average" + (", while the batch features keep their own age; both count "
                                    "toward quality." if spec_batch is not None else
                                    "; there are no batch features."))
@@ -520,7 +594,7 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
         text += (f" Requests not answered within {format_duration(sv.timeout)} get the "
                  f"fallback.")
     text += " " + _features(spec.features.batch, spec.features.stream, s.workload.entities,
-                            s.costs, costs, spec.features.request)
+                            s.costs, costs, spec.features.request, s.workload)
     return text, costs
 
 

@@ -433,6 +433,39 @@ class ManagerReport:
                      f"outcomes × ${self.results.scenario.business.value_per_outcome:g} after "
                      f"the latency penalty")
 
+    def reliability_matters(self) -> bool:
+        """Whether the scenario lets pipelines fail or data expire, or sets a freshness bound:
+        then the report has a section on it."""
+        s = self.results.summary
+        return bool(self.results.scenario.slo.freshness) or any(
+            s[c].fillna(0).abs().sum() > 0 for c in
+            ("pipeline_failures_per_day", "expired_rate", "stale_answer_rate", "error_rate"))
+
+    def reliability_table(self) -> Table:
+        s = self.results.summary
+        bound = self.results.scenario.slo.freshness
+        stale = f" older than {format_duration(bound)}" if bound else ""
+        headers = ["architecture", "failures per day", "expired %", "fallback %: timeout",
+                   "missing", "expired", "answered stale %", "errors %",
+                   f"served data{stale} %", f"minutes/day without fresh data"]
+        percent = (lambda x: f"{x * 100:.2f}", lambda h: _two_digits(h * 100))
+        rows = []
+        for row in s.to_dict("records"):
+            rows.append([row["architecture"],
+                         _cell(row, "pipeline_failures_per_day", lambda x: f"{x:.2f}",
+                               _two_digits),
+                         _cell(row, "expired_rate", *percent),
+                         _cell(row, "timeout_fallback_rate", *percent),
+                         _cell(row, "missing_fallback_rate", *percent),
+                         _cell(row, "expired_fallback_rate", *percent),
+                         _cell(row, "stale_answer_rate", *percent),
+                         _cell(row, "error_rate", *percent),
+                         _cell(row, "stale_feature_rate", *percent),
+                         _cell(row, "stale_minutes_per_day", lambda x: f"{x:.0f}",
+                               _two_digits)])
+        return Table(headers, rows, "When pipelines fail or data expires (see the glossary's "
+                     "Reliability section)")
+
     def difference_table(self) -> Table:
         metric = self.results.scenario.quality.metric
         headers = ["architecture", f"{metric} change % (95% CI)", "net value $/day (95% CI)",
@@ -493,6 +526,9 @@ class ManagerReport:
                 Figure("feature_age.png", "Feature age distribution", plot.feature_age),
                 Figure("quality_over_time.png", "Quality over time", plot.quality_over_time),
                 Figure("cost_breakdown.png", "Cost per day by component", plot.cost_breakdown)]
+        if self.reliability_matters():
+            figs.append(Figure("freshness_over_time.png", "Feature freshness over time, with "
+                               "the pipelines' incidents", plot.freshness_over_time))
         b = self.breakeven
         if b is not None:
             figs.append(Figure(
@@ -545,6 +581,15 @@ class ManagerReport:
         out.append(("img", "latency_cdf.png"))
         out.append(("img", "feature_age.png"))
         out.append(("img", "quality_over_time.png"))
+
+        if self.reliability_matters():
+            out.append(("h2", "When pipelines fail"))
+            out.append(("p", "Scoring jobs, feature pipelines and stream processors fail, run "
+                             "late or go down as the scenario says; meanwhile requests read "
+                             "older data, or none once it expires. The plot shows each "
+                             "architecture's feature age over time with its incidents."))
+            out.append(("table", self.reliability_table()))
+            out.append(("img", "freshness_over_time.png"))
 
         pair = self._pair()
         if pair and (self.breakeven or self.sensitivity):

@@ -242,6 +242,11 @@ def _curve(curve, fresh: float, age_s: float) -> float:
     return points[-1][1]
 
 
+def _in_force(timeline) -> float:
+    """The data cut-off of the refresh in force now (NaN before any: no features yet)."""
+    return timeline.rows[timeline.current]["cutoff_s"] if timeline.current >= 0 else math.nan
+
+
 def _one(x: float) -> np.ndarray:
     return np.array([x], dtype=float)
 
@@ -340,7 +345,7 @@ class _RequestModel:
         ages = {}
         if arch.features is not None:
             refreshes = arch.features.refreshes
-            cutoff = refreshes.rows[refreshes.current]["cutoff_s"]
+            cutoff = _in_force(refreshes)
             ages["batch"] = math.nan if created > cutoff else t - cutoff
         if arch.stream is not None:
             stream = arch.stream
@@ -348,8 +353,7 @@ class _RequestModel:
                 lag = float(stream.spec.lag.ppf(_one(chunk.u_stream_lag[i]))[0])
                 cutoff = float(stream.event_cutoff_s(np.array([t]), np.array([lag]))[0])
             else:
-                windows = stream.windows
-                cutoff = windows.rows[windows.current]["cutoff_s"]
+                cutoff = _in_force(stream.windows)
             ages["stream"] = math.nan if created > cutoff else t - cutoff
         compute = 0.0
         if arch.request_features is not None:
