@@ -221,7 +221,7 @@ METRICS: tuple[Metric, ...] = (
            "(nothing).", _H_RELIABILITY, load=True),
     Metric("stale_feature_rate", "share", ("reliability", "stale_feature_rate"),
            "share of requests served stale data",
-           "Share of requests answered with features or a prediction older than slo.freshness.",
+           "Share of requests answered with features or a prediction past slo.freshness.",
            _H_RELIABILITY),
     Metric("stale_minutes_per_day", "per_day", ("reliability", "stale_minutes_per_day"),
            "minutes per day without fresh data",

@@ -55,7 +55,9 @@ class Run:
         self.accumulators = [
             Accumulator(a.name, a.kind, n_buckets, scenario.bucket_s, scenario.warmup,
                         self.end_s, scenario.slo.latency_p99,
-                        scenario.business.latency_penalty.per_100ms, scenario.slo.freshness)
+                        scenario.business.latency_penalty.per_100ms,
+                        (scenario.slo.freshness_bound("batch"),
+                         scenario.slo.freshness_bound("stream")))
             for a in self.architectures]
 
     def chunk_bounds(self):

@@ -437,14 +437,16 @@ class ManagerReport:
         """Whether the scenario lets pipelines fail or data expire, or sets a freshness bound:
         then the report has a section on it."""
         s = self.results.summary
-        return bool(self.results.scenario.slo.freshness) or any(
+        return self.results.scenario.slo.has_freshness or any(
             s[c].fillna(0).abs().sum() > 0 for c in
             ("pipeline_failures_per_day", "expired_rate", "stale_answer_rate", "error_rate"))
 
     def reliability_table(self) -> Table:
         s = self.results.summary
-        bound = self.results.scenario.slo.freshness
-        stale = f" older than {format_duration(bound)}" if bound else ""
+        slo = self.results.scenario.slo
+        bounds = [f"{c} {format_duration(b)}" for c in ("batch", "stream")
+                  if (b := slo.freshness_bound(c)) is not None]
+        stale = f" older than the bound ({', '.join(bounds)})" if bounds else " stale"
         headers = ["architecture", "failures per day", "expired %", "fallback %: timeout",
                    "missing", "expired", "answered stale %", "errors %",
                    f"served data{stale} %", f"minutes/day without fresh data"]

@@ -252,7 +252,8 @@ class Accumulator:
     end_s: float
     slo_s: float | None
     penalty_per_100ms: float
-    freshness_s: float | None = None  # slo.freshness: older data counts as stale
+    # slo.freshness of batch and stream data: older data counts as stale (None: no bound)
+    freshness_s: tuple[float | None, float | None] = (None, None)
     latency: Histogram = field(default_factory=Histogram)
     queue_wait: Histogram = field(default_factory=Histogram)
     feature_age: Histogram = field(default_factory=Histogram)
@@ -278,7 +279,8 @@ class Accumulator:
         """Counts of the measured requests that met expired data, fell back because of it,
         were answered stale or with an error, or were served data older than the freshness
         bound."""
-        if out.expired is None and out.answer is None and self.freshness_s is None:
+        bounded = any(b is not None for b in self.freshness_s)
+        if out.expired is None and out.answer is None and not bounded:
             return
         measured = out.t_s >= self.warmup_s
         r = self._reliability
@@ -289,10 +291,13 @@ class Accumulator:
         if out.answer is not None:
             r["stale_answers"] += int(np.count_nonzero((out.answer == 1) & measured))
             r["errors"] += int(np.count_nonzero((out.answer == 3) & measured))
-        if self.freshness_s is not None:
+        if bounded:
             answered = ~out.fallback if out.answer is None else out.answer <= 1
-            with np.errstate(invalid="ignore"):
-                stale = out.feature_age_s > self.freshness_s
+            stale = np.zeros(out.t_s.size, bool)
+            for age, bound in zip((out.batch_age_s, out.stream_age_s), self.freshness_s):
+                if age is not None and bound is not None:
+                    with np.errstate(invalid="ignore"):
+                        stale |= age > bound
             r["stale_features"] += int(np.count_nonzero(answered & stale & measured))
 
     @property

@@ -83,47 +83,57 @@ class Plotter:
         return fig
 
     def freshness_over_time(self):
-        """Mean feature age per time bucket (of the stalest class a prediction used), per
-        architecture, with the pipelines' incidents: stream outages shaded, failed or
-        preempted runs ticked along the bottom; the freshness bound dotted."""
-        fig, ax = _subplots()
+        """Mean age per time bucket of each architecture's batch data (batch features or stored
+        predictions) and, in a panel of its own scale below, of its stream features, with the
+        pipelines' incidents: stream outages shaded, failed or preempted runs ticked along the
+        bottom; each class's freshness bound (``slo.freshness``) dotted."""
+        import matplotlib.pyplot as plt
         ts = self.results.timeseries
-        ages = ts["feature_age_s_mean"].to_numpy(float)
-        bound = self.results.scenario.slo.freshness
-        longest = max(np.nanmax(ages) if np.isfinite(ages).any() else 1.0, bound or 0.0)
-        scale, unit = _age_unit(longest)
-        colours = {}
-        for i, (name, frame) in enumerate(ts.groupby("architecture", sort=False)):
-            colours[name] = f"C{i}"
-            ax.plot(frame["bucket_start_s"] / HOUR_S, frame["feature_age_s_mean"] / scale,
-                    label=name, color=colours[name])
+        sc = self.results.scenario
+        panels = [("batch", "batch_feature_age_s_mean", "batch features or stored predictions")]
+        if ts["stream_feature_age_s_mean"].notna().any():
+            panels.append(("stream", "stream_feature_age_s_mean", "stream features"))
+        fig, axes = plt.subplots(len(panels), 1, sharex=True, layout="constrained",
+                                 figsize=(7.5, 4.2 if len(panels) == 1 else 6.4), squeeze=False)
+        names = list(dict.fromkeys(ts["architecture"]))
+        colours = {name: f"C{i}" for i, name in enumerate(names)}
         incidents = self.results.incidents
         if incidents is not None:  # those in the measured window
-            sc = self.results.scenario
             incidents = incidents[(incidents["end_s"] >= sc.warmup) &
                                   (incidents["start_s"] <= sc.end_s)]
-        if incidents is not None and len(incidents):
-            for row in incidents.itertuples():
-                colour = colours.get(row.architecture, "grey")
-                if row.end_s > row.start_s:
-                    ax.axvspan(row.start_s / HOUR_S, row.end_s / HOUR_S, color=colour,
-                               alpha=0.15, linewidth=0)
-                else:
-                    ax.plot([row.start_s / HOUR_S], [0], marker="|", markersize=12,
-                            color=colour, clip_on=False)
-            many = self.results.replications > 1
-            ax.plot([], [], color="grey", alpha=0.4, linewidth=6,
-                    label="stream outage" + (" (any replication)" if many else ""))
-            ax.plot([], [], color="grey", marker="|", linestyle="none", markersize=12,
-                    label="failed or preempted run" + (" (any replication)" if many else ""))
-        if bound:
-            ax.axhline(bound / scale, color="black", linestyle=":", linewidth=1,
-                       label="freshness bound (slo.freshness)")
-        ax.set_xlim(self.results.scenario.warmup / HOUR_S, self.results.scenario.end_s / HOUR_S)
-        ax.set_xlabel("simulated time (hours since start)")
-        ax.set_ylabel(f"mean feature age ({unit})")
-        ax.set_title("Feature freshness over time, and what went wrong")
-        ax.legend(fontsize="small")
+        many = self.results.replications > 1
+        for ax, (what, column, words) in zip(axes[:, 0], panels):
+            bound = sc.slo.freshness_bound(what)
+            ages = ts[column].to_numpy(float)
+            longest = max(np.nanmax(ages) if np.isfinite(ages).any() else 1.0, bound or 0.0)
+            scale, unit = _age_unit(longest)
+            for name, frame in ts.groupby("architecture", sort=False):
+                if frame[column].notna().any():
+                    ax.plot(frame["bucket_start_s"] / HOUR_S, frame[column] / scale, label=name,
+                            color=colours[name])
+            if incidents is not None and len(incidents):
+                for row in incidents.itertuples():
+                    colour = colours.get(row.architecture, "grey")
+                    if row.end_s > row.start_s:
+                        ax.axvspan(row.start_s / HOUR_S, row.end_s / HOUR_S, color=colour,
+                                   alpha=0.15, linewidth=0)
+                    else:
+                        ax.plot([row.start_s / HOUR_S], [0], marker="|", markersize=12,
+                                color=colour, clip_on=False)
+                ax.plot([], [], color="grey", alpha=0.4, linewidth=6,
+                        label="stream outage" + (" (any replication)" if many else ""))
+                ax.plot([], [], color="grey", marker="|", linestyle="none", markersize=12,
+                        label="failed or preempted run" + (" (any replication)" if many
+                                                           else ""))
+            if bound:
+                ax.axhline(bound / scale, color="black", linestyle=":", linewidth=1,
+                           label="freshness bound (slo.freshness)")
+            ax.set_ylabel(f"mean age ({unit})")
+            ax.set_title(f"Age of {words}", fontsize="medium")
+            ax.legend(fontsize="small")
+        axes[-1, 0].set_xlim(sc.warmup / HOUR_S, sc.end_s / HOUR_S)
+        axes[-1, 0].set_xlabel("simulated time (hours since start)")
+        fig.suptitle("Freshness over time, and what went wrong")
         return fig
 
     def quality_over_time(self):

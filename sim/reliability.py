@@ -3,7 +3,8 @@ went wrong in the pipelines.
 
 For a :class:`~sim.freshness.Timeline` (stored predictions, batch features, stream windows)
 the data in force between two visibility changes ``v_j <= t < v_{j+1}`` has the newest cut-off
-``c`` seen so far, so its age ``t - c`` passes the bound ``B`` at ``c + B``: that stretch is
+``c`` seen so far, so its age ``t - c`` passes its class's bound ``B`` (``slo.freshness``) at
+``c + B``: that stretch is
 stale from ``max(v_j, c + B)`` to ``v_{j+1}`` (the whole time before the first refresh). A
 stream whose every event is its own update (window 0) is stale where the newest processed event
 is older than ``B`` (during outages and backlogs; its per-event lag aside). An architecture is
@@ -77,40 +78,51 @@ def union_length(intervals: list[tuple[float, float]]) -> float:
 
 def sources(arch) -> tuple[list, list]:
     """An architecture's timelines (stored predictions, batch features, stream windows) and
-    its stream processors whose every event is its own update."""
+    its stream processors whose every event is its own update, each with its class of data
+    (``batch`` or ``stream``)."""
     timelines, flows = [], []
     store = getattr(arch, "store", None)
     if store is not None:
-        timelines.append(store.jobs)
+        timelines.append(("batch", store.jobs))
     features = getattr(arch, "features", None)
     if features is not None:
-        timelines.append(features.refreshes)
+        timelines.append(("batch", features.refreshes))
     stream = getattr(arch, "stream", None)
     if stream is not None:
         if stream.spec.window.is_zero:
-            flows.append(stream.flow)
+            flows.append(("stream", stream.flow))
         else:
-            timelines.append(stream.windows)
+            timelines.append(("stream", stream.windows))
     return timelines, flows
 
 
-def stale_minutes_per_day(arch, bound_s: float | None, start_s: float, end_s: float) -> float:
+def stale_minutes_per_day(arch, slo, start_s: float, end_s: float) -> float:
     """Minutes per day of [start_s, end_s) in which some source of ``arch``'s data was older
-    than ``bound_s`` (NaN without a bound)."""
-    if bound_s is None:
+    than its class's bound (``slo.freshness``); NaN without any bound. A class without a
+    bound never counts as stale."""
+    if not slo.has_freshness:
         return float("nan")
     timelines, flows = sources(arch)
-    intervals = [iv for t in timelines for iv in stale_intervals(t, bound_s, start_s, end_s)]
-    intervals += [iv for f in flows for iv in flow_stale_intervals(f, bound_s, start_s, end_s)]
+    intervals = []
+    for feature_class, timeline in timelines:
+        bound = slo.freshness_bound(feature_class)
+        if bound is not None:
+            intervals += stale_intervals(timeline, bound, start_s, end_s)
+    for feature_class, flow in flows:
+        bound = slo.freshness_bound(feature_class)
+        if bound is not None:
+            intervals += flow_stale_intervals(flow, bound, start_s, end_s)
     return union_length(intervals) / 60.0 / ((end_s - start_s) / DAY_S)
 
 
 def incidents(arch) -> list:
-    """Every :class:`sim.control.Incident` of an architecture's pipelines, in time order."""
+    """Every :class:`sim.control.Incident` of an architecture's pipelines from the start of
+    the simulation on (those of the control plane's lead before it left out), in time
+    order."""
     found = []
     for part in ("store", "features", "stream"):
         found += getattr(getattr(arch, part, None), "incidents", [])
-    return sorted(found, key=lambda i: (i.start_s, i.component))
+    return sorted((i for i in found if i.end_s >= 0), key=lambda i: (i.start_s, i.component))
 
 
 def failures_per_day(arch, start_s: float, end_s: float) -> float:

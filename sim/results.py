@@ -196,10 +196,9 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
             "expired_fallback_rate": per(t["expired_fallbacks"]),
             "stale_answer_rate": per(t["stale_answers"]),
             "error_rate": per(t["errors"]),
-            "stale_feature_rate": (per(t["stale_features"]) if scenario.slo.freshness
+            "stale_feature_rate": (per(t["stale_features"]) if scenario.slo.has_freshness
                                    else float("nan")),
-            "stale_minutes_per_day": stale_minutes_per_day(arch, scenario.slo.freshness,
-                                                           start_s, end_s),
+            "stale_minutes_per_day": stale_minutes_per_day(arch, scenario.slo, start_s, end_s),
             "pipeline_failures_per_day": failures_per_day(arch, start_s, end_s),
             "latency_ms_mean": per(t["latency_s"]) * 1e3,
             "latency_ms_p50": acc.latency.quantile(0.50) * 1e3,

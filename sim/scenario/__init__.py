@@ -28,8 +28,8 @@ from sim.scenario.workload import (Arrivals, Burst, Mmpp, NewEntities, Popularit
 from sim.scenario.quality import (Curve, ExponentialCurve, FEATURE_CLASSES, FeatureClass,
                                   FeatureClasses, LinearCurve, Quality,
                                   RequestFeatureClass)
-from sim.scenario.operations import (Business, Costs, Drift, LatencyPenalty, Slo, Training,
-                                     Trigger)
+from sim.scenario.operations import (Business, Costs, Drift, Freshness, LatencyPenalty, Slo,
+                                     Training, Trigger)
 from sim.scenario.architectures import (ARCHITECTURE_SPECS, Architecture, Autoscaling, BatchArchitecture,
                                         BatchFeatures, Batching, Features, HybridArchitecture,
                                         KINDS, OnlineArchitecture, RequestFeatures, Serving,

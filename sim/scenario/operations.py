@@ -229,12 +229,31 @@ class Business(Model):
                                             "100 ms of latency, capped at all of it.")
 
 
+class Freshness(Model):
+    """How old each class of data may be before it counts as stale."""
+
+    batch: PositiveDuration | None = Field(None, description="Batch features and stored "
+                                           "predictions (e.g. 30h for a nightly job).")
+    stream: PositiveDuration | None = Field(None, description="Stream features (e.g. 10m).")
+
+
 class Slo(Model):
-    """The service-level objective for latency."""
+    """The service-level objectives: latency, and how fresh data must be."""
 
     latency_p99: Duration | None = Field(None, description="Target for the 99th percentile.")
-    freshness: PositiveDuration | None = Field(None, description="Features (or a stored "
-                                               "prediction) older than this are stale: the "
-                                               "reliability numbers count the requests served "
-                                               "with them and the minutes per day without "
-                                               "fresh ones.")
+    freshness: PositiveDuration | Freshness | None = Field(
+        None, description="Data older than this is stale: one duration for every class, or "
+        "{batch: 30h, stream: 10m}. The reliability numbers count the requests served stale "
+        "data and the minutes per day without fresh data.")
+
+    def freshness_bound(self, feature_class: str) -> float | None:
+        """The freshness bound of ``batch`` (stored predictions too) or ``stream`` data (None:
+        not bounded)."""
+        if self.freshness is None or isinstance(self.freshness, float):
+            return self.freshness
+        return getattr(self.freshness, feature_class)
+
+    @property
+    def has_freshness(self) -> bool:
+        """Whether some class of data has a freshness bound."""
+        return any(self.freshness_bound(c) is not None for c in ("batch", "stream"))
