@@ -86,6 +86,8 @@ def simulate_reference(scenario: Scenario, *, replication: int = 0,
 
     env.process(arrivals(env))
     env.run(until=all_done)
+    if env.now < run.end_s:  # the control plane to the end of the horizon, as the fast engine
+        env.run(until=run.end_s)
     every = max((m.batcher.spec.autoscaling.every for m in models
                  if m.batcher is not None and m.batcher.spec.autoscaling), default=0.0)
     if every:  # the autoscalers' evaluations up to the end of the horizon and one beyond
