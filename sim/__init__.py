@@ -6,9 +6,9 @@
     >>> results.summary[["architecture", "quality_mean", "net_value_usd_per_day"]]
 """
 
-from sim.engine import simulate
-from sim.replications import run
-from sim.results import Results
+from sim.engine.run import simulate
+from sim.results.replications import run
+from sim.results.results import Results
 from sim.scenario import Scenario, ScenarioError, load_scenario, scenario_from_dict
 
 __all__ = ["load_scenario", "scenario_from_dict", "run", "simulate", "Results", "Scenario", "ScenarioError"]

@@ -1,4 +1,4 @@
-"""The A/B test planner (sim/abtest.py, `predsim abtest`) against textbook sample sizes."""
+"""The A/B test planner (sim/studies/abtest.py, `predsim abtest`) against textbook sample sizes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from scipy import stats
 
 import sim
-from sim import abtest
-from sim.cli import main
+from sim.studies import abtest
+from sim.cli.main import main
 from tests.conftest import make_scenario
 
 # Per-arm sample sizes of the two-sided two-proportion z-test without continuity correction,
@@ -172,7 +172,7 @@ def test_user_spread_matches_a_monte_carlo_of_the_simulators_sampler(exponent):
     """Draw Poisson(N) requests many times with the simulator's own Zipf sampler, count the
     users who show up, their requests and the squares of those, and compare the ratio estimates
     of m and cv with the exact values within 4 standard errors (delta method)."""
-    from sim.workload import zipf_slots
+    from sim.engine.workload import zipf_slots
 
     entities, requests, reps = 50, 100.0, 20000
     rng = np.random.default_rng(2024)

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 import sim
-from sim.advice import AdviceError, advise, parse_intervals
-from sim.replications import t_half_width
+from sim.studies.advice import AdviceError, advise, parse_intervals
+from sim.results.replications import t_half_width
 
 BIN = Path(sys.executable).parent
 DAY = 86400.0

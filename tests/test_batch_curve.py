@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import sim
-from sim.batch_curve import batch_time_at
+from sim.engine.batch_curve import batch_time_at
 from sim.scenario import Batching, ScenarioError
 from tests.conftest import make_scenario
 from tests.test_batching import online_with
@@ -117,7 +117,7 @@ def _batches(curve: dict, n=40, noise=0.05, seed=0):
 
 
 def test_a_gpu_curve_is_given_as_measured_and_the_table_loads():
-    from sim.batch_curve import fit_batch_curve
+    from sim.engine.batch_curve import fit_batch_curve
     import yaml
     sizes, times = _batches({k: v * 1e-3 for k, v in GPU.items()})
     fit = fit_batch_curve(sizes, times)
@@ -131,7 +131,7 @@ def test_a_gpu_curve_is_given_as_measured_and_the_table_loads():
 
 
 def test_a_straight_line_is_given_as_fixed_and_per_item():
-    from sim.batch_curve import fit_batch_curve
+    from sim.engine.batch_curve import fit_batch_curve
     curve = {k: 2e-3 + 0.25e-3 * k for k in (1, 2, 4, 8, 16, 32)}
     sizes, times = _batches(curve, noise=0.03, seed=1)
     fit = fit_batch_curve(sizes, times)
@@ -144,7 +144,7 @@ def test_a_straight_line_is_given_as_fixed_and_per_item():
 
 def test_calibrate_latency_reads_batch_sizes_and_names_a_bad_row(tmp_path):
     from click.testing import CliRunner
-    from sim.cli import main
+    from sim.cli.main import main
     sizes, times = _batches({k: v * 1e-3 for k, v in GPU.items()}, n=25)
     path = tmp_path / "batches.csv"
     rows = "\n".join(f"{int(k)},{t * 1e3:.6f}" for k, t in zip(sizes, times))

@@ -1,7 +1,7 @@
 """Dynamic batching and autoscaling: hand-computed traces, invariants, chunking, the reference.
 
-The kernel is ``sim.serving.batch_queue`` (through ``BatchingPool``); the reference engine
-implements the same rules with SimPy processes (``sim.reference._Batcher``).
+The kernel is ``sim.engine.serving.batch_queue`` (through ``BatchingPool``); the reference engine
+implements the same rules with SimPy processes (``sim.engine.reference._Batcher``).
 """
 
 import numpy as np
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sim
-from sim import engine
+from sim.engine import run as engine
 from sim.scenario import Serving
-from sim.serving import BatchingPool, fifo_queue
+from sim.engine.serving import BatchingPool, fifo_queue
 from tests.conftest import make_scenario, online
 from tests.test_reference import assert_same
 
@@ -281,7 +281,7 @@ def test_batching_and_autoscaling_match_the_reference_engine(serving, rate, seed
 
 
 def test_a_full_autoscaler_log_resumes_with_the_same_outcomes(monkeypatch):
-    from sim import serving
+    from sim.engine import serving
     auto = {"min": 1, "max": 6, "target_utilization": 0.5, "every": "1s", "warmup": "2s",
             "cooldown": "3s"}
     t = np.cumsum(np.random.default_rng(2).exponential(1 / 60, 3000))
@@ -314,7 +314,7 @@ def test_the_autoscaler_keeps_working_while_an_overloaded_queue_drains(monkeypat
 
 
 def test_replica_seconds_spread_each_autoscaler_interval_evenly():
-    from sim.architectures.parts import _accumulated
+    from sim.engine.architectures.parts import _accumulated
     rng = np.random.default_rng(4)
     every = 30.0
     t = every * np.arange(1, 41)

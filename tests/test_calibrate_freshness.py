@@ -15,8 +15,8 @@ import yaml
 from click.testing import CliRunner
 from scipy import stats
 
-from sim.calibrate import Series, fit_freshness, fit_series, read_freshness
-from sim.cli import main
+from sim.inputs.calibrate import Series, fit_freshness, fit_series, read_freshness
+from sim.cli.main import main
 from sim.scenario import scenario_from_dict
 from tests.conftest import SCENARIOS
 

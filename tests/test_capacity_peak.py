@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from scipy import optimize as roots
 
 import sim
-from sim.search import (SearchError, busiest_window, capacity, is_load_metric, judged_window,
+from sim.studies.search import (SearchError, busiest_window, capacity, is_load_metric, judged_window,
                         optimize)
-from sim.theory import erlang_c
+from sim.studies.theory import erlang_c
 from tests.conftest import make_scenario, online
 from tests.test_search import ci99
 
@@ -124,7 +124,7 @@ def test_a_horizon_that_misses_the_peak_is_warned_about():
 def test_the_commands_say_where_they_judged(tmp_path, monkeypatch):
     import yaml
 
-    from sim.cli import main
+    from sim.cli.main import main
     monkeypatch.setenv("PREDSIM_NO_PROGRESS", "1")
     path = tmp_path / "diurnal.yaml"
     path.write_text(yaml.safe_dump(diurnal(2, "5/s", 2, 4, "10m", "20m",

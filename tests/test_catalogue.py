@@ -1,4 +1,4 @@
-"""The metric catalogue (sim/catalogue.py) against what a run really reports: summary columns,
+"""The metric catalogue (sim/results/catalogue.py) against what a run really reports: summary columns,
 JSON keys, search's metric names, the replications' key metrics, plot labels and the glossary."""
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ import re
 import pytest
 
 import sim
-from sim import catalogue, replications, search, sweep_plots
-from sim.catalogue import METRICS
+from sim.results import catalogue
+from sim.results import replications
+from sim.studies import search
+from sim.report import sweep_plots
+from sim.results.catalogue import METRICS
 from tests.conftest import ROOT, SCENARIOS
 
 NOT_METRICS = ("architecture", "kind", "queue_stable")  # summary columns that are no numbers
@@ -193,7 +196,7 @@ def test_the_glossary_shows_the_catalogue_table_as_generated():
     shown = text.split("<!-- catalogue table: start -->\n", 1)[1].split(
         "<!-- catalogue table: end -->", 1)[0]
     assert shown == catalogue.markdown_table(), (
-        "docs/glossary.md's table is out of date: paste sim.catalogue.markdown_table() between "
+        "docs/glossary.md's table is out of date: paste sim.results.catalogue.markdown_table() between "
         "its catalogue table markers")
 
 

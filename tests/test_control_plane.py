@@ -5,12 +5,12 @@ import pytest
 import simpy
 
 import sim
-from sim.architectures import build
-from sim.architectures.base import World
-from sim.freshness import Timeline
-from sim.rng import Streams
-from sim.training import ModelLifecycle
-from sim.workload import Population
+from sim.engine.architectures import build
+from sim.engine.architectures.base import World
+from sim.engine.freshness import Timeline
+from sim.engine.rng import Streams
+from sim.engine.training import ModelLifecycle
+from sim.engine.workload import Population
 from tests.conftest import make_scenario, online
 
 HOUR, DAY = 3600.0, 86400.0

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import sim
-from sim import engine
-from sim.freshness import drift_loss
+from sim.engine import run as engine
+from sim.engine.freshness import drift_loss
 from sim.scenario import Drift, ScenarioError
 from tests.conftest import make_scenario, online
 from tests.test_reference import assert_same

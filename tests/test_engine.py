@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sim
-from sim import engine
+from sim.engine import run as engine
 from tests.conftest import SCENARIOS, ci_half_width, make_scenario, online, replicate
 
 DAY = 86400.0
@@ -200,7 +200,7 @@ def test_cost_never_falls_when_replicas_rise(a, b):
 
 
 def test_every_scenario_kind_has_one_registry_entry_that_builds_it():
-    from sim.architectures import KINDS as REGISTRY
+    from sim.engine.architectures import KINDS as REGISTRY
     from sim.scenario import ARCHITECTURE_SPECS, KINDS
     assert list(REGISTRY) == list(KINDS)
     assert [k.spec for k in REGISTRY.values()] == list(ARCHITECTURE_SPECS)
@@ -214,7 +214,7 @@ def test_every_scenario_kind_has_one_registry_entry_that_builds_it():
 def test_every_kind_implements_the_architecture_protocol(kind):
     import inspect
 
-    from sim.architectures import Architecture, build
+    from sim.engine.architectures import Architecture, build
 
     scenario = sim.load_scenario(SCENARIOS / "quickstart.yaml")
     name = next(n for n, spec in scenario.architectures.items() if spec.kind == kind)

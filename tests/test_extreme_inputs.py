@@ -33,11 +33,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.cli import main
+from sim.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
-PREDSIM = [sys.executable, "-m", "sim.cli"]
+PREDSIM = [sys.executable, "-m", "sim.cli.main"]
 EXAMPLES = int(os.environ.get("PREDSIM_FUZZ_EXAMPLES", "0"))
 TIME_LIMIT_S = 60.0  # one command on one short scenario; typical runs take well under 2 s
 
@@ -307,7 +307,7 @@ def test_a_result_that_overflows_is_a_clear_error(monkeypatch):
     """The safety net: an infinite number that validation did not foresee is refused naming
     the metric (exit 2), never printed as an Infinity token or a crash in json.dumps."""
     import sim
-    from sim.results import NonFiniteResult, check_finite
+    from sim.results.results import NonFiniteResult, check_finite
 
     spec = sim.load_scenario(ROOT / "scenarios" / "quickstart.yaml",
                              ["horizon=10m", "warmup=0s"])
@@ -327,7 +327,7 @@ def _cli(args, tmp_path, context):
     """One command in its own process, through the console-script entry."""
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from sim.cli import entry; sys.argv[0] = 'predsim'; "
+        [sys.executable, "-c", "import sys; from sim.cli.main import entry; sys.argv[0] = 'predsim'; "
          "entry()", *map(str, args)], cwd=tmp_path, capture_output=True, text=True,
         env={**os.environ, "PREDSIM_NO_PROGRESS": "1"}, timeout=TIME_LIMIT_S * 3)
     elapsed = time.monotonic() - start

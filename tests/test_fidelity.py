@@ -24,7 +24,7 @@ real server", has the table they come from):
   predicted latency, and a held-up client there skews it (one CI run: the replay's p50 4.4%
   high after a calibration whose answers were read up to 1.9 ms late).
 - The prediction with slow periods (the calibration's service times, in time order, through
-  sim.slow_fit: when they are not independent, predsim gets serving.slow_periods and the
+  sim.inputs.slow_fit: when they are not independent, predsim gets serving.slow_periods and the
   service times at normal speed; when they are, this is the independent-draw prediction itself;
   Poisson arrivals, predsim's own simulation): within PREDICTION_BOUNDS. It is the prediction the
   docs judge. The figures below are from 2026-11-26, before slow periods, when it was the

@@ -1,5 +1,5 @@
-"""The first hour with predsim: `predsim init` (sim/starter.py), `predsim explain`
-(sim/explain.py) and shell completion."""
+"""The first hour with predsim: `predsim init` (sim/inputs/starter.py), `predsim explain`
+(sim/inputs/explain.py) and shell completion."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim
-from sim.cli import main
-from sim.explain import explain
+from sim.cli.main import main
+from sim.inputs.explain import explain
 from sim.scenario import Scenario, load_scenario, scenario_from_dict
-from sim.starter import (QUESTIONS, StarterError, expected_active, head_request_share,
+from sim.inputs.starter import (QUESTIONS, StarterError, expected_active, head_request_share,
                          parse_answers, peak_hour_share, peak_to_trough_for_share, plan,
                          starter_yaml, zipf_exponent_for)
-from sim.workload import RateProfile, zipf_slots
+from sim.engine.workload import RateProfile, zipf_slots
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = sorted((ROOT / "scenarios").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Fitting measured inputs (sim/fit.py): a workload: section from a request log, latency
+"""Fitting measured inputs (sim/inputs/fit.py): a workload: section from a request log, latency
 distributions from samples, and the {percentiles: ...} distribution.
 
 Synthetic logs come from the simulator's own generators (or numpy) with known parameters; the
@@ -22,13 +22,13 @@ from click.testing import CliRunner
 from scipy import integrate, special, stats
 
 import sim
-from sim.cli import main
+from sim.cli.main import main
 from sim.distributions import Distribution
-from sim.fit import (InputError, first_share, fit_latency, fit_workload, read_log, read_samples,
+from sim.inputs.fit import (InputError, first_share, fit_latency, fit_workload, read_log, read_samples,
                      zipf_mle)
-from sim.rng import Streams
+from sim.engine.rng import Streams
 from sim.scenario import ScenarioError, scenario_from_dict
-from sim.workload import Population, RequestSource, zipf_slots
+from sim.engine.workload import Population, RequestSource, zipf_slots
 from tests.conftest import BASE, online
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ import math
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from sim.architectures.base import empty_outcomes
-from sim.metrics import (HIGH_S, LOW_S, N_BINS, RESOLUTION, Accumulator, Histogram, Outcomes,
+from sim.engine.architectures.base import empty_outcomes
+from sim.results.metrics import (HIGH_S, LOW_S, N_BINS, RESOLUTION, Accumulator, Histogram, Outcomes,
                          bin_index, bin_value)
 
 durations = st.floats(min_value=LOW_S, max_value=HIGH_S, exclude_max=True)

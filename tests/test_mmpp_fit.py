@@ -1,4 +1,4 @@
-"""Fitting an MMPP to request times (sim/mmpp_fit.py): known parameters recovered from logs made
+"""Fitting an MMPP to request times (sim/inputs/mmpp_fit.py): known parameters recovered from logs made
 by the simulator's own arrival generator, within the fit's standard errors; Poisson traffic and a
 plain daily cycle are not called bursty; bad input is refused with a clear message."""
 
@@ -9,10 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from sim.mmpp_fit import fit_mmpp
-from sim.rng import Streams
+from sim.inputs.mmpp_fit import fit_mmpp
+from sim.engine.rng import Streams
 from sim.scenario import scenario_from_dict
-from sim.workload import Population, RequestSource
+from sim.engine.workload import Population, RequestSource
 from tests.conftest import BASE
 
 HOUR = 3600.0
@@ -156,7 +156,7 @@ def _log_file(folder, times_s):
 
 
 def test_workload_fit_writes_the_fitted_mmpp_into_a_section_that_reloads(tmp_path):
-    from sim.fit import fit_workload, read_log
+    from sim.inputs.fit import fit_workload, read_log
     mmpp = {"multipliers": [1, 5], "mean_sojourn": ["10m", "1m"]}
     times, _ = arrival_times(workload(rate="1/s", mmpp=mmpp), 6 * 3600.0)
     fit = fit_workload(read_log(_log_file(tmp_path, times)), profile="none")
@@ -174,7 +174,7 @@ def test_workload_fit_writes_the_fitted_mmpp_into_a_section_that_reloads(tmp_pat
 
 
 def test_workload_fit_of_poisson_traffic_adds_no_mmpp(tmp_path):
-    from sim.fit import fit_workload, read_log
+    from sim.inputs.fit import fit_workload, read_log
     times, _ = arrival_times(workload(rate="2/s"), 3 * 3600.0, seed=3)
     fit = fit_workload(read_log(_log_file(tmp_path, times)), profile="none")
     assert "mmpp" not in fit.section()["arrivals"]

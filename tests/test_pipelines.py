@@ -1,5 +1,5 @@
-"""Pipelines that fail and run late, data that expires, and what answers then (sim/control.py
-Attempts, sim/architectures/backlog.py StreamFlow, ttl and fallback in sim/architectures).
+"""Pipelines that fail and run late, data that expires, and what answers then (sim/engine/control.py
+Attempts, sim/engine/architectures/backlog.py StreamFlow, ttl and fallback in sim/architectures).
 
 Each check is against a hand computation from the control plane the run drew (outages, runs,
 incidents, refreshes), or an invariant, request by request; the last ones check the fast engine
@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sim
-from sim import engine
-from sim.architectures.base import full_answers
-from sim.architectures.kinds import ANSWER_CODES
-from sim.engine import Run
-from sim.metrics import Outcomes
+from sim.engine import run as engine
+from sim.engine.architectures.base import full_answers
+from sim.engine.architectures.kinds import ANSWER_CODES
+from sim.engine.run import Run
+from sim.results.metrics import Outcomes
 from sim.scenario import ScenarioError
 from tests.conftest import BASE, make_scenario, online
 
@@ -61,7 +61,7 @@ def _arrays(outcomes: list[Outcomes]) -> dict[str, np.ndarray]:
 
 
 def drive(scenario) -> tuple[Run, dict[str, dict[str, np.ndarray]]]:
-    """The fast engine's loop (sim.engine.simulate) kept in hand, so that the control plane it
+    """The fast engine's loop (sim.engine.run.simulate) kept in hand, so that the control plane it
     drew (outages, runs, incidents, refreshes) can be read after: the Run and each
     architecture's per-request outcomes."""
     run = Run(scenario)
@@ -381,7 +381,7 @@ def test_preempted_scoring_jobs_restart_from_scratch_until_the_next_schedule():
     np.testing.assert_allclose(outs["b"]["batch_age_s"][served], (t - cutoff)[served], rtol=0,
                                atol=1e-9)
     # every attempt is paid for (preempted ones for the time they ran), at the spot price
-    # (30% of the node-hour), each run's cost spread over its period (sim.control)
+    # (30% of the node-hour), each run's cost spread over its period (sim.engine.control)
     window_s = scenario.end_s - scenario.warmup
     by_hand = sum(r.duration_s / 3600.0 * 2.0 * 0.3 *
                   max(0.0, min(r.start_s + 600.0, scenario.end_s) -

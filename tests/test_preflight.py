@@ -1,4 +1,4 @@
-"""The preflight (sim/preflight.py): estimates, refusals, warnings and --force, before any
+"""The preflight (sim/inputs/preflight.py): estimates, refusals, warnings and --force, before any
 simulation starts. The command-line cases run in a subprocess with a timeout, which proves the
 refusals come in bounded time; each is a few seconds at most."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sim import preflight
-from sim.engine import simulate
-from sim.preflight import PreflightError, check, estimate, expected_requests
+from sim.inputs import preflight
+from sim.engine.run import simulate
+from sim.inputs.preflight import PreflightError, check, estimate, expected_requests
 from sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +192,7 @@ def test_force_runs_past_an_absurd_event_count_and_notes_it():
 def test_the_json_notes_carry_the_long_run_warning(monkeypatch):
     from click.testing import CliRunner
 
-    from sim.cli import main
+    from sim.cli.main import main
 
     monkeypatch.setattr(preflight, "WARN_AFTER_S", 0.0)
     monkeypatch.setenv("PREDSIM_NO_PROGRESS", "1")
@@ -218,7 +218,7 @@ HUGE = ["--set", "horizon=100000d"]
     ["optimize", "--vary", "architectures.online.serving.replicas=1:8", *HUGE],
 ], ids=lambda args: args[0])
 def test_every_simulating_command_refuses_before_simulating(args, tmp_path):
-    from sim.cli import main
+    from sim.cli.main import main
 
     assert "force" in [p.name for p in main.commands[args[0]].params]
     out = tmp_path / "out"
@@ -231,7 +231,7 @@ def test_every_simulating_command_refuses_before_simulating(args, tmp_path):
 
 
 def test_the_commands_that_simulate_all_take_force():
-    from sim.cli import main
+    from sim.cli.main import main
 
     assert all("force" in [p.name for p in main.commands[name].params] for name in SIMULATING)
 
@@ -239,7 +239,7 @@ def test_the_commands_that_simulate_all_take_force():
 # -- the progress bar ----------------------------------------------------------------------------
 
 def test_progress_shows_time_remaining_on_a_terminal_and_nothing_otherwise(monkeypatch):
-    import sim.cli as cli
+    import sim.cli.main as cli
 
     seen = []
     assert cli._with_progress(lambda progress: seen.append(progress) or 1, "x") == 1

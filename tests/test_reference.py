@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sim
-from sim import engine
+from sim.engine import run as engine
 from sim.scenario import SlowPeriods
 from tests.conftest import SCENARIOS, make_scenario, online
 

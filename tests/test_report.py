@@ -1,4 +1,4 @@
-"""The manager's report (sim/manager_report.py, `predsim report`): the recommendation, the
+"""The manager's report (sim/report/manager_report.py, `predsim report`): the recommendation, the
 tables, the breakeven, the sensitivity, the files and bad input."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import sim
-from sim import manager_report as mr
+from sim.report import manager_report as mr
 from tests.conftest import make_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,7 +297,7 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path):
     """In-process through click (fast); the console script itself is checked below."""
     from click.testing import CliRunner
 
-    from sim.cli import main
+    from sim.cli.main import main
 
     a_file = tmp_path / "a-file"
     a_file.write_text("x")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from sim.cli import main
+from sim.cli.main import main
 from sim.scenario import Scenario, ScenarioError, scenario_from_dict
 from sim.units import parse_count, parse_duration, parse_rate
 

@@ -1,4 +1,4 @@
-"""Search (sim/search.py, `predsim optimize`, `predsim capacity`) against queueing theory.
+"""Search (sim/studies/search.py, `predsim optimize`, `predsim capacity`) against queueing theory.
 
 Known answers come from Erlang C for M/M/c queues built here. The tolerances come from the
 simulation's own confidence intervals (99%, from the 95% ones the search reports, by the ratio
@@ -16,9 +16,9 @@ from scipy import optimize as roots
 from scipy import stats
 
 import sim
-from sim.metrics import RESOLUTION
-from sim.search import Constraint, Objective, SearchError, capacity, optimize
-from sim.theory import erlang_c
+from sim.results.metrics import RESOLUTION
+from sim.studies.search import Constraint, Objective, SearchError, capacity, optimize
+from sim.studies.theory import erlang_c
 from tests.conftest import make_scenario, online
 
 REPLICAS = "architectures.online.serving.replicas"
@@ -166,7 +166,7 @@ def _scenario_file(tmp_path):
 
 
 def test_optimize_and_capacity_commands(tmp_path, monkeypatch):
-    from sim.cli import main
+    from sim.cli.main import main
     monkeypatch.setenv("PREDSIM_NO_PROGRESS", "1")
     path = _scenario_file(tmp_path)
     result = CliRunner().invoke(main, ["optimize", path, "--vary", f"{REPLICAS}=1:16",
@@ -192,7 +192,7 @@ def test_optimize_and_capacity_commands(tmp_path, monkeypatch):
     (["capacity", "{path}", "--constraint", "latency_p99<=soon"], "--constraint"),
 ])
 def test_bad_search_input_exits_2(tmp_path, args, message):
-    from sim.cli import main
+    from sim.cli.main import main
     path = _scenario_file(tmp_path)
     result = CliRunner().invoke(main, [a.format(path=path) for a in args])
     assert result.exit_code == 2, result.output

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sim.serving import ReplicaPool, fifo_queue
+from sim.engine.serving import ReplicaPool, fifo_queue
 
 
 def serve(arrivals, services, replicas, timeout=None, pool=None):

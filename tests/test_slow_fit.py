@@ -1,4 +1,4 @@
-"""Slow periods fitted to a time series of service times (sim/slow_fit.py, `predsim calibrate
+"""Slow periods fitted to a time series of service times (sim/inputs/slow_fit.py, `predsim calibrate
 latency` with a time column).
 
 Synthetic series come from a two-state environment simulated here with exponential stays and
@@ -35,10 +35,10 @@ import yaml
 from click.testing import CliRunner
 from scipy import stats
 
-from sim.cli import main
-from sim.fit import read_samples
+from sim.cli.main import main
+from sim.inputs.fit import read_samples
 from sim.scenario import scenario_from_dict
-from sim.slow_fit import (ALPHA, analyse_series, check_independence, fit_slow_periods,
+from sim.inputs.slow_fit import (ALPHA, analyse_series, check_independence, fit_slow_periods,
                           hmm_log_likelihood, hmm_log_likelihood_gradient, read_series,
                           runs_p_value)
 from tests.conftest import BASE, online

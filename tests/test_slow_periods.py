@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sim.engine import simulate
-from sim.rng import Streams
+from sim.engine.run import simulate
+from sim.engine.rng import Streams
 from sim.scenario import SlowPeriods, scenario_from_dict
-from sim.serving import BatchingPool, ReplicaPool
-from sim.slow_periods import SlowPath, finish_at
+from sim.engine.serving import BatchingPool, ReplicaPool
+from sim.engine.slow_periods import SlowPath, finish_at
 
 TWO_STATES = {"states": [{"slowdown": 1, "mean": "2s"}, {"slowdown": 3.5, "mean": "50ms"}]}
 
@@ -244,7 +244,7 @@ def test_autoscaled_replicas_keep_distinct_numbers():
     serving = SERVINGS["autoscaling"]
     scenario = _scenario(serving, slow, workload={"arrivals": {
         "rate": "60/s", "pattern": "constant"}, "entities": 10_000})
-    from sim.engine import Run
+    from sim.engine.run import Run
     run = Run(scenario)
     arch = run.architectures[1]
     for start_s, end_s in run.chunk_bounds():

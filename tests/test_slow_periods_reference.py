@@ -15,11 +15,11 @@ import pytest
 import simpy
 from hypothesis import given, settings, strategies as st
 
-from sim import engine
-from sim.reference import _Speed
-from sim.rng import Streams
+from sim.engine import run as engine
+from sim.engine.reference import _Speed
+from sim.engine.rng import Streams
 from sim.scenario import SlowPeriods
-from sim.slow_periods import SlowPath
+from sim.engine.slow_periods import SlowPath
 from tests.conftest import make_scenario, online
 from tests.test_reference import FIELDS, assert_same, per_request
 

@@ -1,8 +1,8 @@
 """Startup delays as distributions (issue 23): the autoscaler's decision lag, node start and
 model load, the warm pool, and the replicas asked for, starting and ready.
 
-The kernel is ``sim.serving.batch_queue`` (``_evaluate`` decides, ``_act`` carries a decision
-out); the reference engine's ``sim.reference._Batcher`` does the same with SimPy processes.
+The kernel is ``sim.engine.serving.batch_queue`` (``_evaluate`` decides, ``_act`` carries a decision
+out); the reference engine's ``sim.engine.reference._Batcher`` does the same with SimPy processes.
 Hand-computed traces use one replica at 30 ms a request, offered 50 requests a second (1.5
 replicas' worth), so the autoscaler's first look, at 1 s, sees it saturated.
 """
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 import sim
-from sim import engine, serving as kernel
-from sim.explain import explain
-from sim.rng import Streams
+from sim.engine import run as engine
+from sim.engine import serving as kernel
+from sim.inputs.explain import explain
+from sim.engine.rng import Streams
 from sim.scenario import Autoscaling, ScenarioError, Serving
-from sim.serving import BatchingPool, StartupDraws
+from sim.engine.serving import BatchingPool, StartupDraws
 from tests.conftest import make_scenario, online
 from tests.test_reference import assert_same
 

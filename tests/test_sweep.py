@@ -1,4 +1,4 @@
-"""Sweeps (sim/sweep.py, `predsim sweep`): parsing, seeds that depend on the point and not on the
+"""Sweeps (sim/studies/sweep.py, `predsim sweep`): parsing, seeds that depend on the point and not on the
 order, the same table byte for byte from 1 worker, 2 workers and a Dask LocalCluster, durable
 points that survive SIGKILL and resume to the same table, and the sweep plots."""
 
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.sweep import (Knob, Point, Sweep, SweepError, parse_grid, pareto_mask, plan_points,
+from sim.studies.sweep import (Knob, Point, Sweep, SweepError, parse_grid, pareto_mask, plan_points,
                        random_unit, run_sweep, swept_keys, table_bytes)
 from tests.conftest import BASE, make_scenario, online
 
@@ -190,7 +190,7 @@ def test_killed_sweep_resumes_to_the_same_table(tmp_path):
 def test_bad_input_exits_2_with_the_option_named(tmp_path):
     from click.testing import CliRunner
 
-    from sim.cli import main
+    from sim.cli.main import main
     scenario = _scenario_file(tmp_path)
     cases = [(["--grid", "replicas"], "--grid 'replicas': expected KEY=V1,V2"),
              (["--grid", f"{REPLICAS}=0,1"], "replicas: must be >= 1"),
@@ -220,7 +220,7 @@ def test_sweep_plots_return_figures():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim import sweep_plots
+    from sim.report import sweep_plots
     table = run_sweep(tiny(), {REPLICAS: [1, 2, 3], "warmup": ["1m", "2m"]}, replications=2,
                       workers=1)
     fig = sweep_plots.metric_vs_parameter(table, REPLICAS, "latency_ms_p99")

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 import sim
-from sim.report import print_results
+from sim.report.output import print_results
 from tests.conftest import SCENARIOS
 
 

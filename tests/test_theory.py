@@ -1,6 +1,6 @@
 """The engine against queueing theory and age-of-information closed forms.
 
-``predsim verify --quick`` (sim/verify.py) runs the whole engine on textbook cases, over
+``predsim verify --quick`` (sim/studies/verify.py) runs the whole engine on textbook cases, over
 independent replications, and requires each closed form to lie inside the simulated mean's
 confidence interval. Here it runs as part of the suite, and we check that the checks can fail.
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim import theory, verify
+from sim.studies import theory
+from sim.studies import verify
 
 PREDSIM = Path(sys.executable).parent / "predsim"
 
@@ -41,7 +42,7 @@ def test_verify_quick_passes_every_case():
 
 def test_verify_catches_a_broken_queue(monkeypatch):
     # A kernel that forgets that requests wait for a free replica must fail the M/M/1 checks.
-    from sim import serving
+    from sim.engine import serving
 
     def no_waiting(arrival_s, occupancy_s, patience_s, free_at_s, wait_s, started):
         wait_s[:] = 0.0
@@ -56,7 +57,7 @@ def test_verify_catches_a_broken_queue(monkeypatch):
 
 def test_verify_catches_stale_feature_timestamps(monkeypatch):
     # Features stamped with the finish time instead of the data cut-off look 10 min fresher.
-    from sim.architectures import parts
+    from sim.engine.architectures import parts
 
     original = parts.BatchFeaturePipeline._materialise
 
@@ -81,7 +82,7 @@ def test_gated_batch_wait_has_the_right_limits():
 
 def test_verify_catches_a_batcher_that_lingers(monkeypatch):
     # A batcher that holds a free replica back 3 ms for a fuller batch must fail the gated check.
-    from sim import serving
+    from sim.engine import serving
 
     original = serving.BatchingPool.__init__
 
@@ -103,7 +104,7 @@ def test_mgc_lognormal_agrees_with_ciw():
     assert abs(row["relative_error"]) < 0.1
 
 
-# --- M/M/1 in a random environment (slow periods), sim.theory.mm1_random_environment ----------
+# --- M/M/1 in a random environment (slow periods), sim.studies.theory.mm1_random_environment ----------
 
 def _truncated_ctmc(lam, mu, q, levels):
     """Independent check: the QBD's generator on levels 0..K built state by state and solved
@@ -230,7 +231,7 @@ def test_random_environment_needs_the_mean_rate_above_the_arrival_rate():
 def test_verify_catches_slow_periods_flattened_to_their_mean(monkeypatch):
     # An engine that stretches every request by the mean slowdown instead of following the
     # path still passes the fast-switching case, but misses the queues built up in slow stays.
-    from sim import serving
+    from sim.engine import serving
 
     def mean_speed_only(self, arrival_s, lookup_s, work_s):
         occupancy = np.broadcast_to(lookup_s + work_s / self.slow.spec.mean_speed,
@@ -314,7 +315,7 @@ def test_outage_age_matches_a_monte_carlo(up, down, lag):
 def test_verify_catches_failed_runs_that_still_publish(monkeypatch):
     # A control plane that publishes a failed run's features anyway sees no failures at all:
     # mean age 5 min + 30 min, not 65 min.
-    from sim import control
+    from sim.engine import control
 
     original = control.Attempts.run
 
@@ -331,7 +332,7 @@ def test_verify_catches_failed_runs_that_still_publish(monkeypatch):
 
 def test_verify_catches_outages_that_hide_nothing(monkeypatch):
     # A stream processor whose outages do not hold its features back: the age stays 0.
-    from sim.architectures import backlog
+    from sim.engine.architectures import backlog
 
     monkeypatch.setattr(backlog.StreamFlow, "processed_until",
                         lambda self, t_s: np.asarray(t_s, dtype=float).copy())

@@ -20,12 +20,12 @@ import pytest
 import yaml
 from scipy import stats
 
-from sim import engine
-from sim.engine import Run
-from sim.fit import read_log
-from sim.rng import Streams
+from sim.engine import run as engine
+from sim.engine.run import Run
+from sim.inputs.fit import read_log
+from sim.engine.rng import Streams
 from sim.scenario import ScenarioError, scenario_from_dict
-from sim.workload import MarkovModulation, Population, RateProfile, RequestSource
+from sim.engine.workload import MarkovModulation, Population, RateProfile, RequestSource
 from tests.conftest import BASE, ci_half_width, online
 from tests.test_reference import assert_same
 
@@ -66,7 +66,7 @@ def replayed(scenario) -> tuple[np.ndarray, np.ndarray, Run]:
 
 
 def log_times_s(frame: pd.DataFrame, iso: bool) -> np.ndarray:
-    """The log's times since its first request, computed independently of sim.fit."""
+    """The log's times since its first request, computed independently of sim.inputs.fit."""
     if iso:
         ns = pd.to_datetime(frame["ts"]).to_numpy("datetime64[ns]").astype(np.int64)
         return np.sort((ns - ns.min()) / 1e9)

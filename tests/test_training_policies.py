@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 import sim
 from sim.scenario import ScenarioError
-from sim.training import ModelLifecycle
+from sim.engine.training import ModelLifecycle
 from tests.conftest import make_scenario, online
 from tests.test_reference import assert_same
 
@@ -20,7 +20,7 @@ LINEAR = {"linear": {"per_day": -0.01, "floor": 0.0}}
 def lifecycle(training, until_s, since_s=-2 * DAY, **changes):
     """A model lifecycle of a small scenario, run alone from ``since_s`` to ``until_s``."""
     scenario = make_scenario({"online": online()}, training=training, **changes)
-    model = ModelLifecycle(scenario.training, scenario, sim.rng.Streams(scenario.seed))
+    model = ModelLifecycle(scenario.training, scenario, sim.engine.rng.Streams(scenario.seed))
     env = simpy.Environment(initial_time=since_s)
     model.start(env, since_s)
     env.run(until=until_s)
@@ -230,7 +230,7 @@ def test_losses_by_cause_add_up_to_the_quality_lost():
 
 
 def test_fast_and_reference_engines_agree_with_policies_and_own_training(monkeypatch):
-    from sim import engine
+    from sim.engine import run as engine
     monkeypatch.setattr(engine, "REQUESTS_PER_CHUNK", 1024)
     assert_same(per_arch_scenario(horizon="3h", warmup="30m", **{"workload.arrivals.rate": "2/s"}))
 

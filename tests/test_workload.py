@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from sim.rng import Streams
+from sim.engine.rng import Streams
 from sim.scenario import ScenarioError, scenario_from_dict
-from sim.workload import Population, RateProfile, RequestSource, zipf_slots
+from sim.engine.workload import Population, RateProfile, RequestSource, zipf_slots
 from tests.conftest import BASE
 
 DAY = 86400.0

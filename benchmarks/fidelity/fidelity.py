@@ -48,7 +48,7 @@ Two predictions per case. *Independent draws*: predsim draws each service time (
 independently from the calibrated distribution. *With slow periods*: the calibration's service
 times, in the order the worker took them (with batching: each calibration batch's time over the
 robust line's time for its size and candidates, in dispatch order), go through
-``sim.slow_fit`` as ``predsim calibrate latency`` would take them: the independence tests and,
+``sim.inputs.slow_fit`` as ``predsim calibrate latency`` would take them: the independence tests and,
 when slow ones come in stretches, the continuous-time hidden Markov model of slow periods
 (``fit_slow``); predsim is then given ``serving.slow_periods`` (scope replica) and the service
 times at normal speed (each divided by its posterior-expected slowdown; with batching, per_item
@@ -412,7 +412,7 @@ def _answer_read_us(r: dict) -> dict:
 
 def replay_latency_s(replicas: int, arrival_s: np.ndarray, service_s: np.ndarray) -> np.ndarray:
     """Queue wait + service of each request (in time order) in predsim's FIFO kernel."""
-    from sim.serving import ReplicaPool
+    from sim.engine.serving import ReplicaPool
     pool = ReplicaPool(replicas, None, start_s=float(arrival_s[0]) if arrival_s.size else 0.0)
     wait, _ = pool.serve(arrival_s, service_s)
     return wait + service_s
@@ -592,7 +592,7 @@ def relative_errors(measured: dict, predicted: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Slow periods: fitted on the calibration's time-ordered service times (sim.slow_fit)
+# Slow periods: fitted on the calibration's time-ordered service times (sim.inputs.slow_fit)
 # ---------------------------------------------------------------------------------------------
 
 SLOW_STATES = 2  # states of the slow-period model fitted (normal and one slow speed)
@@ -601,7 +601,7 @@ SLOW_STATES = 2  # states of the slow-period model fitted (normal and one slow s
 def fit_slow(times_s: np.ndarray, durations_s: np.ndarray,
              expected_s: np.ndarray | None = None, states: int = SLOW_STATES) -> dict:
     """The slow-period model of a time-ordered series, as ``predsim calibrate latency`` fits it
-    (``sim.slow_fit``): the independence tests, and when slow ones come in stretches the
+    (``sim.inputs.slow_fit``): the independence tests, and when slow ones come in stretches the
     continuous-time hidden Markov model of slow periods, by maximum likelihood.
 
     ``expected_s`` (optional, one per duration): what each one should take at normal speed
@@ -610,7 +610,7 @@ def fit_slow(times_s: np.ndarray, durations_s: np.ndarray,
     ``serving.slow_periods``, scope replica, or None when the series is independent),
     ``_slowdown`` (each duration's posterior-expected slowdown, in the order given; ones
     without a fit: divide by it for the normal-speed duration) and a JSON summary."""
-    from sim import slow_fit
+    from sim.inputs import slow_fit
     t = np.asarray(times_s, dtype=float)
     x = np.asarray(durations_s, dtype=float)
     ok = np.isfinite(t) & np.isfinite(x) & (x > 0)
@@ -881,11 +881,11 @@ def _judged(row: dict, predicted: dict, predicted_slow: dict, cores: float) -> d
 def batch_replay(replicas: int, batching: dict, enqueued_s: np.ndarray,
                  batch_service_s: np.ndarray) -> tuple[np.ndarray, float]:
     """The requests' measured arrivals at the queue, through predsim's batching kernel
-    (``sim.serving.BatchingPool``), each batch occupying its replica for the measured service
+    (``sim.engine.serving.BatchingPool``), each batch occupying its replica for the measured service
     time of the batch its first request really was in. Returns queue wait + occupancy of each
     request (in the order given) and the mean batch size the kernel formed."""
     from sim.scenario import Serving
-    from sim.serving import BatchingPool
+    from sim.engine.serving import BatchingPool
     spec = Serving.model_validate({"replicas": replicas, "batching": {
         "max_batch": batching["max_batch"], "max_wait": f"{batching['max_wait_ms']}ms",
         "fixed": 0, "per_item": 0}})

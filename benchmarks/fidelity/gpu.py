@@ -752,7 +752,7 @@ CURVE_SLOW = "batch curve + slow periods"
 def batch_curve_serving(batching: dict, csvs: dict[int, str]) -> dict:
     """``serving`` with the batch curve as measured: ``batching.batch_time`` with each batch
     size's calibration batch times as an empirical distribution (``csvs``: size -> CSV name);
-    predsim interpolates between the sizes quantile by quantile (``sim.batch_curve``)."""
+    predsim interpolates between the sizes quantile by quantile (``sim.engine.batch_curve``)."""
     return {"replicas": REPLICAS, "batching": {
         "max_batch": batching["max_batch"], "max_wait": f"{batching['max_wait_ms']}ms",
         "batch_time": {int(b): {"empirical": name} for b, name in sorted(csvs.items())}}}
@@ -824,7 +824,7 @@ def kernel_batch_size(batching: dict, fixed_s: float, per_item_s: np.ndarray, ra
     """Mean batch size predsim's batching kernel forms under Poisson arrivals at ``rate`` with
     the calibrated fixed and per_item (one replica)."""
     from sim.scenario import Serving
-    from sim.serving import BatchingPool
+    from sim.engine.serving import BatchingPool
     spec = Serving.model_validate({"replicas": REPLICAS, "batching": {
         "max_batch": batching["max_batch"], "max_wait": f"{batching['max_wait_ms']}ms",
         "fixed": 0, "per_item": 0}})

@@ -26,7 +26,7 @@ taken while the server is idle).
     python server.py --workers 4 --log-dir DIR [--lifetime 600] [--seed 0]
 
 **Dynamic batching** (``--batching MAX_BATCH --max-wait-ms W``): the policy predsim models
-(``sim.serving.batch_queue``), with C worker slots. The parent process is the batcher: one
+(``sim.engine.serving.batch_queue``), with C worker slots. The parent process is the batcher: one
 single-threaded event loop (epoll; timeouts through ``select()`` for microsecond resolution,
 timer slack 1 ns) that accepts connections, reads each whole request and appends it to a FIFO
 (its *enqueued* time is the request's arrival at the queue). A batch leaves the queue as soon as

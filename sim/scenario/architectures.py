@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Union, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from sim.batch_curve import batch_time_at
+from sim.engine.batch_curve import batch_time_at
 from sim.distributions import Distribution, ZERO
 from sim.units import format_duration
 from sim.scenario.fields import (Dist, MAX_UNITS, Model, NonNegativeDuration, PositiveDuration,
@@ -531,7 +531,7 @@ class HybridArchitecture(_Scheduled):
 
 
 # The kinds' sections; their names (the ``kind`` literal) are the kinds a scenario may use, and
-# sim.architectures.registry gives each its runtime class and traits.
+# sim.engine.architectures.registry gives each its runtime class and traits.
 ARCHITECTURE_SPECS = (BatchArchitecture, OnlineArchitecture, StreamingArchitecture,
                       HybridArchitecture)
 Architecture = Annotated[Union[ARCHITECTURE_SPECS], Field(discriminator="kind")]

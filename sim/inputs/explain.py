@@ -1,0 +1,668 @@
+"""A scenario in plain sentences (``predsim explain``): what it simulates, before simulating it.
+
+:func:`explain` reads only the validated :class:`~sim.scenario.Scenario`; the numbers in it are
+back-of-the-envelope figures from the scenario's own inputs (rates, prices, schedules), not
+simulation results: costs per day at today's entity count, replica load from the mean service
+time (the offered load ``arrival rate x mean occupancy / replicas``), and feature ages from the
+schedules (a refresh every ``every`` that takes ``d`` gives ages from ``d`` to ``every + d``,
+``every / 2 + d`` on average).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import numpy as np
+
+from sim.distributions import Distribution
+from sim.scenario import (BatchArchitecture, BatchFeatures, Curve, HybridArchitecture,
+                          OnlineArchitecture, Scenario, StreamingArchitecture, StreamFeatures)
+from sim.inputs.starter import expected_active, head_request_share
+from sim.units import DAY_S, HOUR_S, format_duration, human_duration
+
+WIDTH = 100
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+def _count(x: float) -> str:
+    """50000 -> '50,000', 1.73e6 -> '1.73M'."""
+    if abs(x) >= 1e9:
+        return f"{x / 1e9:.3g}B"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    return f"{x:,.0f}" if abs(x) >= 10 or float(x).is_integer() else f"{x:.2g}"
+
+
+def _rate(per_s: float) -> str:
+    if per_s >= 1000:
+        return f"{per_s:,.0f}/s"
+    if per_s >= 1:
+        return f"{per_s:.3g}/s"
+    if per_s * 60 >= 1:
+        return f"{per_s * 60:.3g}/min"
+    return f"{per_s * 3600:.3g}/h"
+
+
+def _usd(x: float) -> str:
+    if 0 < abs(x) < 0.005:
+        return "under $0.01"
+    return f"${x:,.2f}" if abs(x) < 100 else f"${x:,.0f}"
+
+
+def _share(x: float) -> str:
+    if x >= 0.995 or x == 0:
+        return f"{x:.0%}"
+    return f"{x:.1%}" if x >= 0.001 else f"{x:.2g}%".replace("%", "") + "%"
+
+
+def _dur(seconds: float) -> str:
+    return human_duration(seconds)
+
+
+def _every(seconds: float) -> str:
+    return {DAY_S: "every day", HOUR_S: "every hour", 7 * DAY_S: "every week"}.get(
+        seconds, f"every {format_duration(seconds)}")
+
+
+def _clock(every_s: float, start_at_s: float) -> str:
+    """' at 02:00' for a daily schedule with an offset; '' without one."""
+    if not start_at_s:
+        return ""
+    if every_s % DAY_S == 0 and start_at_s < DAY_S:
+        hours, rest = divmod(start_at_s, HOUR_S)
+        return f" at {int(hours):02d}:{int(rest // 60):02d}"
+    return f", offset by {format_duration(start_at_s)}"
+
+
+def _nodes(n: int) -> str:
+    return f"{n} node" + ("s" if n != 1 else "")
+
+
+def _paragraph(text: str, indent: str = "  ") -> str:
+    return textwrap.fill(text, width=WIDTH, initial_indent=indent, subsequent_indent=indent)
+
+
+def _dist(d: Distribution) -> str:
+    return d.describe() if not d.is_zero else "no time"
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+def explain(scenario: Scenario) -> str:
+    """The scenario described in plain sentences, section by section."""
+    s = scenario
+    parts = [f"{s.name}" + (f": {s.description}" if s.description else ""),
+             _paragraph(f"Simulates {_dur(s.horizon)} of traffic, measured after a warm-up of "
+                        f"{_dur(s.warmup)} that is simulated but not measured; seed {s.seed}. "
+                        f"The numbers below are rough figures from the inputs, not results: "
+                        f"`predsim run` measures.", indent="")]
+    for title, body in (("Traffic", _traffic(s)), ("Entities", _entities(s)),
+                        ("Quality", _quality(s)), ("Retraining", _training(s)),
+                        ("Drift", _drift(s)), ("Latency target and value", _slo_value(s)),
+                        (f"Architectures ({len(s.architectures)}: "
+                         f"{', '.join(s.architectures)})", _architectures(s))):
+        parts.append("")
+        parts.append(title)
+        parts.extend(_paragraph(p) for p in body)
+    return "\n".join(parts) + "\n"
+
+
+def _peak_trough(s: Scenario) -> tuple[float, float]:
+    a = s.workload.arrivals
+    if a.pattern == "constant":
+        return a.rate, a.rate
+    amplitude = (a.peak_to_trough - 1) / (a.peak_to_trough + 1)
+    day = 1.0
+    if a.pattern == "weekly":
+        day = 7 / (5 + 2 * a.weekend_factor) * max(1.0, a.weekend_factor)
+    return a.rate * (1 + amplitude) * day, a.rate * (1 - amplitude)
+
+
+def _traffic(s: Scenario) -> list[str]:
+    a = s.workload.arrivals
+    lines = [f"Requests arrive as a Poisson process at {_rate(a.rate)} on average, about "
+             f"{_count(a.rate * DAY_S)} a day."]
+    if a.pattern == "constant":
+        lines.append("The rate is the same all day (pattern: constant).")
+        return lines
+    amplitude = (a.peak_to_trough - 1) / (a.peak_to_trough + 1)
+    hour = math.sin(math.pi / 24) / (math.pi / 24)
+    peak, _ = _peak_trough(s)
+    text = (f"The rate follows a daily cycle (pattern: {a.pattern}) that peaks at "
+            f"{int(a.peak_hour):02d}:{int(a.peak_hour % 1 * 60):02d} and is lowest twelve hours "
+            f"later; the peak is {a.peak_to_trough:g} times the trough "
+            f"({_rate(a.rate * (1 + amplitude))} against {_rate(a.rate * (1 - amplitude))} on "
+            f"an average day), and the busiest hour carries about "
+            f"{_share((1 + amplitude * hour) / 24)} of a day's requests.")
+    if a.pattern == "weekly":
+        text += (f" Weekend days (days 5 and 6; day 0 is a Monday) carry {a.weekend_factor:g} "
+                 f"times the traffic of weekdays; the busiest moment of the week is about "
+                 f"{_rate(peak)}.")
+    lines.append(text)
+    return lines
+
+
+def _entities(s: Scenario) -> list[str]:
+    w = s.workload
+    requests_per_day = w.arrivals.rate * DAY_S
+    text = (f"The requests are about {_count(w.entities)} entities (users or items) at the "
+            f"start")
+    if w.new_entities_per_day:
+        text += (f", and {_count(w.new_entities_per_day)} new ones appear a day (about "
+                 f"{_count(w.entities + w.new_entities_per_day * s.end_s / DAY_S)} by the end)")
+        rule = w.new_entities
+        if rule.first_week_share is not None or rule.first_day_share is not None:
+            share, span = ((rule.first_week_share, "week") if rule.first_week_share is not None
+                           else (rule.first_day_share, "day"))
+            text += (f"; they enter the popularity ranking where a {span}'s new entities make "
+                     f"{_share(share)} of the requests")
+        elif rule.enter == "tail":
+            text += ("; they enter the popularity ranking at the tail (less active than every "
+                     "entity present at the start)")
+        else:
+            text += "; they take random popularity ranks"
+    text += "."
+    lines = [text]
+    exponent = w.popularity.exponent if w.popularity.kind == "zipf" else 0.0
+    if w.popularity.kind == "uniform":
+        pop = "Popularity is uniform: every entity is equally likely to be asked about."
+    else:
+        top = head_request_share(w.entities, max(1.0, 0.01 * w.entities), exponent)
+        pop = (f"Popularity is Zipf with exponent {exponent:g} (the k-th most popular entity is "
+               f"asked about in proportion to k^-{exponent:g}): the top 1% of entities get "
+               f"about {_share(top)} of the requests.")
+    active = expected_active(w.entities, requests_per_day, exponent)
+    pop += (f" About {_count(active)} entities ({_share(active / w.entities)}) make at least "
+            f"one request on a given day.")
+    lines.append(pop)
+    return lines
+
+
+def _curve(curve: Curve | None, metric: str, fresh: float, what: str) -> str:
+    if curve is None:
+        return (f"{what.capitalize()} age costs nothing: there is no {what}_staleness curve.")
+    if curve.exponential is not None:
+        c = curve.exponential
+        at_day = c.floor + (fresh - c.floor) * 2 ** (-DAY_S / c.half_life)
+        return (f"As {what}s age, {metric} loses half of the way from {fresh:g} to {c.floor:g} "
+                f"every {format_duration(c.half_life)} (exponential): {at_day:.4g} at one day "
+                f"of {what} age.")
+    if curve.linear is not None:
+        c = curve.linear
+        return (f"As the {what} ages, {metric} changes by {c.per_day:g} per day of {what} "
+                f"age (linear), never below {c.floor:g}.")
+    points = ", ".join(f"{format_duration(age)}: {value:g}" for age, value in curve.table)
+    return (f"{metric} against {what} age is read from a measured table, interpolated "
+            f"linearly and flat beyond its ends ({points}).")
+
+
+def _quality(s: Scenario) -> list[str]:
+    q = s.quality
+    lines = [
+        f"The quality metric is {q.metric}: {q.fresh:g} for a prediction with fresh features "
+        f"from a just-trained model; a request that gets the fallback (no prediction, or a "
+        f"timeout) gets {q.fallback:g}."]
+    has_stream = any(getattr(getattr(a, "features", None), "stream", None) is not None
+                     for a in s.architectures.values()) or q.curve("stream") is not None
+    if not has_stream:
+        lines.append(_curve(q.curve("batch"), q.metric, q.fresh, "feature"))
+    else:
+        for feature_class in ("batch", "stream"):
+            text = _curve(q.curve(feature_class), q.metric, q.fresh, "feature")
+            text = text[0].lower() + text[1:]
+            lines.append(f"{feature_class.capitalize()} features: " +
+                         text.replace("features age", f"{feature_class} features age")
+                         .replace("there is no feature_staleness curve",
+                                  f"there is no features.{feature_class}.staleness curve"))
+        if q.without("stream") < q.fresh:
+            lines.append(f"An architecture without stream features (batch, online) is worth "
+                         f"{q.without('stream'):.4g} {q.metric} on that account, as if its "
+                         f"stream features were as stale as they get.")
+    if q.without("request") < q.fresh:
+        lacking = [name for name, a in s.architectures.items()
+                   if getattr(getattr(a, "features", None), "request", None) is None]
+        who = (f": here {', '.join(lacking)}" if lacking else "")
+        lines.append(f"Request-time features are always fresh; a prediction without them "
+                     f"(stored predictions, and any architecture without features.request"
+                     f"{who}) is worth {q.without('request'):.4g} on that account.")
+    no_batch = [name for name, a in s.architectures.items()
+                if a.kind == "streaming" and a.features.batch is None]
+    if no_batch and q.without("batch") < q.fresh:
+        lines.append(f"{', '.join(no_batch)} has no batch features: worth "
+                     f"{q.without('batch'):.4g} on that account, as if they were as stale as "
+                     f"they get.")
+    cold = (f"An entity created after the last feature refresh that could include it has no "
+            f"batch features yet (a cold start), for every architecture: a batch store has no "
+            f"prediction for it (the fallback), and online and streaming predict for it at "
+            f"{q.cold_start('batch'):.4g} {q.metric}")
+    if has_stream:
+        cold += (f"; its stream features exist only once its first events reach a window "
+                 f"(until then {q.cold_start('stream'):.4g} on that account)")
+    lines.append(cold + ".")
+    lines.append(_curve(q.model_staleness, q.metric, q.fresh, "model"))
+    lines.append("The losses against fresh from each class of features (its age, a cold start "
+                 "or its absence), model age and drift add up, and the result stays between 0 "
+                 "and fresh.")
+    return lines
+
+
+def _training(s: Scenario) -> list[str]:
+    own = {name: a.training for name, a in s.architectures.items()
+           if getattr(a, "training", None) is not None}
+    shared = [name for name in s.architectures if name not in own]
+    lines = []
+    if shared:
+        whose = "" if not own else f" (for {', '.join(shared)})"
+        lines.append(_training_text(s, s.training, whose))
+    for name, t in own.items():
+        lines.append(f"{name} has a training section of its own (and so a model history of "
+                     f"its own). " + _training_text(s, t, ""))
+    return lines
+
+
+def _training_text(s: Scenario, t, whose: str) -> str:
+    if t is None:
+        return (f"The model{whose} is never retrained: it was trained on data up to the start of "
+                f"the simulation, so it grows older through the run (model age = time since the "
+                f"start).")
+    if t.policy != "schedule" or t.throughput is not None or t.training_mode != "stateless":
+        return _training_policy(s, t)
+    lag = t.duration + t.deploy_delay
+    runs_per_day = DAY_S / t.every
+    text = (f"A training run{whose} starts {_every(t.every)}{_clock(t.every, t.start_at)} on "
+            f"data up to its start, takes {_dur(t.duration)}, and its model serves "
+            f"{_dur(t.deploy_delay)} after it ends; models in service are {_dur(lag)} to "
+            f"{_dur(t.every + lag)} old, {_dur(t.every / 2 + lag)} on average.")
+    if s.costs.training_run:
+        text += (f" Each run costs {_usd(s.costs.training_run)}, about "
+                 f"{_usd(s.costs.training_run * runs_per_day)} a day, charged to every "
+                 f"architecture that uses it.")
+    return text
+
+
+def _drift(s: Scenario) -> list[str]:
+    if not s.drift:
+        return ["None: no shifts in the world (drift:) are simulated."]
+    lines = []
+    metric = s.quality.metric
+    for d in s.drift:
+        when = ("during the warm-up" if d.at < s.warmup else
+                f"{_dur(d.at - s.warmup)} into the measured period" if d.at < s.end_s else
+                "after the end of the run (it has no effect)")
+        start = f"At {format_duration(d.at)} from the start ({when})"
+        if d.kind == "gradual":
+            text = (f"{start} the world starts shifting, over {_dur(d.ramp)}: models lose up to "
+                    f"{d.quality_drop:g} {metric}, in proportion to how much of the shift "
+                    f"happened after their data")
+        elif d.kind == "recurring":
+            text = (f"{start} a cycle of {_dur(d.period)} begins: a model is best at the same "
+                    f"point of the cycle as its data and loses up to {d.quality_drop:g} {metric} "
+                    f"half a cycle away")
+        else:
+            text = (f"{start} the world shifts: models trained on data from before then lose "
+                    f"{d.quality_drop:g} {metric}")
+        if d.kind != "recurring":
+            needs = (f"a model trained on at least {_dur(d.recovery_data)} of data after it"
+                     if d.recovery_data else "a model trained after it")
+            text += f"{',' if d.kind == 'gradual' else ''} until {needs} is deployed"
+        if d.visible_in_features:
+            text += (f"; {d.visible_in_features:.0%} of the loss goes away as soon as the "
+                     f"features reflect data from after the shift (fresh stream features "
+                     f"recover first)")
+        lines.append(text + ".")
+    return lines
+
+
+def _slo_value(s: Scenario) -> list[str]:
+    lines = []
+    if s.slo.latency_p99 is not None:
+        lines.append(f"The latency target (SLO) is a 99th percentile of "
+                     f"{format_duration(s.slo.latency_p99)}: the share of requests slower "
+                     f"than that is reported as the SLO violation rate.")
+    else:
+        lines.append("No latency target is set (slo.latency_p99), so SLO violations are not "
+                     "counted.")
+    b = s.business
+    if b.value_per_outcome:
+        text = (f"Each outcome ({s.quality.metric} counts outcomes per request) is worth "
+                f"{_usd(b.value_per_outcome)}, so value per day is the {s.quality.metric} of "
+                f"each request times {_usd(b.value_per_outcome)}, summed over a day")
+        if b.latency_penalty.per_100ms:
+            text += (f", less {_share(b.latency_penalty.per_100ms)} per 100 ms of that "
+                     f"request's latency")
+        lines.append(text + "; net value is value minus cost.")
+    else:
+        lines.append("No value per outcome is set (business.value_per_outcome), so value per "
+                     "day is 0 and net value is minus the cost.")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Architectures
+# --------------------------------------------------------------------------------------------
+
+def _job_s(entities: float, throughput: float | None, duration: float | None,
+           overhead: float) -> float:
+    if throughput is not None:
+        return entities / throughput + overhead
+    return (duration or 0.0) + overhead
+
+
+def _training_policy(s: Scenario, t) -> str:
+    """Retraining by trigger, continual updates, stateful or volume-driven runs (sim.engine.training)."""
+    if t.policy == "trigger":
+        g = t.trigger
+        level = (f"below {g.below:g}" if g.below is not None else
+                 f"more than {g.drop:.0%} below fresh ({(1 - g.drop) * s.quality.fresh:g})")
+        when = (f"A monitor looks {_every(g.check_every)} at the {s.quality.metric} of the model "
+                f"in service over the labels that arrived in the last {_dur(g.window)} (labels "
+                f"come {g.label_delay.describe()} after the prediction) and starts a training "
+                f"run when it is {level}.")
+    elif t.policy == "continual":
+        when = (f"The model is updated {_every(t.every)} on the data since the last update, one "
+                f"update at a time.")
+    else:
+        when = f"A training run starts {_every(t.every)}{_clock(t.every, t.start_at)}."
+    how = ("Stateful runs fine-tune the last model on the data since the previous run"
+           if t.training_mode == "stateful" else
+           "Each run retrains from scratch" + (f" on {_dur(t.data_window)} of data"
+                                               if t.data_window else ""))
+    size = (f"; a run takes examples / {t.throughput:g} per second + {_dur(t.overhead)}"
+            if t.throughput is not None else f"; a run takes {_dur(t.duration + t.overhead)}")
+    return (f"{when} {how}{size}, and its model serves {_dur(t.deploy_delay)} after it ends. "
+            f"Each run costs run time x {t.nodes} node(s) x {_usd(s.costs.training_node_hour)} "
+            f"an hour + {_usd(s.costs.training_run)}.")
+
+
+def _ages(every: float, job: float) -> str:
+    return (f"{_dur(job)} to {_dur(every + job)} old when read, about "
+            f"{_dur(every / 2 + job)} on average")
+
+
+def _architectures(s: Scenario) -> list[str]:
+    lines = []
+    training = (s.costs.training_run * DAY_S / s.training.every) \
+        if s.training and s.training.every and s.training.policy == "schedule" else 0.0
+    from sim.engine.architectures.registry import kind_of
+    for name, spec in s.architectures.items():
+        kind = kind_of(spec)
+        if kind.stores_predictions and kind.predicts_online:
+            text, costs = _hybrid(s, spec)
+        elif kind.stores_predictions:
+            text, costs = _batch(s, spec)
+        else:
+            text, costs = _online(s, spec, s.workload.arrivals.rate)
+        if training:
+            costs["training"] = training
+        total = sum(costs.values())
+        parts = " + ".join(f"{_usd(v)} {k}" for k, v in costs.items() if v)
+        cost = f"Cost: about {_usd(total)} a day" + (f" ({parts})." if parts and
+                                                       len(costs) > 1 else ".")
+        if spec.pipelines is not None and spec.pipelines.cost_per_day:
+            costs["skew prevention"] = spec.pipelines.cost_per_day
+            total = sum(costs.values())
+            parts = " + ".join(f"{_usd(v)} {k}" for k, v in costs.items() if v)
+            cost = f"Cost: about {_usd(total)} a day ({parts})."
+        risks = _reliability(spec)
+        lines.append(f"{name} ({spec.kind}): {text}{' ' + risks if risks else ''} {cost}")
+    return lines
+
+
+def _batch_part(s: Scenario, spec: BatchArchitecture | HybridArchitecture,
+                scored: float, who: str) -> tuple[str, float]:
+    job = _job_s(scored, spec.throughput, None, spec.overhead)
+    per_day = DAY_S / spec.every
+    cost = per_day * job / HOUR_S * spec.nodes * s.costs.batch_node_hour
+    text = (f"A scoring job runs {_every(spec.every)}{_clock(spec.every, spec.start_at)} and "
+            f"scores {who} when it starts (about {_count(scored)} now) at "
+            f"{_rate(spec.throughput)}: about {_dur(job)} a run on {_nodes(spec.nodes)}. "
+            f"Requests read the stored prediction (lookup: {_dist(spec.lookup)}"
+            + (f"; lookups over {format_duration(spec.timeout)} get the fallback"
+               if spec.timeout else "")
+            + f"), which is {_ages(spec.every, job)}; entities created after a job started "
+              f"get the fallback until the next job.")
+    return text, cost
+
+
+def _batch(s: Scenario, spec: BatchArchitecture) -> tuple[str, dict[str, float]]:
+    w = s.workload
+    text, cost = _batch_part(s, spec, w.entities, "every entity that exists")
+    exponent = w.popularity.exponent if w.popularity.kind == "zipf" else 0.0
+    seen = expected_active(w.entities, w.arrivals.rate * spec.every, exponent)
+    text += (f" Predictions for entities that make no request before the next job are wasted: "
+             f"roughly {_share(1 - seen / w.entities)} of each job's here.")
+    return "Predicts ahead of time. " + text, {"batch scoring": cost}
+
+
+def _load(rate: float, peak_factor: float, occupancy_s: float, replicas: int) -> str:
+    mean = rate * occupancy_s / replicas
+    peak = mean * peak_factor
+    text = (f"At the peak of {_rate(rate * peak_factor)} the replicas are about "
+            f"{peak:.0%} busy ({mean:.0%} at the mean rate)")
+    if peak >= 1:
+        text += ": at 100% or more the queue grows without bound at the peak; add replicas"
+    return text + "."
+
+
+def _stream_nodes(stream: StreamFeatures, workload) -> int:
+    """The stream processor's nodes: as given, or sized for the peak event rate."""
+    if stream.nodes != "auto":
+        return int(stream.nodes)
+    from sim.engine.architectures.backlog import event_rate, resolve_nodes
+    return resolve_nodes(stream, event_rate(workload, stream.events_per_request)[1])
+
+
+def _reliability(spec) -> str:
+    """What can go wrong in an architecture's pipelines and what answers then, in words."""
+    texts = []
+    jobs = [("Scoring jobs", spec)] if hasattr(spec, "throughput") and hasattr(spec, "lookup") \
+        else []
+    features = getattr(spec, "features", None)
+    if features is not None and features.batch is not None:
+        jobs.append(("Feature materialisations", features.batch))
+    for what, job in jobs:
+        parts = []
+        if not job.delay.is_zero:
+            parts.append(f"take {_dist(job.delay)} longer than computed")
+        if job.failures is not None and job.failures.probability > 0:
+            f = job.failures
+            retry = (f"retried {f.retries} time(s), {_dist(f.retry_after)} after a failure"
+                     if f.retries else "not retried (the next scheduled run tries again)")
+            parts.append(f"fail {_share(f.probability)} of the time, {retry}")
+        if job.spot is not None:
+            parts.append(f"run on spot capacity at {_share(1 - job.spot.discount)} of the price"
+                         + (f", preempted {job.spot.preemptions_per_hour:g} times per hour of "
+                            f"run and restarted" if job.spot.preemptions_per_hour else ""))
+        if parts:
+            texts.append(f"{what} " + "; ".join(parts) + ": meanwhile requests keep reading "
+                         "the last good run's output, which ages.")
+    stream = getattr(features, "stream", None) if features is not None else None
+    if stream is not None:
+        if stream.outages is not None:
+            texts.append(f"The stream processor goes down after {_dur(stream.outages.every)} "
+                         f"of running on average, for {_dist(stream.outages.duration)} each "
+                         f"time; stream features then age until it catches up.")
+        if stream.node_capacity is not None:
+            texts.append(f"Each stream node processes up to {_rate(stream.node_capacity)} events: "
+                         f"when events arrive faster, a backlog adds to the lag.")
+    ttls = [(w, t) for w, t in (("Stored predictions", getattr(spec, "ttl", None)),
+                                ("Batch features", getattr(getattr(features, "batch", None),
+                                                           "ttl", None)),
+                                ("Stream features", getattr(stream, "ttl", None))) if t]
+    for what, ttl in ttls:
+        texts.append(f"{what} older than {format_duration(ttl)} expire from the store.")
+    chain = list(getattr(spec, "fallback", ["default"]))
+    if chain != ["default"]:
+        words = {"stale": "the last stored prediction however old", "default":
+                 "the popular default", "error": "nothing (an error)"}
+        texts.append("A request without a valid prediction gets "
+                     + ", else ".join(words[c] for c in chain) + ".")
+    pipelines = getattr(spec, "pipelines", None)
+    if pipelines is not None:
+        if pipelines.kind == "dual":
+            texts.append(f"Training and serving compute features in separate pipelines: "
+                         f"{_share(pipelines.skewed_share)} of requests see a skewed feature, "
+                         f"losing {pipelines.skew_loss:.4g} each.")
+        else:
+            texts.append(f"Training and serving features stay the same "
+                         f"({pipelines.kind.replace('_', ' ')}), at "
+                         f"{_usd(pipelines.cost_per_day)} a day.")
+    return " ".join(texts)
+
+
+def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
+              entities: float, prices, costs: dict[str, float], request=None,
+              workload=None) -> str:
+    texts = []
+    if spec_batch is not None:
+        b = spec_batch
+        job = _job_s(entities, b.throughput, b.duration, b.overhead)
+        costs["feature pipeline"] = (DAY_S / b.every * job / HOUR_S * b.nodes
+                                     * prices.batch_node_hour)
+        texts.append(f"Batch features are materialised {_every(b.every)}"
+                     f"{_clock(b.every, b.start_at)} (about {_dur(job)} a run on "
+                     f"{_nodes(b.nodes)}), so they are {_ages(b.every, job)}.")
+    if stream is not None:
+        w = stream.window
+        if w.is_zero:
+            mean_age = stream.lag.mean
+            window = f"updated with every event, visible after a lag ({_dist(stream.lag)})"
+        else:
+            mean_age = stream.lag.mean + w.second_moment / (2 * w.mean)
+            shape = (f"{format_duration(w.mean)} tumbling windows" if w.kind == "constant" else
+                     f"windows of varying length ({_dist(w)})")
+            window = f"over {shape}, each visible after a lag ({_dist(stream.lag)})"
+        nodes = _stream_nodes(stream, workload)
+        costs["stream processing"] = nodes * 24 * prices.stream_node_hour
+        texts.append(f"Stream features are computed by a stream processor on "
+                     f"{_nodes(nodes)}{' (sized for the peak event rate)' if stream.nodes == 'auto' else ''} {window}: they are about {_dur(mean_age)} old on "
+                     f"average" + (", while the batch features keep their own age; both count "
+                                   "toward quality." if spec_batch is not None else
+                                   "; there are no batch features."))
+    if request is not None:
+        texts.append(f"Request-time features are computed on the replica in every request "
+                     f"({_dist(request.compute)}): always fresh, paid for in latency.")
+    return " ".join(texts)
+
+
+def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | HybridArchitecture,
+            rate: float) -> tuple[str, dict[str, float]]:
+    sv = spec.serving
+    occupancy = sv.mean_occupancy_s(spec.feature_lookup, spec.features.request)
+    pool = sv.autoscaling.warm_pool if sv.autoscaling is not None else 0  # paid, not serving
+    costs = {"serving": (sv.replicas + pool) * 24 * sv.price_per_hour(s.costs)}
+    peak, _ = _peak_trough(s)
+    plural = "s" if sv.replicas != 1 else ""
+    if sv.batching is None:
+        work = (f"a request waits for a free replica (first come, first served), which looks up "
+                f"its features ({_dist(spec.feature_lookup)}) and runs the model "
+                f"({_dist(sv.service_time)}), busy about {_dur(occupancy)} per request. ")
+    else:
+        b = sv.batching
+        if b.batch_time is None:
+            model = f"{_dist(b.fixed)} per batch plus {_dist(b.per_item)} per request"
+        else:
+            measured = ", ".join(f"{k}: {_dist(d)}" for k, d in b.batch_time.items())
+            model = (f"in the time measured for batches of its size ({measured}; straight "
+                     f"lines between those sizes)")
+        work = (f"requests wait in one queue and a free replica takes up to {b.max_batch} of "
+                f"them together, holding the oldest back at most {_dur(b.max_wait)} for a "
+                f"fuller batch; a batch looks up its features ({_dist(spec.feature_lookup)}, "
+                f"the slowest of the batch) and runs the model ({model}), about "
+                f"{_dur(occupancy)} of replica time per request when batches are full. ")
+    text = (f"Predicts at request time on {sv.replicas} serving replica{plural}: " + work
+            + _load(rate, peak / s.workload.arrivals.rate, occupancy, sv.replicas))
+    a = sv.autoscaling
+    if a is not None:
+        target = (f"{a.target_utilization:.0%} busy" if a.target_utilization is not None else
+                  f"{a.target_queue:g} waiting request(s) per replica")
+        text += (f" An autoscaler keeps between {a.min} and {a.max} replicas, looking every "
+                 f"{_dur(a.every)} and aiming at {target}, and removes none within "
+                 f"{_dur(a.cooldown)} of the last change (the serving cost shown here is for "
+                 f"{sv.replicas}, where it starts{', and the warm pool' if a.warm_pool else ''}"
+                 f"; the run reports the replicas that actually ran, and its time series the "
+                 f"replicas asked for, starting and ready). " + _startup(a))
+    if sv.slow_periods is not None:
+        text += " " + _slow_periods(sv.slow_periods, sv.replicas)
+    if sv.timeout:
+        text += (f" Requests not answered within {format_duration(sv.timeout)} get the "
+                 f"fallback.")
+    text += " " + _features(spec.features.batch, spec.features.stream, s.workload.entities,
+                            s.costs, costs, spec.features.request, s.workload)
+    return text, costs
+
+
+def _startup(a) -> str:
+    """The autoscaler's delays in plain words: decision lag, start-up, warm pool."""
+    texts = []
+    lag = a.decision_lag
+    if not lag.is_zero:
+        when = (f"{_dur(lag.mean)} after it is made" if lag.kind == "constant" else
+                f"after a lag ({_dist(lag)}; {_dur(lag.mean)} on average)")
+        texts.append(f"A decision takes effect {when}, and nothing new is decided meanwhile.")
+    first, second = a.startup
+    if first.is_zero and second.is_zero:
+        texts.append("A new replica serves as soon as it is asked for.")
+    elif a.warmup.is_zero:
+        parts = [f"its node has started ({_dist(first)})" if not first.is_zero else None,
+                 f"its model has loaded ({_dist(second)})" if not second.is_zero else None]
+        texts.append(f"A new replica serves once {' and '.join(p for p in parts if p)}, about "
+                     f"{_dur(a.mean_startup_s)} after it is asked for on average.")
+    elif first.kind == "constant":
+        texts.append(f"A new replica serves {_dur(first.mean)} after it is asked for.")
+    else:
+        texts.append(f"A new replica serves after its start-up ({_dist(first)}; "
+                     f"{_dur(first.mean)} on average).")
+    if a.warm_pool:
+        them = "them" if a.warm_pool != 1 else "it"
+        texts.append(f"{a.warm_pool} more replica{'s stand' if a.warm_pool != 1 else ' stands'} "
+                     f"by, started and loaded (paid for, not serving): a scale-up takes {them} "
+                     f"first, serving as soon as the decision takes effect, and the pool refills "
+                     f"in the background.")
+    return " ".join(texts)
+
+
+def _slow_periods(slow, replicas: int) -> str:
+    """Slow periods in plain words: how often, how slow, for how long, and what it costs."""
+    shares = slow.time_shares()
+    normal = int(np.argmin([state.slowdown for state in slow.states]))
+    parts = []
+    for k, state in enumerate(slow.states):
+        if k == normal:
+            continue
+        times = f"{state.slowdown:g} times slower" if state.slowdown > 1 else \
+            f"{1 / state.slowdown:g} times faster"
+        length = (f"{_dur(state.mean_s)} on average" if state.mean is not None else
+                  f"{_dist(state.length)}")
+        parts.append(f"{times} for stretches of {length} ({_share(shares[k])} of the time)")
+    who = ("every replica at once (they share a host)" if slow.scope == "host" or replicas == 1
+           else "each replica on its own")
+    return (f"The replicas do not always work at full speed: {who} runs "
+            f"{'; or '.join(parts)}. Inference and request-time features stretch while a slow "
+            f"stretch lasts (feature lookups do not), so in the long run a replica gets through "
+            f"{slow.mean_speed:.0%} of the work it would at full speed (included above), and "
+            f"requests that queue behind a slow stretch make the latency tail longer than "
+            f"independent service times would.")
+
+
+def _hybrid(s: Scenario, spec: HybridArchitecture) -> tuple[str, dict[str, float]]:
+    w = s.workload
+    exponent = w.popularity.exponent if w.popularity.kind == "zipf" else 0.0
+    head = max(1.0, math.ceil(spec.head_share * w.entities))
+    head_share = head_request_share(w.entities, head, exponent)
+    batch_text, batch_cost = _batch_part(s, spec, head, f"the {_share(spec.head_share)} most "
+                                                        f"popular entities that exist")
+    online_text, costs = _online(s, spec, w.arrivals.rate * (1 - head_share))
+    text = (f"Precomputed predictions for the most popular entities, which get about "
+            f"{_share(head_share)} of the requests; the rest are predicted online. "
+            f"{batch_text} The tail: {online_text[0].lower()}{online_text[1:]}")
+    return text, {"batch scoring": batch_cost, **costs}
+
+
+__all__ = ["explain"]
