@@ -112,3 +112,13 @@ def test_consistent_pipelines_cost_what_they_say_and_dual_ones_lose_quality():
         rows["plain"]["cost_usd_per_day"] + 150)
     assert rows["dual"]["quality_lost_skew"] == pytest.approx(0.002)
     assert rows["dual"]["quality_mean"] == pytest.approx(rows["plain"]["quality_mean"] - 0.002)
+
+
+def test_a_stream_slower_than_its_events_says_so():
+    slow = {"lag": "1s", "nodes": 2, "node_capacity": "4/s"}   # 8/s against 10/s
+    fast = {"lag": "1s", "nodes": 3, "node_capacity": "4/s"}   # 12/s
+    results = sim.simulate(_scenario({"slow": _streaming(slow), "fast": _streaming(fast)}, {}))
+    behind = [n for n in results.notes if "falls behind" in n]
+    assert len(behind) == 1 and behind[0].startswith("slow:") and "2 node(s)" in behind[0]
+    ages = results.summary.set_index("architecture")["stream_feature_age_s_mean"]
+    assert ages["slow"] > 100 * ages["fast"]

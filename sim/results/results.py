@@ -183,6 +183,9 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
         else:
             utilization = offered = float("nan")
             stable = None
+        behind = stream_behind(arch, start_s, end_s)
+        if behind is not None:
+            notes.append(behind)
         value = t["value"] * value_per_outcome / days
         rows.append({
             "architecture": arch.name,
@@ -242,6 +245,22 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
     timeseries = pd.concat(series, ignore_index=True)
     return Results(scenario, summary, timeseries, distributions, replication, notes,
                    incidents=incident_frame(architectures).assign(replication=replication))
+
+
+def stream_behind(arch, start_s: float, end_s: float) -> str | None:
+    """A note when an architecture's stream processor cannot keep up with the mean event rate:
+    its backlog, and the age of its stream features, then grow without bound."""
+    stream = getattr(arch, "stream", None)
+    flow = getattr(stream, "flow", None)
+    if flow is None or not math.isfinite(flow.capacity_per_s):
+        return None
+    mean_per_s = flow.events_per_day(start_s, end_s) / DAY_S
+    if mean_per_s < flow.capacity_per_s:
+        return None
+    return (f"{arch.name}: the stream processor falls behind for good: events arrive at "
+            f"{mean_per_s:.3g}/s on average, more than its {flow.nodes} node(s) process "
+            f"({flow.capacity_per_s:.3g}/s). Stream features age without bound; add nodes "
+            f"or raise node_capacity (nodes: auto sizes them for the peak).")
 
 
 def _class_ages(t: dict, acc: Accumulator) -> dict[str, float]:
