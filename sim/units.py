@@ -197,3 +197,109 @@ def rate_text(per_s: float) -> str:
     day = (f"{per_day / 1e9:.3g}B" if per_day >= 1e9 else f"{per_day / 1e6:.3g}M"
            if per_day >= 1e6 else f"{per_day / 1e3:.3g}k" if per_day >= 1e3 else f"{per_day:.3g}")
     return f"{per_s:.3g}/s ({day} a day)"
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers for people: counts, rates, money, shares and durations in words. Each has one
+# use in mind (a sentence, a comment that reads back, an estimate); the names say which.
+# --------------------------------------------------------------------------------------------
+
+def count_short(x: float) -> str:
+    """A count in a sentence: 50000 -> ``'50,000'``, 1.73e6 -> ``'1.73M'``."""
+    if abs(x) >= 1e9:
+        return f"{x / 1e9:.3g}B"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    return f"{x:,.0f}" if abs(x) >= 10 or float(x).is_integer() else f"{x:.2g}"
+
+
+def count_words(x: float) -> str:
+    """A large count in words: 3.2e6 -> ``'3.2 million'``, 50000 -> ``'50,000'``."""
+    if x >= 1e12:
+        return f"{x / 1e12:.3g} trillion"
+    if x >= 1e9:
+        return f"{x / 1e9:.3g} billion"
+    if x >= 1e6:
+        return f"{x / 1e6:.3g} million"
+    return f"{x:,.0f}"
+
+
+def count_exact(x: float) -> str:
+    """A count in scenario syntax that reads back exactly: 200000 -> ``'200k'``, 2e6 ->
+    ``'2M'``, 1234 -> ``'1234'``."""
+    for suffix, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        text = f"{x / size:.4g}{suffix}"
+        if abs(x) >= size and parse_count(text) == x:
+            return text
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def rate_short(per_s: float) -> str:
+    """A rate in a sentence, in the unit that reads best: ``'1,000/s'``, ``'3.2/min'``."""
+    if per_s >= 1000:
+        return f"{per_s:,.0f}/s"
+    if per_s >= 1:
+        return f"{per_s:.3g}/s"
+    if per_s * 60 >= 1:
+        return f"{per_s * 60:.3g}/min"
+    return f"{per_s * 3600:.3g}/h"
+
+
+def rate_rounded(per_s: float) -> str:
+    """A rate to 3 significant digits in scenario syntax: 23.15/s -> ``'23.1/s'``."""
+    return format_rate(float(f"{per_s:.3g}"))
+
+
+def rate_estimate(per_s: float | None) -> str:
+    """An estimated rate: ``'?'`` when unknown, millions per second as ``'3.2M/s'``."""
+    if per_s is None:
+        return "?"
+    if per_s >= 1e6:
+        return f"{per_s / 1e6:.3g}M/s"
+    return round_rate(per_s, 3)
+
+
+def usd_short(x: float) -> str:
+    """Money in a sentence: ``'under $0.01'``, ``'$12.50'``, ``'$1,250'``."""
+    if 0 < abs(x) < 0.005:
+        return "under $0.01"
+    return f"${x:,.2f}" if abs(x) < 100 else f"${x:,.0f}"
+
+
+def share_text(x: float) -> str:
+    """A share in a sentence: ``'100%'``, ``'12.5%'``, small ones to two digits."""
+    if x >= 0.995 or x == 0:
+        return f"{x:.0%}"
+    return f"{x:.1%}" if x >= 0.001 else f"{x:.2g}%".replace("%", "") + "%"
+
+
+def share_rounded(x: float) -> str:
+    """A share in a table: ``'12%'``, below 10% to one decimal; ``'-'`` when missing."""
+    if x != x:
+        return "-"
+    return f"{x:.0%}" if x >= 0.1 else f"{x:.1%}"
+
+
+def duration_words(seconds: float) -> str:
+    """A long duration in words: ``'3.5 hours'``, ``'12 days'``, ``'40 seconds'``."""
+    for unit, size in (("years", 365.25 * 86400.0), ("days", 86400.0), ("hours", 3600.0),
+                       ("minutes", 60.0)):
+        if seconds >= 1.5 * size:
+            return f"{seconds / size:.2g} {unit}" if seconds / size < 10 else \
+                f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.0f} seconds"
+
+
+_ROUND_DURATIONS_S = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30,
+                      60, 120, 300, 600, 900, 1800, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600,
+                      86400, 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 91 * 86400,
+                      365 * 86400)
+
+
+def duration_up(seconds: float) -> str:
+    """A round duration at least ``seconds``, in scenario syntax: ``'10s'``, ``'15m'``,
+    ``'1d'``."""
+    for nice in _ROUND_DURATIONS_S:
+        if nice >= seconds * (1 - 1e-9):
+            return format_duration(nice)
+    return format_duration(math.ceil(seconds / 86400.0) * 86400.0)

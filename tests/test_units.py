@@ -194,3 +194,19 @@ def test_money_reads_as_people_write_it():
     assert format_usd_range(3900, 4300) == "$3,900–$4,300"
     assert format_usd_range(-120, 80) == "-$120 to $80.00"
     assert format_usd_range(float("nan"), 1) == "no CI"
+
+
+def test_numbers_for_people():
+    from sim import units
+    assert units.count_short(50000) == "50,000" and units.count_short(1.73e6) == "1.73M"
+    assert units.count_words(3.2e6) == "3.2 million" and units.count_words(50000) == "50,000"
+    for x in (200000, 2e6, 1234, 1.5e9 + 1):
+        assert units.parse_count(units.count_exact(x)) == x  # reads back exactly
+    assert units.rate_short(1000) == "1,000/s" and units.rate_short(0.05) == "3/min"
+    assert units.rate_rounded(23.15) == "23.1/s" and units.rate_estimate(None) == "?"
+    assert units.rate_estimate(3.2e6) == "3.2M/s"
+    assert units.usd_short(0.001) == "under $0.01" and units.usd_short(1250) == "$1,250"
+    assert units.share_text(1.0) == "100%" and units.share_text(0.125) == "12.5%"
+    assert units.share_rounded(float("nan")) == "-" and units.share_rounded(0.05) == "5.0%"
+    assert units.duration_words(12600) == "3.5 hours" and units.duration_words(40) == "40 seconds"
+    assert units.duration_up(7) == "10s" and units.duration_up(50 * 60) == "1h"

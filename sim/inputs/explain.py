@@ -19,7 +19,9 @@ from sim.distributions import Distribution
 from sim.scenario import (BatchArchitecture, BatchFeatures, Curve, HybridArchitecture,
                           OnlineArchitecture, Scenario, StreamingArchitecture, StreamFeatures)
 from sim.inputs.starter import expected_active, head_request_share
-from sim.units import DAY_S, HOUR_S, format_duration, human_duration
+from sim.units import DAY_S, HOUR_S, format_duration
+from sim.units import count_short as _count, human_duration as _dur, rate_short as _rate
+from sim.units import share_text as _share, usd_short as _usd
 
 WIDTH = 100
 
@@ -27,41 +29,6 @@ WIDTH = 100
 # --------------------------------------------------------------------------------------------
 # Formatting
 # --------------------------------------------------------------------------------------------
-
-def _count(x: float) -> str:
-    """50000 -> '50,000', 1.73e6 -> '1.73M'."""
-    if abs(x) >= 1e9:
-        return f"{x / 1e9:.3g}B"
-    if abs(x) >= 1e6:
-        return f"{x / 1e6:.3g}M"
-    return f"{x:,.0f}" if abs(x) >= 10 or float(x).is_integer() else f"{x:.2g}"
-
-
-def _rate(per_s: float) -> str:
-    if per_s >= 1000:
-        return f"{per_s:,.0f}/s"
-    if per_s >= 1:
-        return f"{per_s:.3g}/s"
-    if per_s * 60 >= 1:
-        return f"{per_s * 60:.3g}/min"
-    return f"{per_s * 3600:.3g}/h"
-
-
-def _usd(x: float) -> str:
-    if 0 < abs(x) < 0.005:
-        return "under $0.01"
-    return f"${x:,.2f}" if abs(x) < 100 else f"${x:,.0f}"
-
-
-def _share(x: float) -> str:
-    if x >= 0.995 or x == 0:
-        return f"{x:.0%}"
-    return f"{x:.1%}" if x >= 0.001 else f"{x:.2g}%".replace("%", "") + "%"
-
-
-def _dur(seconds: float) -> str:
-    return human_duration(seconds)
-
 
 def _every(seconds: float) -> str:
     return {DAY_S: "every day", HOUR_S: "every hour", 7 * DAY_S: "every week"}.get(

@@ -75,6 +75,9 @@ from typing import Sequence
 
 from sim.results.metrics import N_BINS
 from sim.scenario import Scenario
+from sim.units import count_words as _count, duration_up as _dur_up
+from sim.units import duration_words as _human, rate_estimate as _rate
+from sim.units import round_duration as _dur
 
 # -- speed (see the module docstring) ------------------------------------------------------------
 NS_PER_REQUEST_SHARED = 30.0  # arrivals, thinning, entity draw, uniforms: once per request
@@ -605,54 +608,6 @@ def _time_warning(est: Estimate, label: str, modulated_x: float = 0.0) -> str:
 # -------------------------------------------------------------------------------------------------
 # Formatting
 # -------------------------------------------------------------------------------------------------
-
-_NICE = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300,
-         600, 900, 1800, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400,
-         7 * 86400, 14 * 86400, 30 * 86400, 91 * 86400, 365 * 86400)
-
-
-def _dur_up(seconds: float) -> str:
-    """A round duration at least ``seconds``, in scenario syntax (10s, 15m, 1d)."""
-    from sim.units import format_duration
-
-    for nice in _NICE:
-        if nice >= seconds * (1 - 1e-9):
-            return format_duration(nice)
-    return format_duration(math.ceil(seconds / 86400.0) * 86400.0)
-
-
-def _dur(seconds: float) -> str:
-    from sim.units import round_duration
-    return round_duration(seconds)
-
-
-def _human(seconds: float) -> str:
-    for unit, size in (("years", 365.25 * 86400.0), ("days", 86400.0), ("hours", 3600.0),
-                       ("minutes", 60.0)):
-        if seconds >= 1.5 * size:
-            return f"{seconds / size:.2g} {unit}" if seconds / size < 10 else \
-                f"{seconds / size:,.0f} {unit}"
-    return f"{seconds:.0f} seconds"
-
-
-def _rate(per_s: float | None) -> str:
-    from sim.units import round_rate
-    if per_s is None:
-        return "?"
-    if per_s >= 1e6:
-        return f"{per_s / 1e6:.3g}M/s"
-    return round_rate(per_s, 3)
-
-
-def _count(x: float) -> str:
-    if x >= 1e12:
-        return f"{x / 1e12:.3g} trillion"
-    if x >= 1e9:
-        return f"{x / 1e9:.3g} billion"
-    if x >= 1e6:
-        return f"{x / 1e6:.3g} million"
-    return f"{x:,.0f}"
-
 
 def _ratio(x: float) -> str:
     return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"

@@ -54,6 +54,7 @@ from sim.distributions import Z_99
 from sim.inputs.fit import (MAX_REPORTED_ROWS, SAMPLE_UNITS_S, InputError, LatencyFit, _is_blank,
                      _p_text, _parse_times, _wrap_comment, column_scale, fit_latency)
 from sim.units import round_duration
+from sim.units import share_rounded as _share
 
 #: Column names taken as the request time, in order of preference (compared case-blind).
 TIME_COLUMNS = ("t_s", "time_s", "start_s", "timestamp", "timestamp_s", "start_time",
@@ -1086,12 +1087,6 @@ def _rounded_probabilities(p: np.ndarray, self_index: int) -> list[float]:
     big = max((b for b in range(len(r)) if b != self_index), key=lambda b: p[b])
     r[big] = round(1.0 - sum(x for b, x in enumerate(r) if b != big), 3)
     return r
-
-
-def _share(x: float) -> str:
-    if x != x:
-        return "-"
-    return f"{x:.0%}" if x >= 0.1 else f"{x:.1%}"
 
 
 def _mixture_em(y: np.ndarray, k: int, slow_above: float, iterations: int = 300):

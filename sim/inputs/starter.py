@@ -29,7 +29,8 @@ import yaml
 
 from sim.distributions import Distribution
 from sim.scenario import scenario_from_dict
-from sim.units import DAY_S, format_duration, format_rate, parse_count, parse_duration
+from sim.units import DAY_S, format_duration, parse_count, parse_duration
+from sim.units import count_exact as _count_text, rate_rounded as _rate_text
 
 TARGET_UTILIZATION = 0.6  # replicas are sized so that they are about this busy at the peak
 MAX_EXPONENT = 4.0
@@ -361,20 +362,6 @@ def zipf_exponent_for(entities: float, requests_per_day: float,
 # --------------------------------------------------------------------------------------------
 # The scenario text
 # --------------------------------------------------------------------------------------------
-
-def _count_text(x: float) -> str:
-    """200000 -> '200k', 2e6 -> '2M', 1234 -> '1234': short, and read back exactly."""
-    for suffix, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        text = f"{x / size:.4g}{suffix}"
-        if abs(x) >= size and parse_count(text) == x:
-            return text
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
-def _rate_text(per_s: float) -> str:
-    """A rate rounded for a comment: 23.15/s -> '23.1/s'."""
-    return format_rate(float(f"{per_s:.3g}"))
-
 
 def _period_text(seconds: float) -> str:
     """'day' for 1d, 'hour' for 1h, 'week' for 7d, else the duration ('6h')."""
