@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from scipy import optimize as roots
 
 import sim
-from sim.studies.search import (SearchError, busiest_window, capacity, is_load_metric, judged_window,
-                        optimize)
+from sim.studies.search import capacity, optimize
+from sim.studies.windows import SearchError, busiest_window, is_load_metric, judged_window
 from sim.studies.theory import erlang_c
 from tests.conftest import make_scenario, online
 from tests.test_search import ci99
