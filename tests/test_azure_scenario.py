@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import sim
-from sim.inputs.fit import read_log
+from sim.inputs.logs import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "azure-llm-router.yaml"

@@ -24,8 +24,9 @@ from scipy import integrate, special, stats
 import sim
 from sim.cli.main import main
 from sim.distributions import Distribution
-from sim.inputs.fit import (InputError, first_share, fit_latency, fit_workload, read_log, read_samples,
-                     zipf_mle)
+from sim.inputs.fit import first_share, fit_workload, zipf_mle
+from sim.inputs.latency_fit import fit_latency, read_samples
+from sim.inputs.logs import InputError, read_log
 from sim.engine.rng import Streams
 from sim.scenario import ScenarioError, scenario_from_dict
 from sim.engine.workload import Population, RequestSource, zipf_slots

@@ -156,7 +156,8 @@ def _log_file(folder, times_s):
 
 
 def test_workload_fit_writes_the_fitted_mmpp_into_a_section_that_reloads(tmp_path):
-    from sim.inputs.fit import fit_workload, read_log
+    from sim.inputs.fit import fit_workload
+    from sim.inputs.logs import read_log
     mmpp = {"multipliers": [1, 5], "mean_sojourn": ["10m", "1m"]}
     times, _ = arrival_times(workload(rate="1/s", mmpp=mmpp), 6 * 3600.0)
     fit = fit_workload(read_log(_log_file(tmp_path, times)), profile="none")
@@ -174,7 +175,8 @@ def test_workload_fit_writes_the_fitted_mmpp_into_a_section_that_reloads(tmp_pat
 
 
 def test_workload_fit_of_poisson_traffic_adds_no_mmpp(tmp_path):
-    from sim.inputs.fit import fit_workload, read_log
+    from sim.inputs.fit import fit_workload
+    from sim.inputs.logs import read_log
     times, _ = arrival_times(workload(rate="2/s"), 3 * 3600.0, seed=3)
     fit = fit_workload(read_log(_log_file(tmp_path, times)), profile="none")
     assert "mmpp" not in fit.section()["arrivals"]

@@ -36,7 +36,7 @@ from click.testing import CliRunner
 from scipy import stats
 
 from sim.cli.main import main
-from sim.inputs.fit import read_samples
+from sim.inputs.latency_fit import read_samples
 from sim.scenario import scenario_from_dict
 from sim.inputs.slow_fit import (ALPHA, analyse_series, check_independence, fit_slow_periods,
                           hmm_log_likelihood, hmm_log_likelihood_gradient, read_series,

@@ -22,7 +22,7 @@ from scipy import stats
 
 from sim.engine import run as engine
 from sim.engine.run import Run
-from sim.inputs.fit import read_log
+from sim.inputs.logs import read_log
 from sim.engine.rng import Streams
 from sim.scenario import ScenarioError, scenario_from_dict
 from sim.engine.workload import MarkovModulation, Population, RateProfile, RequestSource

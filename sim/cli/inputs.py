@@ -41,7 +41,8 @@ def workload_fit(log, timestamp_column, entity_column, size_column, profile, out
     """
     from pathlib import Path
 
-    from sim.inputs.fit import InputError, fit_workload, read_log
+    from sim.inputs.fit import fit_workload
+    from sim.inputs.logs import InputError, read_log
     from sim.report.output import atomic_write
 
     if out_file is not None and not Path(out_file).parent.is_dir():
@@ -112,7 +113,8 @@ def calibrate_latency(file, column, unit, key, time_column, slow_above, states, 
     """
     from pathlib import Path
 
-    from sim.inputs.fit import InputError, fit_latency, read_samples
+    from sim.inputs.latency_fit import fit_latency, read_samples
+    from sim.inputs.logs import InputError
     from sim.inputs.slow_fit import SLOW_ABOVE, analyse_series, series_time_column
 
     def bad(exc):
@@ -177,7 +179,8 @@ def _calibrate_batches(file, batch_column, column, unit, bad) -> None:
     import pandas as pd
 
     from sim.engine.batch_curve import fit_batch_curve
-    from sim.inputs.fit import InputError, read_samples
+    from sim.inputs.latency_fit import read_samples
+    from sim.inputs.logs import InputError
 
     try:
         durations, used = read_samples(file, column=column, unit=unit)
@@ -248,7 +251,7 @@ def calibrate_freshness(file, metric, fresh, lower_is_better, form, age_column, 
     from rich.table import Table
 
     from sim.inputs.calibrate import fit_freshness, read_freshness
-    from sim.inputs.fit import InputError
+    from sim.inputs.logs import InputError
     from sim.report.output import atomic_write
 
     if out_file is not None and not Path(out_file).parent.is_dir():

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize
 
-from sim.inputs.fit import InputError
+from sim.inputs.logs import InputError
 from sim.units import DAY_S, parse_duration, round_duration
 
 MIN_POINTS = 3

@@ -3,7 +3,7 @@
 
 - :func:`read_series` reads a CSV of requests in time: a time column (``t_s``, ``timestamp``,
   ``start_s``...: seconds, or ISO-8601 times) and a duration column (its unit in its name, as for
-  :func:`sim.inputs.fit.read_samples`), sorted by time.
+  :func:`sim.inputs.latency_fit.read_samples`), sorted by time.
 - :func:`check_independence` asks whether consecutive durations are independent, with two
   tests: the lag-1 autocorrelation of the log durations (Ljung-Box with one lag: ``Q = n(n+2)
   r1^2 / (n-1)`` against chi-square with 1 degree of freedom, two-sided) and the clustering of
@@ -29,7 +29,7 @@
   share with the data's.
 - :func:`analyse_series` does both and :meth:`SeriesAnalysis.to_text` prints the result: the
   ``slow_periods:`` and ``service_time:`` keys with the evidence as comments, or (independent)
-  today's distribution fit (:func:`sim.inputs.fit.fit_latency`).
+  today's distribution fit (:func:`sim.inputs.latency_fit.fit_latency`).
 
 The model takes a request's slowdown at its start: right when a slow stay is long against a
 request (the usual case: stays of tens of milliseconds and more, requests of a few); the
@@ -51,8 +51,9 @@ from numba import njit
 from scipy import optimize, special, stats
 
 from sim.distributions import Z_99
-from sim.inputs.fit import (MAX_REPORTED_ROWS, SAMPLE_UNITS_S, InputError, LatencyFit, _is_blank,
-                     _p_text, _parse_times, _wrap_comment, column_scale, fit_latency)
+from sim.inputs.fit import _p_text, _wrap_comment
+from sim.inputs.latency_fit import SAMPLE_UNITS_S, LatencyFit, column_scale, fit_latency
+from sim.inputs.logs import MAX_REPORTED_ROWS, InputError, _is_blank, _parse_times
 from sim.units import round_duration
 from sim.units import share_rounded as _share
 
@@ -201,7 +202,7 @@ def read_series(path: str | Path, time_column: str | None = None, column: str | 
 def _series_times(stamps: pd.Series, column: str, lines: np.ndarray, problems: list) \
         -> np.ndarray:
     """Seconds (any origin) per row; numbers scaled by the unit in the column's name, other
-    text read as ISO-8601 (:func:`sim.inputs.fit._parse_times`)."""
+    text read as ISO-8601 (:func:`sim.inputs.logs._parse_times`)."""
     text = stamps.astype(str).str.strip()
     present = text != ""
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
@@ -1383,7 +1384,7 @@ def analyse_series(series: Series, states: int = 2, slow_above: float = SLOW_ABO
                    alpha: float = ALPHA, check_runs: int = CHECK_RUNS) -> SeriesAnalysis:
     """Test a series for independence; fit slow periods when it is not independent in the way
     they describe (:attr:`Independence.slow_stretches`), else the distributions of
-    :func:`sim.inputs.fit.fit_latency`."""
+    :func:`sim.inputs.latency_fit.fit_latency`."""
     x = series.durations_s
     if not np.all(x > 0):
         zeros = int(np.count_nonzero(x <= 0))

@@ -14,7 +14,8 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Pl
                       ValidationInfo, WithJsonSchema)
 
 from sim.distributions import Distribution, percentile_probability
-from sim.inputs.fit import InputError, read_samples
+from sim.inputs.latency_fit import read_samples
+from sim.inputs.logs import InputError
 from sim.units import (COUNT_SUFFIX, DURATION_UNITS_S, RATE_UNITS_S, format_duration, format_rate,
                        parse_count, parse_duration, parse_rate)
 

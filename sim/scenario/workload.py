@@ -11,7 +11,8 @@ import numpy as np
 from pydantic import (AfterValidator, Field, PrivateAttr, Strict, ValidationInfo,
                       model_serializer, model_validator)
 
-from sim.inputs.fit import InputError, RequestLog, new_entity_share_range, read_log
+from sim.inputs.fit import new_entity_share_range
+from sim.inputs.logs import InputError, RequestLog, read_log
 from sim.units import format_duration
 from sim.scenario.fields import (Count, Model, Multiplier, NonNegativeDuration, PositiveDuration,
                                  Rate, _multiplier_bound)
