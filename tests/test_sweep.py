@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.studies.sweep import (Knob, Point, Sweep, SweepError, parse_grid, pareto_mask, plan_points,
-                       random_unit, run_sweep, swept_keys, table_bytes)
+from sim.studies.designs import Knob, Point, SweepError, parse_grid, plan_points, random_unit
+from sim.studies.sweep import Sweep, pareto_mask, run_sweep, swept_keys, table_bytes
 from tests.conftest import BASE, make_scenario, online
 
 ROOT = Path(__file__).resolve().parent.parent

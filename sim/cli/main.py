@@ -204,7 +204,7 @@ def _executor(workers, dask):
 def _search_errors(work):
     """Run ``work()``, turning bad sweep/search input into BadInput (exit 2)."""
     from sim.studies.executors import ExecutorError
-    from sim.studies.sweep import SweepError
+    from sim.studies.designs import SweepError
     try:
         return work()
     except (SweepError, ExecutorError) as exc:

@@ -279,7 +279,8 @@ def sweep(scenario, grid, random_points, ranges, design, replications, workers, 
     """
     from pathlib import Path
 
-    from sim.studies.sweep import Sweep, parse_grid, write_outputs
+    from sim.studies.designs import parse_grid
+    from sim.studies.sweep import Sweep, write_outputs
 
     spec = _load(scenario, overrides, seed)
     executor = _executor(workers, dask)

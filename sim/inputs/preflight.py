@@ -654,7 +654,8 @@ def advice_scenarios(path: str, overrides: Sequence[str], seed: int | None,
     """The scenario of every candidate ``predsim retrain-advice`` simulates (as
     :func:`sim.studies.advice.advise` builds them); none when they do not build (advise reports why)."""
     from sim.studies.advice import candidates
-    from sim.studies.sweep import Point, Template, build_scenarios
+    from sim.studies.designs import Point
+    from sim.studies.sweep import Template, build_scenarios
 
     try:
         template = Template.of(path, list(overrides), seed)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from sim.results import catalogue
-from sim.studies.sweep import magnitude, pareto_mask, swept_keys
+from sim.studies.designs import magnitude
+from sim.studies.sweep import pareto_mask, swept_keys
 from sim.units import parse_duration, parse_rate
 
 _MAX_LINES = 24

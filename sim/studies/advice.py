@@ -28,8 +28,8 @@ from sim.results.replications import t_half_width
 from sim.results.results import version
 from sim.scenario import Scenario
 from sim.studies.executors import make_executor
-from sim.studies.sweep import (Point, SweepError, Template, build_scenarios,
-                       simulate_points)
+from sim.studies.designs import Point, SweepError
+from sim.studies.sweep import Template, build_scenarios, simulate_points
 from sim.units import format_duration, format_usd, parse_duration
 
 DEFAULT_INTERVALS = ("1h", "6h", "1d", "7d")

@@ -60,7 +60,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from sim.results import catalogue
 from sim.scenario import Scenario
 from sim.studies.executors import make_executor
-from sim.studies.sweep import Knob, Point, Template, random_unit, simulate_points
+from sim.studies.designs import Knob, Point, random_unit
+from sim.studies.sweep import Template, simulate_points
 from sim.studies.windows import (JudgedWindow, SearchError, _show_rate, is_load_metric,
                                  judged_window, span_text)
 from sim.units import format_duration, parse_duration

@@ -12,7 +12,7 @@ import numpy as np
 
 from sim.results import catalogue
 from sim.scenario import Scenario
-from sim.studies.sweep import SweepError
+from sim.studies.designs import SweepError
 from sim.units import DAY_S, WEEK_S, format_rate
 
 
