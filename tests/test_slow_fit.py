@@ -38,9 +38,9 @@ from scipy import stats
 from sim.cli.main import main
 from sim.inputs.latency_fit import read_samples
 from sim.scenario import scenario_from_dict
-from sim.inputs.slow_fit import (ALPHA, analyse_series, check_independence, fit_slow_periods,
-                          hmm_log_likelihood, hmm_log_likelihood_gradient, read_series,
-                          runs_p_value)
+from sim.inputs.hmm import hmm_log_likelihood, hmm_log_likelihood_gradient
+from sim.inputs.series import ALPHA, check_independence, read_series, runs_p_value
+from sim.inputs.slow_fit import analyse_series, fit_slow_periods
 from tests.conftest import BASE, online
 
 ROOT = Path(__file__).resolve().parents[1]

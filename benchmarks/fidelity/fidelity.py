@@ -610,7 +610,7 @@ def fit_slow(times_s: np.ndarray, durations_s: np.ndarray,
     ``serving.slow_periods``, scope replica, or None when the series is independent),
     ``_slowdown`` (each duration's posterior-expected slowdown, in the order given; ones
     without a fit: divide by it for the normal-speed duration) and a JSON summary."""
-    from sim.inputs import slow_fit
+    from sim.inputs import series, slow_fit
     t = np.asarray(times_s, dtype=float)
     x = np.asarray(durations_s, dtype=float)
     ok = np.isfinite(t) & np.isfinite(x) & (x > 0)
@@ -620,7 +620,7 @@ def fit_slow(times_s: np.ndarray, durations_s: np.ndarray,
     order = np.flatnonzero(ok)[np.argsort(t[ok], kind="stable")]
     y = x[order] / (np.asarray(expected_s, dtype=float)[order] if expected_s is not None else 1)
     slowdown = np.ones(x.size)
-    test = slow_fit.check_independence(y)
+    test = series.check_independence(y)
     summary = {"series": int(y.size), "span_s": float(t[order][-1] - t[order][0]),
                "normalised_by_expected": expected_s is not None,
                "lag1_autocorrelation": test.lag1, "lag1_p": test.lag1_p,

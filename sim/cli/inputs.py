@@ -115,7 +115,8 @@ def calibrate_latency(file, column, unit, key, time_column, slow_above, states, 
 
     from sim.inputs.latency_fit import fit_latency, read_samples
     from sim.inputs.logs import InputError
-    from sim.inputs.slow_fit import SLOW_ABOVE, analyse_series, series_time_column
+    from sim.inputs.series import SLOW_ABOVE, series_time_column
+    from sim.inputs.slow_fit import analyse_series
 
     def bad(exc):
         problems = [p if file in p else f"{file}: {p}" for p in exc.problems]
@@ -145,7 +146,7 @@ def calibrate_latency(file, column, unit, key, time_column, slow_above, states, 
         return
 
     from sim.report.output import atomic_write
-    from sim.inputs.slow_fit import read_series
+    from sim.inputs.series import read_series
 
     if normal_out is not None and not Path(normal_out).parent.is_dir():
         raise BadInput(f"--normal-out {normal_out}: folder {Path(normal_out).parent} does not "
