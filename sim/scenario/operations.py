@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from sim.distributions import ZERO
 from sim.scenario.fields import (Count, Dist, Duration, MAX_UNITS, MetricValue, Model,
-                                 NonNegativeDuration, PositiveDuration, Price, Rate)
+                                 NonNegativeDuration, PositiveDuration, Price, Rate,
+                                 _duration_json_schema)
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,17 +242,31 @@ class Slo(Model):
     """The service-level objectives: latency, and how fresh data must be."""
 
     latency_p99: Duration | None = Field(None, description="Target for the 99th percentile.")
-    freshness: PositiveDuration | Freshness | None = Field(
+    freshness: Annotated[Freshness | None, WithJsonSchema({"anyOf": [
+        _duration_json_schema("exclusiveMinimum"),
+        {"type": "object", "additionalProperties": False,
+         "properties": {
+             "batch": {**_duration_json_schema("exclusiveMinimum"), "description":
+                       "Batch features and stored predictions (e.g. 30h for a nightly job)."},
+             "stream": {**_duration_json_schema("exclusiveMinimum"), "description":
+                        "Stream features (e.g. 10m)."}}},
+        {"type": "null"}]})] = Field(
         None, description="Data older than this is stale: one duration for every class, or "
         "{batch: 30h, stream: 10m}. The reliability numbers count the requests served stale "
         "data and the minutes per day without fresh data.")
 
+    @field_validator("freshness", mode="before")
+    @classmethod
+    def _one_bound_for_all(cls, value):
+        """A single duration bounds every class of data."""
+        if value is None or isinstance(value, (dict, Freshness)):
+            return value
+        return {"batch": value, "stream": value}
+
     def freshness_bound(self, feature_class: str) -> float | None:
         """The freshness bound of ``batch`` (stored predictions too) or ``stream`` data (None:
         not bounded)."""
-        if self.freshness is None or isinstance(self.freshness, float):
-            return self.freshness
-        return getattr(self.freshness, feature_class)
+        return None if self.freshness is None else getattr(self.freshness, feature_class)
 
     @property
     def has_freshness(self) -> bool:
