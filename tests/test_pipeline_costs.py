@@ -122,3 +122,15 @@ def test_a_stream_slower_than_its_events_says_so():
     assert len(behind) == 1 and behind[0].startswith("slow:") and "2 node(s)" in behind[0]
     ages = results.summary.set_index("architecture")["stream_feature_age_s_mean"]
     assert ages["slow"] > 100 * ages["fast"]
+
+
+def test_explain_estimates_the_stream_cost_the_run_reports():
+    from sim.inputs.explain import _stream_usage_usd
+    stream = {"lag": "1s", "nodes": 1, "state_bytes": 5000, "aggregation": "stateless",
+              "aggregation_window": "30m", "events_per_request": 3}
+    costs = {"stream_per_million_events": 0.4, "stream_state_gb_month": 0.3}
+    scenario = _scenario({"s": _streaming(stream)}, costs)
+    run = _costs(scenario)["s"]["cost_usd_per_day_stream_processing"]
+    spec = scenario.architectures["s"].features.stream
+    assert _stream_usage_usd(spec, scenario.workload, scenario.costs) == pytest.approx(run,
+                                                                                        rel=1e-6)

@@ -19,6 +19,7 @@ from sim.distributions import Distribution
 from sim.scenario import (BatchArchitecture, BatchFeatures, Curve, HybridArchitecture,
                           OnlineArchitecture, Scenario, StreamingArchitecture, StreamFeatures)
 from sim.inputs.starter import expected_active, head_request_share
+from sim.engine.architectures.parts import gb_month_usd_per_day
 from sim.units import DAY_S, HOUR_S, format_duration
 from sim.units import count_short as _count, human_duration as _dur, rate_short as _rate
 from sim.units import share_text as _share, usd_short as _usd
@@ -385,7 +386,7 @@ def _batch_part(s: Scenario, spec: BatchArchitecture | HybridArchitecture,
                 scored: float, who: str) -> tuple[str, float]:
     job = _job_s(scored, spec.throughput, None, spec.overhead)
     per_day = DAY_S / spec.every
-    cost = per_day * job / HOUR_S * spec.nodes * s.costs.batch_node_hour
+    cost = per_day * job / HOUR_S * spec.nodes * s.costs.batch_node_hour * _spot_share(spec)
     text = (f"A scoring job runs {_every(spec.every)}{_clock(spec.every, spec.start_at)} and "
             f"scores {who} when it starts (about {_count(scored)} now) at "
             f"{_rate(spec.throughput)}: about {_dur(job)} a run on {_nodes(spec.nodes)}. "
@@ -404,7 +405,16 @@ def _batch(s: Scenario, spec: BatchArchitecture) -> tuple[str, dict[str, float]]
     seen = expected_active(w.entities, w.arrivals.rate * spec.every, exponent)
     text += (f" Predictions for entities that make no request before the next job are wasted: "
              f"roughly {_share(1 - seen / w.entities)} of each job's here.")
-    return "Predicts ahead of time. " + text, {"batch scoring": cost}
+    return "Predicts ahead of time. " + text, {"batch scoring": cost,
+                                               **_prediction_storage(s, spec, w.entities)}
+
+
+def _prediction_storage(s: Scenario, spec, scored: float) -> dict[str, float]:
+    """The storage of stored predictions per day, when they have a size."""
+    if not spec.prediction_bytes:
+        return {}
+    return {"storage": gb_month_usd_per_day(scored * spec.prediction_bytes,
+                                            s.costs.storage_gb_month)}
 
 
 def _load(rate: float, peak_factor: float, occupancy_s: float, replicas: int) -> str:
@@ -415,6 +425,30 @@ def _load(rate: float, peak_factor: float, occupancy_s: float, replicas: int) ->
     if peak >= 1:
         text += ": at 100% or more the queue grows without bound at the peak; add replicas"
     return text + "."
+
+
+def _spot_share(job) -> float:
+    """The share of the node price a scheduled job pays (less its spot discount)."""
+    return 1.0 - job.spot.discount if job.spot is not None else 1.0
+
+
+def _stream_usage_usd(stream: StreamFeatures, workload, prices) -> float:
+    """A stream's cost per day besides its nodes: events processed (a stateless aggregation
+    reads each entity's window again) and window state held, at the workload's mean rate."""
+    from types import SimpleNamespace
+
+    from sim.engine.architectures.parts import concentration
+    events_per_s = workload.arrivals.rate * stream.events_per_request
+    per_event = 1.0
+    if stream.aggregation == "stateless":
+        population = SimpleNamespace(n_slots=int(workload.entities), request_counts=None,
+                                     popularity=workload.popularity)
+        per_event += stream.aggregation_window * events_per_s * concentration(population)
+    usd = events_per_s * DAY_S * per_event / 1e6 * prices.stream_per_million_events
+    if stream.aggregation == "stateful" and stream.state_bytes:
+        usd += gb_month_usd_per_day(workload.entities * stream.state_bytes,
+                                    prices.stream_state_gb_month)
+    return usd
 
 
 def _stream_nodes(stream: StreamFeatures, workload) -> int:
@@ -491,7 +525,10 @@ def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
         b = spec_batch
         job = _job_s(entities, b.throughput, b.duration, b.overhead)
         costs["feature pipeline"] = (DAY_S / b.every * job / HOUR_S * b.nodes
-                                     * prices.batch_node_hour)
+                                     * prices.batch_node_hour * _spot_share(b))
+        if b.bytes_per_entity:
+            costs["storage"] = gb_month_usd_per_day(entities * b.bytes_per_entity,
+                                                    prices.storage_gb_month)
         texts.append(f"Batch features are materialised {_every(b.every)}"
                      f"{_clock(b.every, b.start_at)} (about {_dur(job)} a run on "
                      f"{_nodes(b.nodes)}), so they are {_ages(b.every, job)}.")
@@ -506,9 +543,11 @@ def _features(spec_batch: BatchFeatures | None, stream: StreamFeatures | None,
                      f"windows of varying length ({_dist(w)})")
             window = f"over {shape}, each visible after a lag ({_dist(stream.lag)})"
         nodes = _stream_nodes(stream, workload)
-        costs["stream processing"] = nodes * 24 * prices.stream_node_hour
+        costs["stream processing"] = nodes * 24 * prices.stream_node_hour + \
+            _stream_usage_usd(stream, workload, prices)
+        sized = " (sized for the peak event rate)" if stream.nodes == "auto" else ""
         texts.append(f"Stream features are computed by a stream processor on "
-                     f"{_nodes(nodes)}{' (sized for the peak event rate)' if stream.nodes == 'auto' else ''} {window}: they are about {_dur(mean_age)} old on "
+                     f"{_nodes(nodes)}{sized} {window}: they are about {_dur(mean_age)} old on "
                      f"average" + (", while the batch features keep their own age; both count "
                                    "toward quality." if spec_batch is not None else
                                    "; there are no batch features."))
@@ -629,7 +668,9 @@ def _hybrid(s: Scenario, spec: HybridArchitecture) -> tuple[str, dict[str, float
     text = (f"Precomputed predictions for the most popular entities, which get about "
             f"{_share(head_share)} of the requests; the rest are predicted online. "
             f"{batch_text} The tail: {online_text[0].lower()}{online_text[1:]}")
-    return text, {"batch scoring": batch_cost, **costs}
+    storage = _prediction_storage(s, spec, head).get("storage", 0.0) + costs.pop("storage", 0.0)
+    return text, {"batch scoring": batch_cost, **costs, **({"storage": storage} if storage
+                                                           else {})}
 
 
 __all__ = ["explain"]
