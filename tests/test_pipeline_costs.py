@@ -134,3 +134,12 @@ def test_explain_estimates_the_stream_cost_the_run_reports():
     spec = scenario.architectures["s"].features.stream
     assert _stream_usage_usd(spec, scenario.workload, scenario.costs) == pytest.approx(run,
                                                                                         rel=1e-6)
+
+
+def test_a_stateless_windowed_stream_rereads_the_aggregation_window_at_each_close():
+    # 1-minute windows aggregating the last hour: each close reads 60 windows' events again
+    stream = {"lag": "1s", "window": "1m", "nodes": 1, "aggregation": "stateless",
+              "aggregation_window": "1h"}
+    row = _costs(_scenario({"s": _streaming(stream)}, {"stream_per_million_events": 1.0}))["s"]
+    assert row["cost_usd_per_day_stream_processing"] == pytest.approx(10 * 86400 * 60 / 1e6,
+                                                                      rel=1e-9)

@@ -437,13 +437,11 @@ def _stream_usage_usd(stream: StreamFeatures, workload, prices) -> float:
     reads each entity's window again) and window state held, at the workload's mean rate."""
     from types import SimpleNamespace
 
-    from sim.engine.architectures.parts import concentration
+    from sim.engine.architectures.parts import events_read_per_event
     events_per_s = workload.arrivals.rate * stream.events_per_request
-    per_event = 1.0
-    if stream.aggregation == "stateless":
-        population = SimpleNamespace(n_slots=int(workload.entities), request_counts=None,
-                                     popularity=workload.popularity)
-        per_event += stream.aggregation_window * events_per_s * concentration(population)
+    population = SimpleNamespace(n_slots=int(workload.entities), request_counts=None,
+                                 popularity=workload.popularity)
+    per_event = events_read_per_event(stream, population, events_per_s)
     usd = events_per_s * DAY_S * per_event / 1e6 * prices.stream_per_million_events
     if stream.aggregation == "stateful" and stream.state_bytes:
         usd += gb_month_usd_per_day(workload.entities * stream.state_bytes,

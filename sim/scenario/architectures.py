@@ -76,8 +76,9 @@ class StreamFeatures(Model):
                                          "with the quality of a cold start).")
     aggregation: Literal["stateful", "stateless"] = Field(
         "stateful", description="stateful: each event updates the window's running state; "
-        "stateless: each event recomputes its entity's window from the events in it (more "
-        "events processed, no state held).")
+        "stateless: the aggregate is recomputed from the events in aggregation_window, for its "
+        "entity at each event (window 0) or at each window's close (more events processed, "
+        "no state held).")
     aggregation_window: PositiveDuration | None = Field(
         None, description="The span a feature aggregates (e.g. clicks in the last 1h): the "
         "events a stateless recompute reads again.")

@@ -304,15 +304,8 @@ class StreamPipeline:
         return self.flow.nodes if self.flow is not None else int(self.spec.nodes)
 
     def events_processed_per_event(self, population, events_per_s: float) -> float:
-        """Events read per event arriving: 1 for a stateful aggregation (it adds the event to
-        the window's state); for a stateless one, 1 plus the entity's other events within
-        ``aggregation_window`` that it reads again, ``W x rate x sum(p_e^2)`` on average over
-        events (an entity with a share ``p_e`` of the events has ``W x rate x p_e`` of them
-        in its window, and makes a share ``p_e`` of the recomputes)."""
-        spec = self.spec
-        if spec.aggregation == "stateful":
-            return 1.0
-        return 1.0 + spec.aggregation_window * events_per_s * concentration(population)
+        """Events read per event arriving (see :func:`events_read_per_event`)."""
+        return events_read_per_event(self.spec, population, events_per_s)
 
     def cost_usd_per_day(self, prices, start_s: float, end_s: float, population) -> float:
         """Nodes all day, plus events processed at ``costs.stream_per_million_events``, plus
@@ -327,6 +320,21 @@ class StreamPipeline:
             state_usd = gb_month_usd_per_day(mean_entities(population, start_s, end_s) *
                                              spec.state_bytes, prices.stream_state_gb_month)
         return nodes_usd + events_usd + state_usd
+
+
+def events_read_per_event(spec, population, events_per_s: float) -> float:
+    """Events a stream processor reads per event arriving. Stateful: 1 (it adds the event to
+    the window's running state). Stateless, every event its own update (window 0): the event
+    and the entity's other events within ``aggregation_window`` ``W``, read again, ``1 + W x
+    rate x sum(p_e^2)`` on average (an entity with a share ``p_e`` of the events has ``W x rate
+    x p_e`` of them in its window and makes a share ``p_e`` of the recomputes). Stateless with
+    windows of mean length ``w``: each window's close reads the last ``W`` of events again,
+    ``W / w`` per event (at least 1)."""
+    if spec.aggregation == "stateful":
+        return 1.0
+    if spec.window.is_zero:
+        return 1.0 + spec.aggregation_window * events_per_s * concentration(population)
+    return max(1.0, spec.aggregation_window / spec.window.mean)
 
 
 DAYS_PER_MONTH = 365.25 / 12
