@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import sim
@@ -143,3 +144,33 @@ def test_a_stateless_windowed_stream_rereads_the_aggregation_window_at_each_clos
     row = _costs(_scenario({"s": _streaming(stream)}, {"stream_per_million_events": 1.0}))["s"]
     assert row["cost_usd_per_day_stream_processing"] == pytest.approx(10 * 86400 * 60 / 1e6,
                                                                       rel=1e-9)
+
+
+def test_a_stream_with_capacity_to_spare_is_never_behind_even_when_no_events_come():
+    # events only in the first 12 hours of each day: with ample capacity there is no backlog,
+    # so the newest processed event is "now" at every hour, quiet ones included
+    from sim.engine.architectures.backlog import StreamFlow
+    from sim.engine.rng import Streams
+    raw_stream = {"lag": "1s", "node_capacity": "1000/s"}
+    scenario = sim.scenario_from_dict({
+        "name": "gaps", "horizon": "1d", "warmup": "0s", "quality": {"fresh": 0.1},
+        "workload": {"entities": 100, "arrivals": {"rate": "10/s",
+                                                   "profile": [1] * 12 + [0] * 12}},
+        "architectures": {"s": _streaming(raw_stream)}})
+    flow = StreamFlow(scenario.architectures["s"].features.stream, scenario.workload,
+                      -3600.0, 86400.0, Streams(0))
+    t = np.arange(0.0, 86400.0, 900.0)
+    assert np.allclose(flow.processed_until(t), t)
+
+
+def test_stateless_rereads_follow_the_rate_each_event_arrives_at():
+    # a diurnal day: events bunch at the peak, so the average event sees E[r^2] / E[r]
+    stream = {"lag": "1s", "nodes": 1, "aggregation": "stateless", "aggregation_window": "1h"}
+    scenario = _scenario({"s": _streaming(stream)}, {"stream_per_million_events": 1.0})
+    raw = scenario.to_yaml_dict()
+    raw["workload"]["arrivals"] = {"rate": "10/s", "pattern": "diurnal", "peak_to_trough": 3}
+    row = _costs(sim.scenario_from_dict(raw))["s"]
+    a = 0.5  # (3 - 1) / (3 + 1): the rate is 10 (1 + a cos)
+    seen = 10 * (1 + a * a / 2)
+    expected = 10 * 86400 * (1 + 3600 * seen / N) / 1e6
+    assert row["cost_usd_per_day_stream_processing"] == pytest.approx(expected, rel=1e-4)

@@ -90,9 +90,11 @@ class Plotter:
         import matplotlib.pyplot as plt
         ts = self.results.timeseries
         sc = self.results.scenario
-        panels = [("batch", "batch_feature_age_s_mean", "batch features or stored predictions")]
-        if ts["stream_feature_age_s_mean"].notna().any():
-            panels.append(("stream", "stream_feature_age_s_mean", "stream features"))
+        panels = [(what, column, words) for what, column, words in (
+            ("batch", "batch_feature_age_s_mean", "batch features or stored predictions"),
+            ("stream", "stream_feature_age_s_mean", "stream features"))
+            if ts[column].notna().any()] or [
+            ("batch", "batch_feature_age_s_mean", "batch features or stored predictions")]
         fig, axes = plt.subplots(len(panels), 1, sharex=True, layout="constrained",
                                  figsize=(7.5, 4.2 if len(panels) == 1 else 6.4), squeeze=False)
         names = list(dict.fromkeys(ts["architecture"]))
@@ -111,8 +113,12 @@ class Plotter:
                 if frame[column].notna().any():
                     ax.plot(frame["bucket_start_s"] / HOUR_S, frame[column] / scale, label=name,
                             color=colours[name])
-            if incidents is not None and len(incidents):
-                for row in incidents.itertuples():
+            # each panel its own class's incidents: stream outages, or failed and preempted
+            # scoring runs and materialisations
+            mine = None if incidents is None else incidents[
+                (incidents["component"] == "stream_processing") == (what == "stream")]
+            if mine is not None and len(mine):
+                for row in mine.itertuples():
                     colour = colours.get(row.architecture, "grey")
                     if row.end_s > row.start_s:
                         ax.axvspan(row.start_s / HOUR_S, row.end_s / HOUR_S, color=colour,
@@ -120,11 +126,13 @@ class Plotter:
                     else:
                         ax.plot([row.start_s / HOUR_S], [0], marker="|", markersize=12,
                                 color=colour, clip_on=False)
-                ax.plot([], [], color="grey", alpha=0.4, linewidth=6,
-                        label="stream outage" + (" (any replication)" if many else ""))
-                ax.plot([], [], color="grey", marker="|", linestyle="none", markersize=12,
-                        label="failed or preempted run" + (" (any replication)" if many
-                                                           else ""))
+                any_rep = " (any replication)" if many else ""
+                if (mine["end_s"] > mine["start_s"]).any():
+                    ax.plot([], [], color="grey", alpha=0.4, linewidth=6,
+                            label="stream outage" + any_rep)
+                if (mine["end_s"] <= mine["start_s"]).any():
+                    ax.plot([], [], color="grey", marker="|", linestyle="none", markersize=12,
+                            label="failed or preempted run" + any_rep)
             if bound:
                 ax.axhline(bound / scale, color="black", linestyle=":", linewidth=1,
                            label="freshness bound (slo.freshness)")

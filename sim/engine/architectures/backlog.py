@@ -116,13 +116,23 @@ class StreamFlow:
         self.cum_arrived = np.r_[0.0, np.cumsum(arrived)]
         self.cum_processed = np.r_[0.0, np.cumsum(processed)]
 
-    def events_per_day(self, start_s: float, end_s: float) -> float:
-        """Events arriving at the stream per day over a window (the rate's integral, on a
-        midpoint grid of 100,000 steps)."""
+    def _rates(self, start_s: float, end_s: float) -> np.ndarray:
+        """The event rate at the middles of 100,000 equal steps of a window."""
         steps = 100_000
         dt = (end_s - start_s) / steps
-        mid = start_s + dt * (np.arange(steps) + 0.5)
-        return float(self.rate(mid).sum() * dt) / ((end_s - start_s) / 86400.0)
+        return self.rate(start_s + dt * (np.arange(steps) + 0.5))
+
+    def events_per_day(self, start_s: float, end_s: float) -> float:
+        """Events arriving at the stream per day over a window (the rate's integral, on a
+        midpoint grid)."""
+        return float(self._rates(start_s, end_s).mean()) * 86400.0
+
+    def rate_seen_by_events(self, start_s: float, end_s: float) -> float:
+        """The event rate at the time of an average event, ``E[r^2] / E[r]`` over the window
+        (the mean rate when it is constant; more when events bunch at peaks)."""
+        r = self._rates(start_s, end_s)
+        mean = float(r.mean())
+        return float((r * r).mean()) / mean if mean > 0 else 0.0
 
     def _outage_at(self, t: np.ndarray) -> np.ndarray:
         """Index of the outage holding each time (-1: none)."""
@@ -147,7 +157,11 @@ class StreamFlow:
             k = self._outage_at(t_s)
             return np.where(k >= 0, self.outage_starts[np.maximum(k, 0)], t_s)
         done = np.interp(t_s, self.grid, self.cum_processed)
-        return np.minimum(_first_reaching(self.cum_arrived, self.grid, done), t_s)
+        arrived = np.interp(t_s, self.grid, self.cum_arrived)
+        newest = np.minimum(_first_reaching(self.cum_arrived, self.grid, done), t_s)
+        # no backlog: everything that arrived is processed, however long ago it arrived
+        caught_up = arrived - done <= 1e-9 * np.maximum(arrived, 1.0)
+        return np.where(caught_up, t_s, newest)
 
 
 def _first_reaching(cumulative: np.ndarray, grid: np.ndarray, total):

@@ -304,7 +304,8 @@ class StreamPipeline:
         return self.flow.nodes if self.flow is not None else int(self.spec.nodes)
 
     def events_processed_per_event(self, population, events_per_s: float) -> float:
-        """Events read per event arriving (see :func:`events_read_per_event`)."""
+        """Events read per event arriving (see :func:`events_read_per_event`), with
+        ``events_per_s`` the rate an average event arrives at (``E[r^2] / E[r]``)."""
         return events_read_per_event(self.spec, population, events_per_s)
 
     def cost_usd_per_day(self, prices, start_s: float, end_s: float, population) -> float:
@@ -313,7 +314,8 @@ class StreamPipeline:
         spec = self.spec
         nodes_usd = self.nodes * 24 * prices.stream_node_hour
         events = self.flow.events_per_day(start_s, end_s) if self.flow is not None else 0.0
-        processed = events * self.events_processed_per_event(population, events / 86400.0)
+        seen = self.flow.rate_seen_by_events(start_s, end_s) if self.flow is not None else 0.0
+        processed = events * self.events_processed_per_event(population, seen)
         events_usd = processed / 1e6 * prices.stream_per_million_events
         state_usd = 0.0
         if spec.aggregation == "stateful" and spec.state_bytes > 0:
@@ -327,9 +329,10 @@ def events_read_per_event(spec, population, events_per_s: float) -> float:
     the window's running state). Stateless, every event its own update (window 0): the event
     and the entity's other events within ``aggregation_window`` ``W``, read again, ``1 + W x
     rate x sum(p_e^2)`` on average (an entity with a share ``p_e`` of the events has ``W x rate
-    x p_e`` of them in its window and makes a share ``p_e`` of the recomputes). Stateless with
-    windows of mean length ``w``: each window's close reads the last ``W`` of events again,
-    ``W / w`` per event (at least 1)."""
+    x p_e`` of them in its window and makes a share ``p_e`` of the recomputes; ``rate`` is the
+    rate at the event's time, so over a day the rate an average event sees, ``E[r^2] / E[r]``).
+    Stateless with windows of mean length ``w``: each window's close reads the last ``W`` of
+    events again, ``W / w`` per event (at least 1)."""
     if spec.aggregation == "stateful":
         return 1.0
     if spec.window.is_zero:
