@@ -1,4 +1,4 @@
-"""Loading and validating scenarios (sim/scenario.py): defaults, overrides and error messages."""
+"""Loading and validating scenarios (sim/scenario/): defaults, overrides and error messages."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The JSON Schema of scenario files (`predsim schema`, schema/scenario.schema.json).
 
-The schema is generated from the pydantic models in sim/scenario.py; these tests check that the
+The schema is generated from the pydantic models in sim/scenario/; these tests check that the
 copy in the repository is current, that it accepts every bundled scenario, and that it rejects
 what the loader rejects for the common mistakes (an unknown key, a wrong kind, a negative
 count), so an editor flags them while the file is being written.
