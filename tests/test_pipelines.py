@@ -856,3 +856,20 @@ def test_engines_agree_on_jobs_after_the_last_request(tmp_path):
     fast = sim.simulate(scenario).summary[columns].to_numpy(float)
     ref = sim.simulate(scenario, engine="reference").summary[columns].to_numpy(float)
     np.testing.assert_allclose(fast, ref, rtol=1e-9)
+
+
+def test_the_backlog_follows_the_markov_modulated_rate_the_requests_follow():
+    # bursts of an MMPP: the stream's event rate is the requests' own rate, state by state
+    raw = copy.deepcopy(BASE)
+    raw["workload"] = {"entities": 1000, "arrivals": {
+        "rate": "10/s", "mmpp": {"multipliers": [1, 4], "mean_sojourn": ["20m", "5m"]}}}
+    raw["architectures"] = {"s": {
+        "kind": "streaming", "serving": {"replicas": 1, "service_time": "1ms"},
+        "features": {"stream": {"lag": "1s", "node_capacity": "20/s", "events_per_request": 2,
+                                "nodes": "auto"}}}}
+    scenario = sim.scenario_from_dict(raw, overrides={"horizon": "6h", "warmup": "0s"})
+    run = Run(scenario)
+    flow = run.architectures[0].stream.flow
+    t = np.linspace(0.0, scenario.end_s, 2001)
+    np.testing.assert_allclose(flow.rate(t), 2 * run.source.rate(t), rtol=1e-12)
+    assert flow.nodes == math.ceil(2 * run.source.peak_per_s / 20 - 1e-9)

@@ -12,8 +12,8 @@ outage holding ``c`` (else ``c``) and ``P(t)`` the start of the outage holding `
 the run (the rate at each step's middle; an outage's share of a step removes that share of
 its capacity) and interpolated linearly within a step.
 
-The rate is the workload's deterministic profile (pattern and bursts; a replayed log's
-requests counted in bins): Markov-modulated bursts are not seen by the backlog.
+The rate is the workload's profile (pattern and bursts), times its Markov modulation when it
+has one (the same path the requests follow), or a replayed log's requests counted in bins.
 """
 
 from __future__ import annotations
@@ -41,14 +41,35 @@ def draw_outages(spec, start_s: float, end_s: float, rng: np.random.Generator):
     return np.array(starts), np.array(ends)
 
 
-def event_rate(workload, events_per_request: float):
-    """The stream's event rate per second as a function of time, and its peak."""
+def event_rate(workload, events_per_request: float, streams=None):
+    """The stream's event rate per second as a function of time, and its peak.
+
+    With a Markov-modulated workload (``arrivals.mmpp``) and the run's ``streams``, the rate
+    follows the very modulation path the requests are drawn with (the same named stream,
+    from its first number, drawn in the same fixed batches), from time 0 on; the peak is the
+    pattern's times the largest multiplier."""
     trace = workload.arrivals.trace
     if trace is None:
-        from sim.engine.workload import RateProfile
+        from sim.engine.workload import MarkovModulation, RateProfile
         profile = RateProfile(workload.arrivals)
-        return (lambda t: profile(t) * events_per_request), \
-            profile.peak_per_s * events_per_request
+        mmpp = workload.arrivals.mmpp
+        if mmpp is None:
+            return (lambda t: profile(t) * events_per_request), \
+                profile.peak_per_s * events_per_request
+        peak = profile.peak_per_s * float(mmpp.normalised_multipliers.max()) * events_per_request
+        if streams is None:
+            return (lambda t: profile(t) * events_per_request), peak
+        modulation = MarkovModulation(mmpp, streams.fresh("mmpp"))
+
+        def modulated(t):
+            t = np.asarray(t, dtype=float)
+            factor = np.ones(t.shape)
+            after = t >= 0
+            if after.any():
+                factor[after] = modulation(t[after])
+            return profile(t) * factor * events_per_request
+
+        return modulated, peak
     times = trace.log.times_s / workload.arrivals.replay_speedup
     period = trace.period_s / workload.arrivals.replay_speedup
     loop = trace.loop is not False
@@ -73,7 +94,8 @@ class StreamFlow:
     def __init__(self, spec, workload, start_s: float, end_s: float, streams):
         self.spec = spec
         self.start_s, self.end_s = start_s, end_s
-        rate, self.peak_events_per_s = event_rate(workload, spec.events_per_request)
+        rate, self.peak_events_per_s = event_rate(workload, spec.events_per_request,
+                                                  streams)
         self.rate = rate
         self.nodes = resolve_nodes(spec, self.peak_events_per_s)
         if spec.outages is not None:
