@@ -156,7 +156,7 @@ class BatchModel(_Common):
 
     def serve(self, chunk: Chunk) -> Outcomes:
         t = chunk.t_s
-        out = self._from_store(t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"))
+        out = _store_outcomes(self, t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"))
         return Outcomes(t_s=t, queue_wait_s=np.zeros(t.size), busy_s=np.zeros(t.size),
                         service_start_s=t, queued=np.zeros(t.size, bool),
                         service_s=np.full(t.size, np.nan), **out)
@@ -186,8 +186,6 @@ def _store_outcomes(arch, t, slot, lookup) -> dict:
                 batch_age_s=feature_age, cold_start=fallback & ~timed_out & ~expired,
                 expired=expired, answer=answer)
 
-
-BatchModel._from_store = lambda self, t, slot, lookup: _store_outcomes(self, t, slot, lookup)
 
 
 class OnlineModel(_Common):

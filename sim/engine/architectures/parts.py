@@ -303,11 +303,6 @@ class StreamPipeline:
     def nodes(self) -> int:
         return self.flow.nodes if self.flow is not None else int(self.spec.nodes)
 
-    def events_processed_per_event(self, population, events_per_s: float) -> float:
-        """Events read per event arriving (see :func:`events_read_per_event`), with
-        ``events_per_s`` the rate an average event arrives at (``E[r^2] / E[r]``)."""
-        return events_read_per_event(self.spec, population, events_per_s)
-
     def cost_usd_per_day(self, prices, start_s: float, end_s: float, population) -> float:
         """Nodes all day, plus events processed at ``costs.stream_per_million_events``, plus
         window state held (stateful: ``state_bytes`` per entity) per GB-month."""
@@ -315,7 +310,8 @@ class StreamPipeline:
         nodes_usd = self.nodes * 24 * prices.stream_node_hour
         events = self.flow.events_per_day(start_s, end_s) if self.flow is not None else 0.0
         seen = self.flow.rate_seen_by_events(start_s, end_s) if self.flow is not None else 0.0
-        processed = events * self.events_processed_per_event(population, seen)
+        # re-reads at the rate an average event arrives at, E[r^2] / E[r]
+        processed = events * events_read_per_event(self.spec, population, seen)
         events_usd = processed / 1e6 * prices.stream_per_million_events
         state_usd = 0.0
         if spec.aggregation == "stateful" and spec.state_bytes > 0:
