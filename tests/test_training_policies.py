@@ -241,7 +241,8 @@ def test_json_reports_trainings_model_age_and_losses():
     assert arch["trainings"] == 1  # the 6h schedule's run at 0 (the one at 6h is past the end)
     assert set(arch["model_age_s"]) >= {"mean", "p50", "p95", "max"}
     assert set(arch["quality_lost"]) == {"feature_staleness", "cold_start", "expired_features",
-                                         "missing_features", "model_staleness", "drift", "skew"}
+                                         "missing_features", "model_staleness", "drift", "skew",
+                                         "model_training"}
 
 
 # -- validation ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import simpy
 
 from sim.engine.architectures.kinds import BatchModel, HybridModel, OnlineModel
 from sim.engine.freshness import FEATURE_TIME_SLACK_S
+from sim.engine.training import GOLDEN
 from sim.results.metrics import Outcomes
 from sim.engine.architectures.kinds import COMPONENTS
 from sim.results.results import Results, collect
@@ -261,7 +262,8 @@ class _RequestModel:
         self.name = architecture.name
         self.scenario = run.scenario
         self.population = run.population
-        self.model_deploys = run.models[architecture.name].deploys
+        self.lifecycle = run.models[architecture.name]
+        self.model_deploys = self.lifecycle.deploys
         self.resource = self.batcher = self.numbered = None
         if isinstance(architecture, OnlineModel):
             spec = architecture.serving.spec
@@ -322,12 +324,12 @@ class _RequestModel:
             if self._fall_back(out, i, stale_ok=expired) != "stale":
                 return
             # the last stored prediction, however old: scored as it is, counted as a fallback
-            self._score(out, i, t, {"batch": t - row["cutoff_s"]}, row["model_cutoff_s"],
-                        use_ttl=False)
+            self._score(out, i, t, {"batch": t - row["cutoff_s"]}, self._model_of(
+                row["cutoff_s"], chunk.slot[i], row["model_cutoff_s"]), use_ttl=False)
             return
         out.job[i] = job
-        self._score(out, i, t, {"batch": t - row["cutoff_s"]}, row["model_cutoff_s"],
-                    use_ttl=False)
+        self._score(out, i, t, {"batch": t - row["cutoff_s"]}, self._model_of(
+            row["cutoff_s"], chunk.slot[i], row["model_cutoff_s"]), use_ttl=False)
 
     def _fall_back(self, out, i, stale_ok: bool) -> str:
         """Answer request ``i`` by the first step of the fallback chain that can; the step."""
@@ -363,7 +365,8 @@ class _RequestModel:
                 _one(chunk.u_request_features[i]))[0])
         if arch.serving.spec.time_per_size > 0:  # work that grows with the request's size
             compute += arch.serving.spec.time_per_size * float(chunk.request_size[i])
-        model_cutoff = self.model_deploys.rows[self.model_deploys.current]["cutoff_s"]
+        model_cutoff = self._model_of(
+            t, chunk.slot[i], self.model_deploys.rows[self.model_deploys.current]["cutoff_s"])
         if self.batcher is not None:
             yield from self._batched(env, chunk, i, out, ages, model_cutoff, compute)
             return
@@ -502,6 +505,21 @@ class _RequestModel:
             return
         self._score(out, i, t, ages, model_cutoff)
 
+    def _model_of(self, at: float, slot: int, cutoff: float) -> float:
+        """The data cut-off of the model that served entity ``slot`` for something made at
+        ``at``: a candidate under test when the user's bucket is within the test's share
+        then."""
+        bucket = (float(slot) * GOLDEN + 0.5) % 1.0
+        for test in self.lifecycle.tests:
+            if test.start_s <= at < test.end_s:
+                share = 0.0
+                for begin, step_share in test.steps:
+                    if at >= begin:
+                        share = step_share
+                if bucket < share:
+                    cutoff = test.cutoff_s
+        return cutoff
+
     def _score(self, out, i, t, ages, model_cutoff, use_ttl: bool = True):
         """Quality, ages and losses of a prediction made with features of ``ages`` (a stored
         prediction's: ``use_ttl`` False, its store's ttl was applied already)."""
@@ -510,6 +528,9 @@ class _RequestModel:
         ttl = self.ttl if use_ttl else None
         out.quality[i] = _quality(self.scenario, t, ages, request, t - model_cutoff,
                                   model_cutoff, ttl, self.skew)
+        trained = self.lifecycle.loss_by_cutoff.get(model_cutoff, 0.0)
+        if trained:  # how the model was trained, after the clip (a lift may pass fresh)
+            out.quality[i] = max(out.quality[i] - trained, 0.0)
         used = _used(ages, ttl)
         known = [a for a in used.values() if not math.isnan(a)]
         out.feature_age_s[i] = max(known) if known else math.nan
@@ -522,6 +543,7 @@ class _RequestModel:
         if t >= self.scenario.warmup:
             _add_losses(self.arch.losses, self.scenario, t, ages, request, model_cutoff, ttl,
                         self.skew)
+            self.arch.losses["model_training"] += trained
 
     # -- wasted predictions: which entities read which job's predictions ------------------------
     def record_use(self, out: _ChunkOutcomes) -> None:

@@ -8,13 +8,40 @@ Three policies (``training.policy``), all SimPy processes of the control plane:
 - ``trigger``: a monitor looks every ``trigger.check_every`` at the deployed model's quality as
   seen on labelled predictions, and starts a run when the windowed metric falls below a level.
 
-Every run has a data cut-off at its start and deploys ``duration + deploy_delay`` later. What a
-run learns from is its *mode*: stateless runs retrain from scratch on ``data_window`` of data;
+Every run has a data cut-off ``labels.wait`` before its start (the negative-label window: an
+example is trained on once its label has had that long to arrive; positives later than that are
+mislabelled, costing ``mislabel_loss x P(delay > wait)``), and deploys after its run time, its
+evaluation (below) and ``deploy_delay``. What a run learns from is its *mode*: stateless runs retrain from scratch on ``data_window`` of data;
 stateful runs fine-tune the last model on the data since the previous run's cut-off. With
 ``throughput`` the run time is ``examples / throughput + overhead`` (else the fixed
 ``duration + overhead``); a run costs ``run time x nodes x training_node_hour + training_run``.
 
-The monitor (``trigger``). Predictions arrive as a Poisson process at the workload's mean rate;
+Each model carries a *training loss*, metric lost (negative: gained) against a model of the same
+age trained well: the mislabelled positives above; for a stateful run ``-stateful.lift +
+stateful.forgetting x`` the stateful updates since the last stateless run (this one included);
+and ``bad_models.loss`` for the share ``bad_models.share`` of runs that produce a bad model
+(drawn from the stream ``training_runs[/NAME]``). The model in service before the first run has
+the labels' loss (and the lift, in stateful mode) and is good.
+
+Evaluation (``training.evaluation``). A trained candidate is tested before it deploys; one test
+runs at a time, and a candidate that finishes training while one runs waits for it, a newer
+candidate replacing an older one that is still waiting. At the workload's mean rate ``r`` the
+test takes: offline, its ``duration``; shadow, ``predictions / (share r)``; canary,
+``len(steps) x step_duration``; A/B, ``2 n / (share r)`` with ``n`` the per-arm sample of a
+two-proportion test of ``quality.fresh`` against ``fresh x (1 + min_effect)``; interleaving, the
+A/B time over ``speedup``; bandit, Thompson sampling's mean samples to a decision over ``share
+r``. A bad candidate is stopped: a canary at the end of its first step, the others at the end.
+During a test the candidate serves users (split by a hash of the entity, the same user always
+in the same arm): A/B and interleaving ``share / 2``, bandit ``share x`` its mean challenger
+share, canary the step's share, shadow and offline none.
+
+The monitor (``trigger``). Three kinds. ``volume`` starts a run once ``new_labels`` labelled
+examples (``rate x labelled_share x`` the data time since the last run's cut-off, whose labels
+have matured: up to ``now - wait``) have arrived, or ``data_growth x data_window`` of data.
+``distribution`` tests the inputs at each check: it flags with probability ``detection x
+shift`` once a drift has shifted the inputs since the model's data (``shift`` in [0, 1] as in
+:class:`sim.scenario.Drift`), else with ``false_alarm_rate``. ``performance`` (the default):
+predictions arrive as a Poisson process at the workload's mean rate;
 the label of a prediction made at ``s`` arrives at ``s + label_delay``. At a check at ``t`` the
 monitor averages over the labels that arrived in ``[t - window, t]``, of predictions made by the
 model in service (after it was deployed). The span of prediction times is cut into short bins;
@@ -39,7 +66,7 @@ import numpy as np
 import simpy
 
 from sim.engine.control import Run, first_run_at, periodic
-from sim.engine.freshness import Timeline, staleness_loss
+from sim.engine.freshness import Timeline, shift_since, staleness_loss
 from sim.engine.freshness import drift_loss as _drift_loss
 from sim.scenario import Costs, Training
 from sim.units import DAY_S
@@ -49,6 +76,15 @@ BINS_PER_CHECK = 10
 MAX_BINS = 2000
 # Label-delay CDF from this many quantiles of the distribution (works for every kind).
 CDF_POINTS = 2000
+# Users are split between champion and candidate by this hash of their entity slot: the
+# fractional part of slot x (golden ratio - 1) + 0.5, spread evenly over [0, 1).
+GOLDEN = 0.6180339887498949
+
+
+def user_bucket(slot) -> np.ndarray:
+    """Each entity's place in [0, 1) for splitting traffic by user; the same user always falls
+    in the same place, so a share ``s`` of users is those with bucket < ``s``."""
+    return np.mod(np.asarray(slot, dtype=float) * GOLDEN + 0.5, 1.0)
 
 
 def model_drift_loss(drifts, t_s: np.ndarray, model_cutoff_s: np.ndarray) -> np.ndarray:
@@ -70,6 +106,23 @@ class TrainingRun(Run):
     examples: float = 0.0
     cost_usd: float = 0.0
     reason: str = "schedule"
+    cutoff_s: float = 0.0
+    quality_loss: float = 0.0
+    bad: bool = False
+
+
+@dataclass(frozen=True)
+class Test:
+    """One evaluation of a candidate model: when it ran, what it decided, and the share of
+    traffic (by user) the candidate served from each of ``steps`` (time, share) on."""
+
+    method: str
+    start_s: float
+    end_s: float
+    cutoff_s: float
+    deployed: bool
+    steps: tuple[tuple[float, float], ...] = ()
+    extra_predictions: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +159,8 @@ class ModelLifecycle:
     runs: list[TrainingRun] = field(init=False, default_factory=list)
     checks: list[Check] = field(init=False, default_factory=list)
     skipped: list[float] = field(init=False, default_factory=list)
+    tests: list[Test] = field(init=False, default_factory=list)
+    superseded: list[float] = field(init=False, default_factory=list)
 
     def __post_init__(self):
         self.deploys = Timeline("model" if self.name is None else f"model/{self.name}")
@@ -114,6 +169,21 @@ class ModelLifecycle:
         self._last_cutoff_s: float | None = None
         self._last_start_s = -math.inf
         self._last_trigger_s = -math.inf
+        self._stateful_updates = 0
+        self._testing = False      # a test is running
+        self._waiting = None       # (event, run) of the candidate waiting for the test
+        # Training loss of each model by its data cut-off (runs start in order, so cut-offs
+        # grow): looked up per request by the cut-off of the model that served it.
+        self._loss_cutoffs: list[float] = []
+        self._losses: list[float] = []
+        self.loss_by_cutoff: dict[float, float] = {}
+        t = self.training
+        self._initial_loss = 0.0
+        if t is not None:
+            if t.labels is not None:
+                self._initial_loss += t.labels.loss
+            if t.stateful is not None and t.training_mode == "stateful":
+                self._initial_loss -= t.stateful.lift
 
     # -- sizes ----------------------------------------------------------------------------------
     @property
@@ -132,6 +202,36 @@ class ModelLifecycle:
         if t.throughput is not None:
             return examples / t.throughput + t.overhead
         return t.duration + t.overhead
+
+    @property
+    def wait_s(self) -> float:
+        """From a run's start back to its data cut-off (the label window)."""
+        return 0.0 if self.training is None else self.training.wait_s
+
+    def test_plan(self) -> tuple[float, float]:
+        """(test duration in seconds, share of traffic on the candidate) of this training's
+        evaluation at the workload's mean rate (see the module docstring); canary: the share of
+        its first step."""
+        e = self.training.evaluation
+        rate = self.scenario.workload.arrivals.rate
+        share = e.traffic_share
+        if e.method == "offline":
+            return float(e.duration), 0.0
+        if e.method == "shadow":
+            return e.predictions / (share * rate), 0.0
+        if e.method == "canary":
+            return len(e.steps) * e.step_duration, e.steps[0]
+        p = self.scenario.quality.fresh
+        if e.method == "bandit":
+            from sim.studies.testplan import thompson
+            outcome = thompson(p, min(p * (1 + e.min_effect), 1.0), confidence=e.confidence)
+            return outcome.samples / (share * rate), share * outcome.challenger_share
+        from sim.studies.abtest import sample_size_per_arm
+        n = sample_size_per_arm(p, min(p * (1 + e.min_effect), 1.0), e.alpha, e.power)
+        days = 2 * n / (share * rate)
+        if e.method == "interleaving":
+            days /= e.speedup
+        return days, share / 2
 
     def run_cost_usd(self, duration_s: float, costs: Costs | None = None) -> float:
         costs = costs if costs is not None else (self.scenario.costs if self.scenario else Costs())
@@ -152,12 +252,14 @@ class ModelLifecycle:
         t = self.training
         if t is None:
             return 0.0
+        test_s = self.test_plan()[0] if t.evaluation is not None else 0.0
         if t.policy == "trigger":
             g = t.trigger
-            delay_p99 = float(g.label_delay.ppf(np.array(0.99)))
-            return 2 * (g.window + g.check_every + delay_p99) + g.min_interval + \
-                self._longest_s() + t.deploy_delay
-        return 2 * t.every + self._longest_s() + t.deploy_delay
+            delay_p99 = float(t.label_delay.ppf(np.array(0.99)))
+            return 2 * ((g.window or 0.0) + g.check_every + delay_p99) + g.min_interval + \
+                self._longest_s() + t.deploy_delay + 2 * test_s + t.wait_s
+        # a test longer than the cadence deploys one candidate per test: twice that covers it
+        return 2 * max(t.every, test_s) + self._longest_s() + t.deploy_delay + test_s
 
     # -- the processes ----------------------------------------------------------------------------
     def start(self, env: simpy.Environment, since_s: float) -> None:
@@ -165,22 +267,26 @@ class ModelLifecycle:
         if t is None:
             self.deploys.append(env.now, 0.0, version=0)
             return
+        self._bad_rng = self.streams.fresh(f"training_runs/{self.name}" if self.name
+                                           else "training_runs") \
+            if self.streams is not None and t.bad_models is not None else None
         if t.policy == "schedule":
-            self._last_cutoff_s = first_run_at(t.every, t.start_at, since_s) - t.every
+            self._last_cutoff_s = first_run_at(t.every, t.start_at, since_s) - t.every - t.wait_s
             env.process(periodic(env, t.every, t.start_at, since_s, self._scheduled))
         elif t.policy == "continual":
-            self._last_cutoff_s = first_run_at(t.every, t.start_at, since_s) - t.every
+            self._last_cutoff_s = first_run_at(t.every, t.start_at, since_s) - t.every - t.wait_s
             env.process(self._continual(env, since_s))
         else:
             # The first model's cut-off is this policy's own lead before time 0, whatever the
             # other architectures need, so that an architecture's numbers do not depend on them.
             own_s = max(since_s, -self.lead_s)
-            self.deploys.append(env.now, own_s, version=0)
-            self._last_cutoff_s = own_s
+            self.deploys.append(env.now, own_s - t.wait_s, version=0)
+            self._remember_loss(own_s - t.wait_s, self._initial_loss)
+            self._last_cutoff_s = own_s - t.wait_s
             since_s = own_s
             self._rng = self.streams[f"training_monitor/{self.name}" if self.name
                                      else "training_monitor"] if self.streams else None
-            self._label_quantiles = np.sort(t.trigger.label_delay.ppf(
+            self._label_quantiles = np.sort(t.label_delay.ppf(
                 (np.arange(CDF_POINTS) + 0.5) / CDF_POINTS))
             env.process(self._monitor(env, since_s))
 
@@ -216,28 +322,129 @@ class ModelLifecycle:
     def _train(self, env: simpy.Environment, start_s: float, period_s: float, reason: str):
         t = self.training
         mode = self._mode_of(start_s)
+        cutoff = start_s - t.wait_s
         if mode == "stateless":
             span = t.data_window if t.data_window is not None else 0.0
         else:
-            span = max(0.0, start_s - self._last_cutoff_s)
+            span = max(0.0, cutoff - self._last_cutoff_s)
         examples = span * self.examples_per_s if (t.throughput is not None or
                                                   t.examples_per_day is not None or
                                                   self.scenario is not None) else 0.0
         duration = self.duration_s(examples)
-        self.runs.append(TrainingRun(start_s, duration, t.nodes, period_s, mode=mode,
-                                     examples=examples, cost_usd=self.run_cost_usd(duration),
-                                     reason=reason))
-        self._last_cutoff_s = start_s
+        loss, bad = self._training_loss(mode)
+        run = TrainingRun(start_s, duration, t.nodes, period_s, mode=mode, examples=examples,
+                          cost_usd=self.run_cost_usd(duration), reason=reason, cutoff_s=cutoff,
+                          quality_loss=loss, bad=bad)
+        self.runs.append(run)
+        self._remember_loss(cutoff, loss)
+        self._last_cutoff_s = cutoff
         self._last_start_s = start_s
         self._busy += 1
         self._running += 1
         try:
             yield env.timeout(duration)
             self._running -= 1
+            if t.evaluation is not None:
+                passed = yield from self._test(env, run)
+                if not passed:
+                    return
             yield env.timeout(t.deploy_delay)
         finally:
             self._busy -= 1
-        self.deploys.append(env.now, start_s, version=len(self.deploys))
+        self.deploys.append(env.now, cutoff, version=len(self.deploys))
+
+    def _training_loss(self, mode: str) -> tuple[float, bool]:
+        """(training loss, whether the model is bad) of a run in ``mode`` starting now."""
+        t = self.training
+        loss = t.labels.loss if t.labels is not None else 0.0
+        if mode == "stateless":
+            self._stateful_updates = 0
+        else:
+            self._stateful_updates += 1
+            if t.stateful is not None:
+                loss += t.stateful.forgetting * self._stateful_updates - t.stateful.lift
+        bad = self._bad_rng is not None and \
+            bool(self._bad_rng.random() < t.bad_models.share)
+        if bad:
+            loss += t.bad_models.loss
+        return loss, bad
+
+    def _remember_loss(self, cutoff_s: float, loss: float) -> None:
+        self._loss_cutoffs.append(cutoff_s)
+        self._losses.append(loss)
+        self.loss_by_cutoff[cutoff_s] = loss
+
+    def training_loss(self, model_cutoff_s) -> np.ndarray | None:
+        """Each request's model's training loss, looked up by the model's data cut-off (0 for
+        none: NaN); None when no model has one (nothing to add)."""
+        if not any(self._losses):
+            return None
+        keys = np.asarray(self._loss_cutoffs)
+        values = np.asarray(self._losses)
+        c = np.asarray(model_cutoff_s, dtype=float)
+        i = np.clip(np.searchsorted(keys, c), 0, keys.size - 1)
+        return np.where(keys[i] == c, values[i], 0.0)
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def _test(self, env: simpy.Environment, run: TrainingRun):
+        """Wait for the test bench, test ``run``'s model and say whether it passed (False too
+        when a newer candidate replaced it while it waited)."""
+        if self._testing:
+            if self._waiting is not None:
+                self.superseded.append(env.now)
+                self._waiting[0].succeed(False)
+            turn = env.event()
+            self._waiting = (turn, run)
+            if not (yield turn):
+                return False
+        self._testing = True
+        try:
+            e = self.training.evaluation
+            duration, share = self.test_plan()
+            rate = self.scenario.workload.arrivals.rate
+            if e.method == "canary":
+                steps = tuple((env.now + k * e.step_duration, s) for k, s in enumerate(e.steps))
+                if run.bad:
+                    duration, steps = e.step_duration, steps[:1]
+            else:
+                steps = ((env.now, share),) if share > 0 else ()
+            extra = 0.0
+            if e.method == "shadow":
+                extra = float(e.predictions)
+            elif e.method == "interleaving":
+                extra = e.traffic_share * rate * duration
+            self.tests.append(Test(e.method, env.now, env.now + duration, run.cutoff_s,
+                                   not run.bad, steps, extra))
+            yield env.timeout(duration)
+        finally:
+            if self._waiting is not None:   # the bench passes to the waiting candidate
+                turn, self._waiting = self._waiting[0], None
+                turn.succeed(True)
+            else:
+                self._testing = False
+        return not run.bad
+
+    def assign(self, at_s, slot, model_cutoff_s):
+        """The data cut-off of the model that served each request: the candidate's for users in
+        a test's share (by :func:`user_bucket`) while it ran at ``at_s`` (the request time, or
+        a batch job's cut-off), else ``model_cutoff_s`` as given."""
+        exposed = [test for test in self.tests if test.steps]
+        if not exposed:
+            return model_cutoff_s
+        at_s = np.asarray(at_s, dtype=float)
+        out = np.array(model_cutoff_s, dtype=float, copy=True)
+        bucket = None
+        for test in exposed:
+            during = (at_s >= test.start_s) & (at_s < test.end_s)
+            if not during.any():
+                continue
+            if bucket is None:
+                bucket = user_bucket(slot)
+            share = np.zeros(at_s.shape)
+            for begin, s in test.steps:
+                share[at_s >= begin] = s
+            out[during & (bucket < share)] = test.cutoff_s
+        return out
 
     # -- the trigger monitor ----------------------------------------------------------------------
     def _monitor(self, env: simpy.Environment, since_s: float):
@@ -275,6 +482,9 @@ class ModelLifecycle:
         q = spec.fresh - staleness_loss(spec.model_staleness, spec.fresh, age) - \
             model_drift_loss(self.scenario.drift, mid, np.full(mid.shape, current["cutoff_s"]))
         q = np.clip(q, 0.0, spec.fresh)
+        trained = self.training_loss(np.array([current["cutoff_s"]]))
+        if trained is not None:
+            q = np.maximum(q - trained[0], 0.0)
         rate = self.scenario.workload.arrivals.rate  # predictions made per second
         expected = rate * g.labelled_share * widths * share
         if g.noise and self._rng is not None:
@@ -291,13 +501,41 @@ class ModelLifecycle:
         now = env.now
         if self._busy or now < self._last_trigger_s + g.min_interval:
             return
-        n, measured = self.observe(now)
-        level = g.below if g.below is not None else (1 - g.drop) * self.scenario.quality.fresh
-        fired = n >= g.min_labels and measured < level
+        if g.kind == "performance":
+            n, measured = self.observe(now)
+            level = g.below if g.below is not None else (1 - g.drop) * \
+                self.scenario.quality.fresh
+            fired = n >= g.min_labels and measured < level
+        elif g.kind == "volume":
+            n = self.new_labels(now)
+            measured = math.nan
+            fired = n >= (g.new_labels if g.new_labels is not None else
+                          g.data_growth * t.data_window * self.examples_per_s *
+                          g.labelled_share)
+        else:
+            n, measured = 0.0, self.shifted(now)
+            chance = g.false_alarm_rate + (1 - g.false_alarm_rate) * g.detection * measured
+            fired = bool(self._rng.random() < chance) if self._rng is not None else \
+                chance >= 0.5
         self.checks.append(Check(now, n, measured, fired))
         if fired:
             self._last_trigger_s = now
             env.process(self._train(env, now, 0.0, "trigger"))
+
+    def new_labels(self, t_s: float) -> float:
+        """volume: labelled examples that matured (data time up to ``t_s - wait``) since the
+        last run's data cut-off."""
+        g = self.training.trigger
+        span = max(0.0, t_s - self.training.wait_s - self._last_cutoff_s)
+        return span * self.examples_per_s * g.labelled_share
+
+    def shifted(self, t_s: float) -> float:
+        """distribution: how much the inputs shifted since the deployed model's data, in [0, 1]
+        (the largest shift of any drift)."""
+        current = self.deploys.rows[self.deploys.current]
+        shifts = [float(shift_since(d, np.array(current["cutoff_s"]), np.array(t_s)))
+                  for d in self.scenario.drift]
+        return max(shifts, default=0.0)
 
     # -- what it did ------------------------------------------------------------------------------
     def trainings(self, start_s: float, end_s: float) -> int:
@@ -318,6 +556,42 @@ class ModelLifecycle:
             elif start_s <= run.start_s < end_s:
                 total += usd
         return total / ((end_s - start_s) / DAY_S)
+
+
+    def test_cost_usd_per_day(self, start_s: float, end_s: float,
+                              per_prediction_usd: float) -> float:
+        """Cost of testing candidates per day over a window: each test's fixed
+        ``evaluation.cost`` and its extra inference (shadow's predictions, interleaving's test
+        traffic scored by both models) at ``per_prediction_usd``, spread over the test's run."""
+        e = None if self.training is None else self.training.evaluation
+        if e is None:
+            return 0.0
+        total = 0.0
+        for test in self.tests:
+            usd = e.cost + test.extra_predictions * per_prediction_usd
+            length = test.end_s - test.start_s
+            if length > 0:
+                overlap = min(test.end_s, end_s) - max(test.start_s, start_s)
+                if overlap > 0:
+                    total += usd * overlap / length
+            elif start_s <= test.start_s < end_s:
+                total += usd
+        return total / ((end_s - start_s) / DAY_S)
+
+    def test_stats(self, start_s: float, end_s: float) -> dict[str, float]:
+        """Tests that ended in the window: how many, how long they took on average (hours),
+        the share that stopped a candidate, and deploys per day."""
+        ended = [x for x in self.tests if start_s <= x.end_s < end_s]
+        days = (end_s - start_s) / DAY_S
+        deploys = sum(1 for row in self.deploys.rows if start_s <= row["visible_at_s"] < end_s)
+        return {"deploys_per_day": deploys / days,
+                "tests_per_day": len(ended) / days,
+                "test_hours_mean": (float(np.mean([(x.end_s - x.start_s) / 3600 for x in ended]))
+                                    if ended else math.nan),
+                "tests_stopped_share": (float(np.mean([not x.deployed for x in ended]))
+                                        if ended else math.nan),
+                "candidates_superseded_per_day": sum(
+                    1 for x in self.superseded if start_s <= x < end_s) / days}
 
 
 def lifecycles(scenario, streams) -> tuple[ModelLifecycle, dict[str, ModelLifecycle]]:

@@ -48,10 +48,10 @@ from typing import Callable, Mapping
 
 # Components of cost per day (summary columns cost_usd_per_day_<component>).
 COST_COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing",
-                   "training", "storage", "skew_prevention")
+                   "training", "evaluation", "storage", "skew_prevention")
 # Causes of metric lost per real prediction (summary columns quality_lost_<cause>).
 LOSS_CAUSES = ("feature_staleness", "cold_start", "expired_features", "missing_features",
-               "model_staleness", "drift", "skew")
+               "model_staleness", "drift", "skew", "model_training")
 # Feature classes whose age is reported (summary columns <class>_feature_age_s_<stat>).
 AGED_CLASSES = ("batch", "stream")
 
@@ -75,7 +75,7 @@ JSON_GROUPS = ("requests", "coverage", "reliability", "latency_ms", "queue_wait_
                "model_age_s", "quality", "slo_violation_rate", "timeout_rate",
                "wasted_prediction_rate", "utilization", "offered_load", "cost_per_day",
                "value_per_day", "net_value_per_day", "trainings", "trainings_per_day",
-               "quality_lost")
+               "quality_lost", "deploys_per_day", "evaluation")
 
 GLOSSARY = "docs/glossary.md"
 
@@ -134,6 +134,8 @@ _H_MODEL_AGE = ("Model age: `model_age_s_mean`, `model_age_s_p50`, `model_age_s_
                 "`model_age_s_max` (seconds)")
 _H_TRAININGS = "`trainings`, `trainings_per_day`"
 _H_LOST = "Quality lost: `quality_lost_<cause>`"
+_H_DEPLOYS = ("Deploys and tests: `deploys_per_day`, `evaluation_s_mean`, "
+              "`evaluations_stopped_rate`, `candidates_superseded_per_day`")
 _H_QUALITY = "`quality_mean` (the scenario's metric, e.g. CTR)"
 _H_SLO = "`slo_violation_rate` (share)"
 _H_WASTED = "`wasted_prediction_rate` (share)"
@@ -174,6 +176,7 @@ _COMPONENT_TEXT = {
     "feature_pipeline": "feature materialisations",
     "stream_processing": "the stream processor's nodes",
     "training": "training runs",
+    "evaluation": "testing new models before they deploy (training.evaluation)",
     "storage": "stored predictions and online features (per GB-month)",
     "skew_prevention": "keeping training and serving features the same (pipelines.cost_per_day)",
 }
@@ -187,6 +190,8 @@ _CAUSE_TEXT = {
     "drift": ("drift", "drift the model has not caught up with (drift_loss)"),
     "skew": ("train-serving skew", "features computed apart for training and serving "
              "(skew_loss)"),
+    "model_training": ("how models were trained", "late labels, stateful lift or forgetting, "
+                       "bad models (< 0: gained)"),
 }
 _FALLBACK_CAUSES = {
     "timeout": "a timeout (store lookup or serving)",
@@ -261,6 +266,17 @@ METRICS: tuple[Metric, ...] = (
            _H_TRAININGS),
     Metric("trainings_per_day", "per_day", ("trainings_per_day",), "training runs per day",
            "Training runs started in the measured window, per day.", _H_TRAININGS),
+    Metric("deploys_per_day", "per_day", ("deploys_per_day",), "new models deployed per day",
+           "New models that started serving in the measured window, per day.", _H_DEPLOYS),
+    Metric("evaluation_s_mean", "s", ("evaluation", "s_mean"), "mean time testing a model (s)",
+           "Mean time from the start of a candidate's test to its decision (training."
+           "evaluation).", _H_DEPLOYS),
+    Metric("evaluations_stopped_rate", "share", ("evaluation", "stopped_rate"),
+           "share of tested models stopped", "Share of tests ended in the window that stopped "
+           "their candidate (a bad model).", _H_DEPLOYS),
+    Metric("candidates_superseded_per_day", "per_day", ("evaluation", "superseded_per_day"),
+           "trained models never tested, per day", "Candidates dropped while waiting for a "
+           "test because a newer one arrived, per day.", _H_DEPLOYS),
     *(Metric(f"quality_lost_{cause}", "metric", ("quality_lost", cause),
              f"quality lost to {_CAUSE_TEXT[cause][0]}",
              f"Metric lost per real prediction, on average, to {_CAUSE_TEXT[cause][1]}.",

@@ -223,6 +223,7 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
             "model_age_s_max": acc.model_age.quantile(1.0),
             "trainings": _trainings(arch, start_s, end_s),
             "trainings_per_day": _trainings(arch, start_s, end_s) / days,
+            **_tests(arch, start_s, end_s),
             **_losses(arch),
             "quality_mean": per(t["quality"]),
             "slo_violation_rate": per(t["slo_violations"]) if scenario.slo.latency_p99 else float("nan"),
@@ -280,6 +281,22 @@ def _trainings(arch, start_s: float, end_s: float) -> float:
     """Training runs started in the measured window by the model history ``arch`` serves with."""
     count = getattr(arch, "trainings", None)
     return float(count(start_s, end_s)) if count is not None else float("nan")
+
+
+def _tests(arch, start_s: float, end_s: float) -> dict[str, float]:
+    """New models deployed per day, and how testing them went (NaN without tests)."""
+    model = getattr(getattr(arch, "world", None), "model", None)
+    if model is None:
+        return dict.fromkeys(("deploys_per_day", "evaluation_s_mean", "evaluations_stopped_rate",
+                              "candidates_superseded_per_day"), float("nan"))
+    stats = model.test_stats(start_s, end_s)
+    tested = model.training is not None and model.training.evaluation is not None
+    nan = float("nan")
+    return {"deploys_per_day": stats["deploys_per_day"],
+            "evaluation_s_mean": stats["test_hours_mean"] * 3600 if tested else nan,
+            "evaluations_stopped_rate": stats["tests_stopped_share"] if tested else nan,
+            "candidates_superseded_per_day": (stats["candidates_superseded_per_day"] if tested
+                                              else nan)}
 
 
 def _losses(arch) -> dict[str, float]:

@@ -28,7 +28,8 @@ from sim.scenario.workload import (Arrivals, Burst, Mmpp, NewEntities, Popularit
 from sim.scenario.quality import (Curve, ExponentialCurve, FEATURE_CLASSES, FeatureClass,
                                   FeatureClasses, LinearCurve, Quality,
                                   RequestFeatureClass)
-from sim.scenario.operations import (Business, Costs, Drift, Freshness, LatencyPenalty, Slo,
+from sim.scenario.operations import (BadModels, Business, Costs, Drift, EVALUATION_METHODS,
+                                     Evaluation, Freshness, Labels, LatencyPenalty, Slo, Stateful,
                                      Training, Trigger)
 from sim.scenario.architectures import (ARCHITECTURE_SPECS, Architecture, Autoscaling, BatchArchitecture,
                                         BatchFeatures, Batching, Features, HybridArchitecture,

@@ -16,11 +16,12 @@ from sim.results.metrics import Outcomes
 from sim.scenario import (BatchArchitecture, HybridArchitecture, OnlineArchitecture, Scenario,
                           StreamingArchitecture)
 from sim.engine.workload import Chunk
+from sim.units import DAY_S
 
 COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training",
-              "storage", "skew_prevention")
+              "evaluation", "storage", "skew_prevention")
 LOSS_KEYS = ("predictions", "feature_staleness", "cold_start", "expired_features",
-             "missing_features", "model_staleness", "drift", "skew")
+             "missing_features", "model_staleness", "drift", "skew", "model_training")
 # What answered a request (Outcomes.answer): its prediction, or a step of the fallback chain.
 ANSWER_CODES = {"prediction": 0, "stale": 1, "default": 2, "error": 3}
 
@@ -105,14 +106,21 @@ class _Common:
             loss += drift
         value = np.subtract(q.fresh, loss, out=loss)
         np.clip(value, 0.0, q.fresh, out=value)
+        trained = self.world.model.training_loss(model_cutoff_s)
+        if trained is not None:  # how the model was trained (after the clip: a lift may pass fresh)
+            self.losses["model_training"] += _masked_sum(trained, weight)
+            value -= trained
+            np.maximum(value, 0.0, out=value)
         np.copyto(value, q.fallback, where=~predicted)
         if answer is not None:
             np.copyto(value, 0.0, where=answer == ANSWER_CODES["error"])
         return value, model_age
 
-    def _model_cutoff_now(self, t_s):
-        deploys = self.world.model.deploys
-        return deploys.at(t_s, "cutoff_s")
+    def _model_cutoff_now(self, t_s, slot):
+        """The data cut-off of the model serving each request (a candidate under test for the
+        users in its share)."""
+        model = self.world.model
+        return model.assign(t_s, slot, model.deploys.at(t_s, "cutoff_s"))
 
     def cost_usd_per_day(self, start_s: float, end_s: float) -> dict[str, float]:
         prices = self.scenario.costs
@@ -122,6 +130,9 @@ class _Common:
         if pipelines is not None:
             costs["skew_prevention"] = pipelines.cost_per_day
         self._add_costs(costs, prices, start_s, end_s)
+        per_day = self.scenario.workload.arrivals.rate * DAY_S
+        costs["evaluation"] = self.world.model.test_cost_usd_per_day(
+            start_s, end_s, (costs["serving"] + costs["batch_scoring"]) / per_day)
         costs["total"] = sum(costs[c] for c in COMPONENTS)
         return costs
 
@@ -175,6 +186,8 @@ def _store_outcomes(arch, t, slot, lookup) -> dict:
     model age; any other fallback's are NaN."""
     latency, fallback, timed_out, expired, feature_age, model_cutoff = arch.store.serve(
         t, slot, lookup)
+    # a job run during a test scored the test's users with the candidate
+    model_cutoff = arch.world.model.assign(t - feature_age, slot, model_cutoff)
     answer = arch._answer(fallback, expired)
     q, model_age = arch._quality(t, FeatureAges(feature_age, None), model_cutoff, fallback,
                                  answer)
@@ -256,10 +269,11 @@ class OnlineModel(_Common):
                            ttl_batch=self.features.spec.ttl if self.features else None,
                            ttl_stream=self.stream.spec.ttl if self.stream else None)
 
-    def _serve_online(self, t, created, lookup, work, lag):
+    def _serve_online(self, t, slot, created, lookup, work, lag):
         latency, wait, timed_out, busy, start, service = self.serving.serve(t, lookup, work)
         return self._online_outcomes(t, latency, wait, timed_out, busy, start, service,
-                                     self._ages(t, created, lag), self._model_cutoff_now(t))
+                                     self._ages(t, created, lag),
+                                     self._model_cutoff_now(t, slot))
 
     def _online_outcomes(self, t, latency, wait, timed_out, busy, start, service,
                          ages: FeatureAges, model_cutoff) -> dict:
@@ -285,7 +299,8 @@ class OnlineModel(_Common):
         if self.serving.evented:
             return Outcomes(**self._evented(chunk, np.ones(chunk.size, bool)))
         return Outcomes(t_s=chunk.t_s, **self._serve_online(
-            chunk.t_s, chunk.created_at_s(self.world.population), *self._draws(chunk)))
+            chunk.t_s, chunk.slot, chunk.created_at_s(self.world.population),
+            *self._draws(chunk)))
 
     # -- batching and autoscaling: requests may be decided a chunk after they arrive ------------
     def _payload_ages(self) -> tuple[str, ...]:
@@ -334,7 +349,8 @@ class OnlineModel(_Common):
         lag = None if lag is None else lag[mask]
         ages = self._ages(t, chunk.created_at_s(self.world.population)[mask], lag)
         inputs = dict(t_s=t, lookup_s=chunk.sample(spec.feature_lookup, "feature_lookup")[mask],
-                      item_s=item, fixed_s=fixed, model_cutoff_s=self._model_cutoff_now(t))
+                      item_s=item, fixed_s=fixed,
+                      model_cutoff_s=self._model_cutoff_now(t, chunk.slot[mask]))
         if table is not None:
             inputs["table_s"] = table
         for key in self._payload_ages():
@@ -398,7 +414,8 @@ class HybridModel(OnlineModel):
             return Outcomes(**{k: np.concatenate([v[head], online[k]]) for k, v in out.items()})
         lookup, work, lag = self._draws(chunk)
         online = full_answers(self._serve_online(
-            t[tail], chunk.created_at_s(self.world.population)[tail], lookup[tail],
+            t[tail], chunk.slot[tail], chunk.created_at_s(self.world.population)[tail],
+            lookup[tail],
             work[tail], None if lag is None else lag[tail]))
         for key, value in online.items():
             out[key][tail] = value
