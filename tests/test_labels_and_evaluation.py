@@ -265,3 +265,32 @@ def test_bad_training_sections_say_what_is_wrong(training, words):
     with pytest.raises(ScenarioError) as error:
         scenario(training)
     assert words in str(error.value)
+
+
+# --------------------------------------------------------------------------------------------
+# In words: explain and retrain-advice
+# --------------------------------------------------------------------------------------------
+
+def test_explain_says_where_the_data_ends_how_models_are_tested_and_what_bad_ones_cost():
+    from sim.inputs.explain import explain
+    text = " ".join(explain(sim.load_scenario("scenarios/ads-ctr.yaml")).split())
+    assert "on data up to 1h before its start" in text
+    assert "2.2% of positives are still unlabelled" in text
+    assert "canary" in text and "tested for 3h" in text
+    assert "5.0% of runs produce a bad model" in text and "the test stops them" in text
+    slow = scenario({"every": "6h", "duration": "1h",
+                     "evaluation": {"method": "offline", "duration": "1d"}})
+    assert "only one model per test is deployed" in " ".join(explain(slow).split())
+
+
+def test_retrain_advice_says_when_a_cadence_outruns_the_test():
+    from sim.studies.advice import advise
+    spec = scenario({"every": "1d", "duration": "1h",
+                     "evaluation": {"method": "offline", "duration": "12h"}},
+                    workload__arrivals__rate="0.5/s")
+    advice = advise(spec, ["4h", "1d"], replications=1)
+    lines = " ".join(advice.lines())
+    assert "schedule every 4h (online)" in lines and "dropped unused" in lines
+    assert "schedule every 1d (online)" not in lines
+    rows = advice.table.set_index("candidate")
+    assert rows.loc["schedule every 4h", "deploys_per_day"] == pytest.approx(2, abs=0.5)

@@ -240,18 +240,92 @@ def _training_text(s: Scenario, t, whose: str) -> str:
                 f"the simulation, so it grows older through the run (model age = time since the "
                 f"start).")
     if t.policy != "schedule" or t.throughput is not None or t.training_mode != "stateless":
-        return _training_policy(s, t)
-    lag = t.duration + t.deploy_delay
+        return _training_policy(s, t) + _labels_and_tests(s, t)
+    test_s = _test_s(s, t)
+    lag = t.wait_s + t.duration + test_s + t.deploy_delay
     runs_per_day = DAY_S / t.every
+    data = (f"data up to {_dur(t.wait_s)} before its start" if t.wait_s else
+            "data up to its start")
+    tested = f", is tested for {_dur(test_s)}" if t.evaluation is not None else ""
     text = (f"A training run{whose} starts {_every(t.every)}{_clock(t.every, t.start_at)} on "
-            f"data up to its start, takes {_dur(t.duration)}, and its model serves "
-            f"{_dur(t.deploy_delay)} after it ends; models in service are {_dur(lag)} to "
-            f"{_dur(t.every + lag)} old, {_dur(t.every / 2 + lag)} on average.")
+            f"{data}, takes {_dur(t.duration)}{tested}, and its model serves "
+            f"{_dur(t.deploy_delay)} after that")
+    if test_s > t.every:
+        text += (f"; the test is longer than the cadence, so only one model per test is "
+                 f"deployed (one test at a time, the newest waiting model next) and the others "
+                 f"are dropped unused.")
+    else:
+        text += (f"; models in service are {_dur(lag)} to {_dur(t.every + lag)} old, "
+                 f"{_dur(t.every / 2 + lag)} on average.")
     if s.costs.training_run:
         text += (f" Each run costs {_usd(s.costs.training_run)}, about "
                  f"{_usd(s.costs.training_run * runs_per_day)} a day, charged to every "
                  f"architecture that uses it.")
-    return text
+    return text + _labels_and_tests(s, t)
+
+
+def _test_s(s: Scenario, t) -> float:
+    """How long this training's evaluation takes at the mean rate (0 without one)."""
+    if t.evaluation is None:
+        return 0.0
+    from sim.engine.training import ModelLifecycle
+    return ModelLifecycle(t, s).test_plan()[0]
+
+
+_TEST_WORDS = {
+    "offline": "an offline evaluation",
+    "shadow": "a shadow test (it scores {share} of traffic beside the model in service until "
+              "{predictions} predictions, doubling inference there; no user sees it)",
+    "canary": "a canary ({steps} of users, {step} each; a bad model is stopped after the "
+              "first step)",
+    "ab": "an A/B test on {share} of users (split evenly) until it can detect a {effect} "
+          "change of {metric}",
+    "interleaving": "an interleaving test on {share} of requests, needing {speedup:g}x fewer "
+                    "samples than an A/B test of a {effect} change (both models rank each "
+                    "request in it)",
+    "bandit": "a Thompson-sampling bandit on {share} of users until one model is best with "
+              "{confidence:.0%} confidence for a {effect} change",
+}
+
+
+def _labels_and_tests(s: Scenario, t) -> str:
+    """Labels, tests of new models, bad models and the stateful quality effect, in words."""
+    out = []
+    metric = s.quality.metric
+    if t.labels is not None:
+        lab = t.labels
+        text = (f" Labels arrive {lab.delay.describe()} after the prediction; an example is "
+                f"trained on once it is {_dur(t.wait_s)} old (training.labels.wait), so "
+                f"{_share(lab.mislabelled_share)} of positives are still unlabelled then and "
+                f"count as negatives")
+        if lab.mislabel_loss:
+            text += f", costing every model {lab.loss:.3g} {metric}"
+        out.append(text + ".")
+    e = t.evaluation
+    if e is not None:
+        words = _TEST_WORDS[e.method].format(
+            share=_share(e.traffic_share), predictions=f"{e.predictions:,.0f}"
+            if e.predictions else "", steps=", ".join(_share(x) for x in e.steps),
+            step=_dur(e.step_duration) if e.step_duration else "", effect=_share(e.min_effect),
+            metric=metric, speedup=e.speedup, confidence=e.confidence)
+        text = (f" Each new model goes through {words}, which takes {_dur(_test_s(s, t))} at "
+                f"the mean traffic before it deploys")
+        if e.cost:
+            text += f" and costs {_usd(e.cost)}"
+        out.append(text + ".")
+    if t.bad_models is not None:
+        b = t.bad_models
+        caught = ("the test stops them" if e is not None else
+                  "without a test (training.evaluation) they are deployed and serve until the "
+                  "next model")
+        out.append(f" {_share(b.share)} of runs produce a bad model that loses {b.loss:g} "
+                   f"{metric}; {caught}.")
+    if t.stateful is not None:
+        st = t.stateful
+        out.append(f" A stateful update changes {metric} by {-st.lift:+g} and loses "
+                   f"{st.forgetting:g} more for each update since the last stateless run "
+                   f"(forgetting).")
+    return "".join(out)
 
 
 def _drift(s: Scenario) -> list[str]:
@@ -324,13 +398,25 @@ def _job_s(entities: float, throughput: float | None, duration: float | None,
 
 def _training_policy(s: Scenario, t) -> str:
     """Retraining by trigger, continual updates, stateful or volume-driven runs (sim.engine.training)."""
-    if t.policy == "trigger":
+    if t.policy == "trigger" and t.trigger.kind == "volume":
+        g = t.trigger
+        amount = (f"{g.new_labels:,.0f} new labelled examples" if g.new_labels is not None else
+                  f"new labelled data worth {_share(g.data_growth)} of its data window")
+        when = (f"A monitor looks {_every(g.check_every)} and starts a training run once "
+                f"{amount} have arrived since the last run's data.")
+    elif t.policy == "trigger" and t.trigger.kind == "distribution":
+        g = t.trigger
+        when = (f"A drift test on the inputs runs {_every(g.check_every)} (no labels needed) "
+                f"and starts a training run when it flags a shift: it catches a shift since "
+                f"the model's data with probability {g.detection:g} per check, and raises a "
+                f"false alarm with probability {g.false_alarm_rate:g} per check.")
+    elif t.policy == "trigger":
         g = t.trigger
         level = (f"below {g.below:g}" if g.below is not None else
                  f"more than {g.drop:.0%} below fresh ({(1 - g.drop) * s.quality.fresh:g})")
         when = (f"A monitor looks {_every(g.check_every)} at the {s.quality.metric} of the model "
                 f"in service over the labels that arrived in the last {_dur(g.window)} (labels "
-                f"come {g.label_delay.describe()} after the prediction) and starts a training "
+                f"come {t.label_delay.describe()} after the prediction) and starts a training "
                 f"run when it is {level}.")
     elif t.policy == "continual":
         when = (f"The model is updated {_every(t.every)} on the data since the last update, one "
@@ -343,7 +429,10 @@ def _training_policy(s: Scenario, t) -> str:
                                                if t.data_window else ""))
     size = (f"; a run takes examples / {t.throughput:g} per second + {_dur(t.overhead)}"
             if t.throughput is not None else f"; a run takes {_dur(t.duration + t.overhead)}")
-    return (f"{when} {how}{size}, and its model serves {_dur(t.deploy_delay)} after it ends. "
+    tested = " and its test" if t.evaluation is not None else ""
+    return (f"{when} {how}{size}, and its model serves {_dur(t.deploy_delay)} after it "
+            f"and its test end. " if tested else
+            f"{when} {how}{size}, and its model serves {_dur(t.deploy_delay)} after it ends. "
             f"Each run costs run time x {t.nodes} node(s) x {_usd(s.costs.training_node_hour)} "
             f"an hour + {_usd(s.costs.training_run)}.")
 

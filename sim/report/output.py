@@ -131,15 +131,24 @@ def retraining_table(results: Results, wide: bool = False) -> Table | None:
     causes = (("feature_staleness", "feature\nage"), ("cold_start", "cold\nstart"),
               ("missing_features", "features\nit lacks"), ("model_staleness", "model\nage"),
               ("drift", "drift"))
+    summary = results.summary
+    if (summary.get("quality_lost_model_training", 0.0).abs() > 0).any():
+        causes += (("model_training", "how it\nwas trained"),)
+    tested = any(t is not None and t.evaluation is not None for t in (
+        scenario.training, *(getattr(a, "training", None)
+                             for a in scenario.architectures.values())))
     table = _table(f"Retraining and staleness ({metric} lost per prediction, by cause)",
                    ["architecture", "train-\nings", "training\n$/day",
+                    *(("deploys\n/day", "testing\n$/day") if tested else ()),
                     *(f"model age\n{k}" for k in ages),
                     *(f"lost to\n{label}" for _, label in causes)])
-    for row in results.summary.to_dict("records"):
+    for row in summary.to_dict("records"):
         table.add_row(
             row["architecture"],
             _with_ci(row, "trainings", "{:,.1f}" if results.replications > 1 else "{:,.0f}"),
             _with_ci(row, "cost_usd_per_day_training", "{:,.2f}"),
+            *((_with_ci(row, "deploys_per_day", "{:,.2f}"),
+               _with_ci(row, "cost_usd_per_day_evaluation", "{:,.2f}")) if tested else ()),
             *("-" if _nan(row.get(f"model_age_s_{k}")) else human_duration(row[f"model_age_s_{k}"])
               for k in ages),
             *(_with_ci(row, f"quality_lost_{k}", "{:.3g}") for k, _ in causes))

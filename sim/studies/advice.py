@@ -39,8 +39,10 @@ TABLE_JSON = "advice.json"
 PLOT = "net_value_vs_interval.png"
 # Summary columns carried into the advice table (means; their *_ci95 come along).
 COLUMNS = ("net_value_usd_per_day", "value_usd_per_day", "cost_usd_per_day",
-           "cost_usd_per_day_training", "trainings_per_day", "quality_mean", "model_age_s_mean",
-           "quality_lost_model_staleness", "quality_lost_drift")
+           "cost_usd_per_day_training", "cost_usd_per_day_evaluation", "trainings_per_day",
+           "deploys_per_day", "candidates_superseded_per_day", "evaluation_s_mean",
+           "quality_mean", "model_age_s_mean", "quality_lost_model_staleness",
+           "quality_lost_drift", "quality_lost_model_training")
 
 
 class AdviceError(SweepError):
@@ -176,6 +178,28 @@ class Advice:
                         "replications to be sure")
                 line += (f", {format_usd(gap)}/day ahead of {runner['candidate']}{detail}{sure}")
             out.append(line + ".")
+        out.extend(self._bounds())
+        return out
+
+    def _bounds(self) -> list[str]:
+        """What labels and tests set: the youngest a model can be, and the cadences whose
+        models are never deployed because the test is slower than the cadence."""
+        out = []
+        t = self.scenario.training
+        if t is not None and t.labels is not None and t.wait_s > 0:
+            out.append(f"Labels: a run's data ends {format_duration(t.wait_s)} before it starts "
+                       f"(training.labels.wait), so no cadence serves a model younger than "
+                       f"that plus the run and its test.")
+        for row in self.table.to_dict("records"):
+            dropped = row.get("candidates_superseded_per_day", math.nan)
+            if _nan(dropped) or dropped <= 0.05:
+                continue
+            out.append(f"{row['candidate']} ({row['architecture']}): "
+                       f"{row['trainings_per_day']:.3g} models trained a day but "
+                       f"{row['deploys_per_day']:.3g} deployed; a test takes "
+                       f"{format_duration(row['evaluation_s_mean'])}, so the other "
+                       f"{dropped:.3g} a day are dropped unused: retraining more often than "
+                       f"one test allows buys only training cost.")
         return out
 
     def to_dict(self) -> dict:
@@ -270,10 +294,13 @@ def rich_table(advice: Advice):
                         f"({reps} replication{'s' if reps != 1 else ''}"
                         f"{', mean ± 95% CI' if reps > 1 else ''})", title_justify="left")
     names = list(dict.fromkeys(advice.table["architecture"]))
+    tested = advice.table["evaluation_s_mean"].notna().any()
     table.add_column("retraining", no_wrap=True)
     for name in names:
         table.add_column(f"{name}\nnet $/day", justify="right")
         table.add_column(f"{name}\ntrain $/day", justify="right")
+        if tested:
+            table.add_column(f"{name}\ndeploys/day", justify="right")
     best = {r["architecture"]: r["candidate"] for r in advice.best.to_dict("records")}
     for label in dict.fromkeys(advice.table["candidate"]):
         cells = []
@@ -284,6 +311,8 @@ def rich_table(advice: Advice):
             cells.append(f"[bold green]{text} *[/]" if best.get(name) == label else text)
             cells.append(_with_ci(row["cost_usd_per_day_training"],
                                   row["cost_usd_per_day_training_ci95"]))
+            if tested:
+                cells.append(f"{row['deploys_per_day']:.3g}")
         table.add_row(label, *cells)
     return table
 
