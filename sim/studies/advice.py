@@ -30,7 +30,7 @@ from sim.scenario import Scenario
 from sim.studies.executors import make_executor
 from sim.studies.designs import Point, SweepError
 from sim.studies.sweep import Template, build_scenarios, simulate_points
-from sim.units import format_duration, format_usd, parse_duration
+from sim.units import format_duration, format_usd, human_duration, parse_duration
 
 DEFAULT_INTERVALS = ("1h", "6h", "1d", "7d")
 POLICIES = ("schedule", "continual", "trigger")
@@ -197,7 +197,7 @@ class Advice:
             out.append(f"{row['candidate']} ({row['architecture']}): "
                        f"{row['trainings_per_day']:.3g} models trained a day but "
                        f"{row['deploys_per_day']:.3g} deployed; a test takes "
-                       f"{format_duration(row['evaluation_s_mean'])}, so the other "
+                       f"{human_duration(row['evaluation_s_mean'])}, so the other "
                        f"{dropped:.3g} a day are dropped unused: retraining more often than "
                        f"one test allows buys only training cost.")
         return out
