@@ -104,6 +104,17 @@ def test_an_ab_test_lasts_its_sample_size_over_the_traffic_in_it():
     assert deployed == [pytest.approx(test.end_s + 600)]
 
 
+def test_a_bandit_lasts_thompson_samplings_samples_over_its_traffic():
+    from sim.studies.testplan import thompson
+    evaluation = {"method": "bandit", "share": 0.5, "min_effect": 0.3}
+    model, _ = _lifecycle({"every": "2d", "duration": "1h", "evaluation": evaluation})
+    outcome = thompson(0.05, 0.065, confidence=0.95)
+    assert model.tests
+    for test in model.tests:
+        assert test.end_s - test.start_s == pytest.approx(outcome.samples / (0.5 * 2.0))
+        assert test.steps == ((test.start_s, pytest.approx(0.5 * outcome.challenger_share)),)
+
+
 def test_a_shadow_test_doubles_inference_on_what_it_scores():
     """Shadow: predictions / (share x rate) long; its extra cost is its predictions at the
     architecture's serving cost per request, and nobody is served by the candidate."""
@@ -228,6 +239,7 @@ HYBRID = {"kind": "hybrid", "head_share": 0.1, "every": "6h", "throughput": "100
 @pytest.mark.parametrize("evaluation", [
     {"method": "canary", "steps": [0.1, 0.5], "step_duration": "2h"},
     {"method": "ab", "share": 0.6, "min_effect": 0.2},
+    {"method": "bandit", "share": 0.5, "min_effect": 0.3},
 ])
 def test_fast_and_reference_agree_with_labels_tests_and_bad_models(evaluation):
     training = {"every": "12h", "duration": "1h", "labels": {
@@ -255,6 +267,7 @@ def test_fast_and_reference_agree_with_stateful_lift():
     ({"every": "1d", "evaluation": {"method": "canary", "step_duration": "1h",
                                     "steps": [0.5, 0.1]}}, "must grow"),
     ({"every": "1d", "stateful": {"lift": 0.1}}, "only with mode stateful"),
+    ({"every": "1d", "evaluation": {"method": "ab", "min_effect": 30}}, "between 0 and 1"),
     ({"policy": "trigger", "trigger": {"kind": "volume"}}, "new_labels"),
     ({"policy": "trigger", "trigger": {"kind": "volume", "new_labels": 10, "window": "1h"}},
      "only with kind performance"),

@@ -123,8 +123,9 @@ def report(scenario, out_dir, overrides, seed, replications, baseline, analysis_
               default=0.05, show_default=True, help="Significance level (false-positive rate).")
 @click.option("--one-sided", is_flag=True, help="A one-sided test (default: two-sided).")
 @click.option("--traffic-share", type=click.FloatRange(0, 1, min_open=True), default=1.0,
-              show_default=True, help="Share of daily traffic in the test, split evenly "
-                                      "between the two arms.")
+              help="Share of daily traffic in the test, split evenly between the two arms "
+                   "(default 1; with --methods, the scenario's training.evaluation.share, else "
+                   "0.1, for the plan and the comparison alike).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--seed", type=click.IntRange(min=0), help="With SCENARIO: random seed.")
 @click.option("--replications", "-r", type=click.IntRange(min=1), default=3, show_default=True,
@@ -147,11 +148,41 @@ def report(scenario, out_dir, overrides, seed, replications, baseline, analysis_
 @click.option("--cv", type=float, metavar="CV",
               help="With --requests-per-user: coefficient of variation of requests per user "
                    "(default 0: every user the same).")
+@click.option("--methods", is_flag=True,
+              help="Also compare the ways to test the new model: A/B test, shadow, canary, "
+                   "interleaving and a Thompson-sampling bandit (days to decide, extra cost, "
+                   "value lost while testing). See docs/testing-in-production.md.")
+@click.option("--shadow-predictions", metavar="N",
+              help="With --methods: predictions the shadow model makes before the decision "
+                   "(default 100k).")
+@click.option("--canary-steps", metavar="S1,S2,...",
+              help="With --methods: the canary's ramp of traffic shares (default "
+                   "1%,5%,25%,50%).")
+@click.option("--canary-step", metavar="DURATION",
+              help="With --methods: how long the canary holds each step (default 1h).")
+@click.option("--speedup", type=float, metavar="X",
+              help="With --methods: how many times fewer requests interleaving needs than the "
+                   "A/B test (default 10; Netflix reported over 100 for its rankers).")
+@click.option("--min-effect", type=float, metavar="R",
+              help="With --methods: size the A/B, interleaving and bandit tests for this "
+                   "relative difference (0.01 = 1%) instead of the actual one.")
+@click.option("--confidence", type=float, metavar="P",
+              help="With --methods: the bandit stops when one model is best with this "
+                   "probability (default 0.95).")
+@click.option("--cost-per-prediction", type=float, metavar="USD",
+              help="With --methods: US$ per prediction, for the extra inference of shadow and "
+                   "interleaving (default 0; with SCENARIO, the treatment's serving and "
+                   "batch-scoring cost per request).")
+@click.option("--value-per-outcome", type=float, metavar="USD",
+              help="With --methods: US$ per outcome (a click...), for the value lost while "
+                   "testing (default 0; with SCENARIO, business.value_per_outcome).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_force_option
 def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alpha, one_sided,
            traffic_share, overrides, seed, replications, baseline, arch, unit, icc,
-           requests_per_user, cv, as_json, force):
+           requests_per_user, cv, methods, shadow_predictions, canary_steps, canary_step,
+           speedup, min_effect, confidence, cost_per_prediction, value_per_outcome, as_json,
+           force):
     """Sample size per arm and days of traffic an A/B test needs to confirm an uplift.
 
     Two modes: `predsim abtest --baseline-rate 0.05 --uplift 0.03 --relative --daily-traffic 1e6`,
@@ -159,6 +190,8 @@ def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alph
     traffic from it. Two-proportion z-test: n = (z_{1-a/2} sqrt(2 pbar (1-pbar)) +
     z_{1-b} sqrt(p1 (1-p1) + p2 (1-p2)))^2 / (p2 - p1)^2 per arm. With --unit user, times the
     design effect; with SCENARIO, m and cv come from its popularity for each test length tried.
+
+    --methods adds A/B, shadow, canary, interleaving and bandit side by side, with the same arms.
     """
     import json
 
@@ -178,6 +211,11 @@ def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alph
                                              ("--uplift", uplift is not None),
                                              ("--relative", relative)) if given]
     user_options = {"unit": unit, "icc": icc, "requests_per_user": requests_per_user, "cv": cv}
+    method_options = _method_options(methods, shadow_predictions, canary_steps, canary_step,
+                                     speedup, min_effect, confidence, cost_per_prediction,
+                                     value_per_outcome)
+    explicit = _explicit(click.get_current_context(), ("traffic_share", "alpha", "power"))
+    comparison = None
     try:
         check_unit(unit, icc, requests_per_user, cv, scenario is not None)
         if scenario is None:
@@ -190,31 +228,134 @@ def abtest(scenario, baseline_rate, uplift, relative, daily_traffic, power, alph
                 raise BadInput("give --baseline-rate and --uplift (e.g. --baseline-rate 0.05 "
                                "--uplift 0.03 --relative --daily-traffic 1e6), or a SCENARIO "
                                "to simulate")
+            if methods:
+                if traffic is None:
+                    raise BadInput("--methods: give --daily-traffic too (the days to a "
+                                   "decision depend on it)")
+                if "traffic_share" not in explicit:
+                    traffic_share = 0.1
             result = plan(baseline_rate, uplift, relative=relative, daily_traffic=traffic,
                           alpha=alpha, power=power, two_sided=not one_sided,
                           traffic_share=traffic_share, **user_options)
+            if methods:
+                from sim.studies.testplan import compare_methods
+                comparison = compare_methods(
+                    result.baseline_rate, result.treatment_rate, traffic, share=traffic_share,
+                    alpha=alpha, power=power, two_sided=not one_sided,
+                    **_user_sizing(result, user_options), **method_options)
         else:
             if rate_options:
                 raise BadInput(f"{', '.join(rate_options)}: not with a SCENARIO, whose "
                                f"simulation gives the rates (use --arch and --baseline to "
                                f"choose the arms)")
-            result = _abtest_from_scenario(scenario, overrides, seed, replications, baseline,
-                                           arch, alpha, power, not one_sided, traffic_share,
-                                           traffic, user_options, force=force)
+            result, comparison = _abtest_from_scenario(
+                scenario, overrides, seed, replications, baseline, arch, alpha, power,
+                not one_sided, traffic_share, traffic, user_options, force=force,
+                methods=method_options if methods else None, explicit=explicit)
     except PlanError as exc:
-        where = (f"--{exc.field.replace('_', '-')}: " if exc.field in user_options else
+        where = (f"{_METHOD_FIELDS[exc.field]}: " if exc.field in _METHOD_FIELDS else
+                 f"--{exc.field.replace('_', '-')}: " if exc.field in user_options else
                  f"{scenario}: " if scenario else
                  f"--{exc.field.replace('_', '-')}: " if exc.field else "")
         raise BadInput(f"{where}{exc}") from None
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        for line in result.lines():
+        data = result.to_dict()
+        if comparison is not None:
+            data["methods"] = comparison.to_dict()
+        click.echo(json.dumps(data, indent=2))
+        return
+    for line in result.lines():
+        click.echo(line)
+    if comparison is not None:
+        from sim.studies.testplan import rich_table
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=120)
+        click.echo("")
+        console.print(rich_table(comparison))
+        for line in comparison.lines():
             click.echo(line)
 
 
+# compare_methods' parameters and the abtest options that set them, for error messages.
+_METHOD_FIELDS = {"share": "--traffic-share", "shadow_predictions": "--shadow-predictions",
+                  "canary_steps": "--canary-steps", "canary_step_days": "--canary-step",
+                  "interleaving_speedup": "--speedup", "min_effect": "--min-effect",
+                  "bandit_confidence": "--confidence",
+                  "cost_per_prediction": "--cost-per-prediction",
+                  "value_per_outcome": "--value-per-outcome"}
+
+
+def _explicit(ctx, names) -> set[str]:
+    """The parameters among ``names`` given on the command line (not left at their default)."""
+    from click.core import ParameterSource
+    return {name for name in names
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
+
+
+def _method_options(methods, shadow_predictions, canary_steps, canary_step, speedup,
+                    min_effect, confidence, cost_per_prediction, value_per_outcome) -> dict:
+    """The --methods options as :func:`sim.studies.testplan.compare_methods` arguments (only
+    those given); bad text exits 2 naming the option."""
+    from sim.units import DAY_S, parse_count, parse_duration
+
+    given = {"--shadow-predictions": shadow_predictions, "--canary-steps": canary_steps,
+             "--canary-step": canary_step, "--speedup": speedup, "--min-effect": min_effect,
+             "--confidence": confidence, "--cost-per-prediction": cost_per_prediction,
+             "--value-per-outcome": value_per_outcome}
+    if not methods:
+        named = [name for name, value in given.items() if value is not None]
+        if named:
+            raise BadInput(f"{', '.join(named)}: only with --methods")
+        return {}
+    out = {}
+    if shadow_predictions is not None:
+        try:
+            out["shadow_predictions"] = parse_count(shadow_predictions)
+        except ValueError:
+            raise BadInput(f"--shadow-predictions: expected a count of predictions such as "
+                           f"100k (got {shadow_predictions!r})") from None
+    if canary_steps is not None:
+        try:
+            out["canary_steps"] = tuple(
+                float(x.strip()[:-1]) / 100 if x.strip().endswith("%") else float(x)
+                for x in canary_steps.split(","))
+        except ValueError:
+            raise BadInput(f"--canary-steps: expected shares of traffic separated by commas, "
+                           f"such as 1%,5%,25%,50% or 0.01,0.05 (got {canary_steps!r})") from None
+    if canary_step is not None:
+        try:
+            seconds = parse_duration(canary_step)
+        except ValueError:
+            seconds = float("nan")
+        if not seconds > 0:
+            raise BadInput(f"--canary-step: expected a duration > 0 such as 30m or 1h (got "
+                           f"{canary_step!r})")
+        out["canary_step_days"] = seconds / DAY_S
+    for key, value in (("interleaving_speedup", speedup), ("min_effect", min_effect),
+                       ("bandit_confidence", confidence),
+                       ("cost_per_prediction", cost_per_prediction),
+                       ("value_per_outcome", value_per_outcome)):
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _user_sizing(plan, user_options) -> dict:
+    """The unit of randomisation for the comparison's A/B sample: the plan's, with m̄ and cv as
+    the plan found them (from a scenario's popularity when not given)."""
+    if user_options["unit"] != "user":
+        return {}
+    return {"unit": "user", "icc": plan.icc, "requests_per_user": plan.requests_per_user,
+            "cv": plan.cv}
+
+
 def _abtest_from_scenario(scenario, overrides, seed, replications, baseline, arch, alpha,
-                          power, two_sided, traffic_share, traffic, user_options, force=False):
+                          power, two_sided, traffic_share, traffic, user_options, force=False,
+                          methods=None, explicit=frozenset()):
+    """The plan for SCENARIO's two arms, and with ``methods`` (the --methods options given)
+    the comparison of ways to test, whose other options default to the treatment's
+    training.evaluation (the plan's share, alpha and power too, unless given)."""
     import sim
     from sim.studies.abtest import plan_from_results
     from sim.report.manager_report import recommend
@@ -232,9 +373,24 @@ def _abtest_from_scenario(scenario, overrides, seed, replications, baseline, arc
                                  workers=default_workers(), progress=progress),
         f"Simulating {spec.name}")
     treatment = arch or recommend(results).compared
-    return plan_from_results(results, treatment, results.baseline, alpha=alpha, power=power,
-                             two_sided=two_sided, traffic_share=traffic_share,
-                             daily_traffic=traffic, **user_options)
+    if methods is None:
+        return plan_from_results(results, treatment, results.baseline, alpha=alpha,
+                                 power=power, two_sided=two_sided, traffic_share=traffic_share,
+                                 daily_traffic=traffic, **user_options), None
+    from sim.studies.testplan import compare_from_results, evaluation_options, find_evaluation
+    defaults = evaluation_options(find_evaluation(spec, treatment))
+    alpha = alpha if "alpha" in explicit else defaults.get("alpha", alpha)
+    power = power if "power" in explicit else defaults.get("power", power)
+    if "traffic_share" not in explicit:
+        traffic_share = defaults.get("share", 0.1)
+    result = plan_from_results(results, treatment, results.baseline, alpha=alpha, power=power,
+                               two_sided=two_sided, traffic_share=traffic_share,
+                               daily_traffic=traffic, **user_options)
+    comparison = compare_from_results(
+        results, treatment, results.baseline, daily_traffic=result.daily_traffic,
+        share=traffic_share, alpha=alpha, power=power, two_sided=two_sided,
+        **_user_sizing(result, user_options), **methods)
+    return result, comparison
 
 
 @main.command()

@@ -224,10 +224,10 @@ class ModelLifecycle:
         p = self.scenario.quality.fresh
         if e.method == "bandit":
             from sim.studies.testplan import thompson
-            outcome = thompson(p, min(p * (1 + e.min_effect), 1.0), confidence=e.confidence)
+            outcome = thompson(p, p * (1 + e.min_effect), confidence=e.confidence)
             return outcome.samples / (share * rate), share * outcome.challenger_share
         from sim.studies.abtest import sample_size_per_arm
-        n = sample_size_per_arm(p, min(p * (1 + e.min_effect), 1.0), e.alpha, e.power)
+        n = sample_size_per_arm(p, p * (1 + e.min_effect), e.alpha, e.power)
         days = 2 * n / (share * rate)
         if e.method == "interleaving":
             days /= e.speedup

@@ -251,9 +251,9 @@ def _training_text(s: Scenario, t, whose: str) -> str:
             f"{data}, takes {_dur(t.duration)}{tested}, and its model serves "
             f"{_dur(t.deploy_delay)} after that")
     if test_s > t.every:
-        text += (f"; the test is longer than the cadence, so only one model per test is "
-                 f"deployed (one test at a time, the newest waiting model next) and the others "
-                 f"are dropped unused.")
+        text += ("; the test is longer than the cadence, so only one model per test is "
+                 "deployed (one test at a time, the newest waiting model next) and the others "
+                 "are dropped unused.")
     else:
         text += (f"; models in service are {_dur(lag)} to {_dur(t.every + lag)} old, "
                  f"{_dur(t.every / 2 + lag)} on average.")

@@ -13,7 +13,9 @@ so that differences have paired confidence intervals) and adds what a decision n
   traffic), with the share of entities active on a day where stored predictions are involved;
 - a **sensitivity**: every numeric input perturbed one at a time by +-20%, the change in the
   net-value difference, the five most influential drawn as a tornado chart;
-- the **A/B test** that would confirm the gain (:mod:`sim.studies.abtest`);
+- the **A/B test** that would confirm the gain (:mod:`sim.studies.abtest`), and beside it the
+  other **ways to test** it in production (shadow, canary, interleaving, bandit;
+  :mod:`sim.studies.testplan`), from the same results;
 - the **assumptions**, a table generated from the scenario with the comments of its file.
 
 Breakeven and sensitivity re-run the simulator on shortened copies of the scenario (at most
@@ -379,6 +381,7 @@ class ManagerReport:
     sensitivity: Sensitivity | None = None
     abtest: Any = None               # sim.studies.abtest.ABPlan
     abtest_problem: str | None = None
+    methods: Any = None              # sim.studies.testplan.MethodComparison
     source_text: str | None = None
     overrides: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
@@ -512,6 +515,39 @@ class ManagerReport:
                      f"The {len(rows)} most influential inputs (net value {s.architecture} − "
                      f"{s.baseline}; {format_usd(s.base_usd, sign=True)}/day at the scenario's values)")
 
+    def methods_table(self) -> Table:
+        from sim.studies.testplan import TABLE_HEADERS, table_cells
+        return Table(list(TABLE_HEADERS), table_cells(self.methods),
+                     "Ways to test the change in production: time to a decision at this traffic, "
+                     "the challenger's mean share of all traffic, the extra inference, and the "
+                     "outcomes and value lost while testing")
+
+    def methods_sentences(self) -> list[str]:
+        """The two sentences around the table of ways to test (sim.studies.testplan)."""
+        m = self.methods
+        rec = self.recommendation
+        sized = ("" if m.min_effect is None else
+                 f", sized for a difference of {m.min_effect:.3g} relative "
+                 f"(training.evaluation.min_effect)")
+        lead = (f"Before {rec.compared} replaces {rec.baseline} for everyone, a test in "
+                f"production confirms it: five ways to run it" if rec.choice else
+                f"Should {rec.compared} be tried against {rec.baseline} in production anyway, "
+                f"five ways to test it")
+        first = (f"{lead}, at {m.daily_traffic:,.0f} requests a day with {m.share:.0%} of them "
+                 f"in the A/B, shadow, interleaving and bandit tests{sized}; the value lost "
+                 f"counts the outcomes missed while a test runs, against serving the better of "
+                 f"the two to everyone from the start.")
+        canary = ("the canary's ramp also measures the difference"
+                  if m.canary_power is not None and m.canary_power >= m.power else
+                  "the canary only guards against a broken model")
+        better = m.bandit.picks_better
+        bandit = ("" if better is None else
+                  f", and the bandit picks the better one in {better:.0%} of simulated runs")
+        second = (f"The shadow test decides on predictions, not outcomes; {canary}; "
+                  f"interleaving suits rankers only{bandit} (`predsim abtest SCENARIO "
+                  f"--methods`, docs/testing-in-production.md).")
+        return [first, second]
+
     def assumptions_table(self) -> Table:
         frame = assumptions(self.results.scenario, self.source_text, self.overrides)
         return Table(["input", "value", "note (from the scenario file)"],
@@ -623,6 +659,10 @@ class ManagerReport:
                                  f"{self.abtest.absolute_uplift:.4g} --daily-traffic N`."))
             else:
                 out.append(("p", self.abtest_problem))
+        if self.methods is not None:
+            out.append(("h2", "Testing the next model"))
+            out.extend(("p", sentence) for sentence in self.methods_sentences())
+            out.append(("table", self.methods_table()))
 
         out.append(("h2", "Assumptions"))
         out.append(("p", "Every number the simulation used. Those marked 'assumption' in the "
@@ -881,9 +921,27 @@ def build_report(results: Results, *, analysis: Analysis | None = None,
                                           power=power)
     except PlanError as exc:
         report.abtest_problem = f"No A/B test plan: {exc}."
+    report.methods = _methods(results, rec, alpha, power)
     if progress is not None:
         progress(1.0)
     return report
+
+
+def _methods(results: Results, rec: Recommendation, alpha: float, power: float):
+    """The ways to test ``rec.compared`` against the baseline, from the results at hand (no
+    extra simulation): all traffic in the test as in the A/B section, unless the scenario's
+    training.evaluation gives a share; None when the rates do not allow it."""
+    from sim.studies.abtest import PlanError
+    from sim.studies.testplan import compare_from_results, evaluation_options, find_evaluation
+
+    options = evaluation_options(find_evaluation(results.scenario, rec.compared))
+    try:
+        return compare_from_results(results, rec.compared, rec.baseline,
+                                    share=options.get("share", 1.0),
+                                    alpha=options.get("alpha", alpha),
+                                    power=options.get("power", power))
+    except PlanError:
+        return None
 
 
 __all__ = ["Analysis", "ManagerReport", "Recommendation", "Breakeven", "Sensitivity",

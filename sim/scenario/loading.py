@@ -68,6 +68,15 @@ class Scenario(Model):
                 raise ValueError(f"{where}.trigger.noise: the monitor's binomial noise needs a "
                                  f"metric that is a rate between 0 and 1 (quality.fresh is "
                                  f"{self.quality.fresh:g}); set noise: false")
+            e = t.evaluation if t is not None else None
+            if e is not None and e.method in ("ab", "interleaving", "bandit"):
+                treated = self.quality.fresh * (1 + e.min_effect)
+                if not (0 < self.quality.fresh and treated < 1):
+                    raise ValueError(
+                        f"{where}.evaluation: method {e.method} tests a rate, so quality.fresh "
+                        f"and fresh x (1 + min_effect) must lie between 0 and 1 (got "
+                        f"{self.quality.fresh:g} and {treated:g}); use offline, shadow or "
+                        f"canary, or a smaller min_effect")
         trace = self.workload.arrivals.trace
         for name, a in self.architectures.items():
             serving = getattr(a, "serving", None)

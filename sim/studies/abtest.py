@@ -37,6 +37,8 @@ with it DE, grows with the test's length, the days are then the smallest whole n
 whose requests reach n x DE at that length's DE.
 
 Pure functions; :func:`plan_from_results` reads the rates and the traffic from a simulation.
+:mod:`sim.studies.testplan` sets this test beside the other ways of testing a new model (shadow,
+canary, interleaving, a Thompson-sampling bandit): days, extra cost and value lost of each.
 """
 
 from __future__ import annotations
