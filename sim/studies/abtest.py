@@ -521,6 +521,28 @@ def _ceil(x: float) -> int:
     return int(math.ceil(x - 1e-9))
 
 
+def arm_rates(results, treatment: str, baseline: str | None) -> tuple[str, float, float]:
+    """(baseline, its mean quality, the treatment's) from ``results``, checked: two different
+    architectures of the scenario whose metric is a rate strictly between 0 and 1."""
+    scenario = results.scenario
+    baseline = baseline or results.baseline
+    summary = results.summary.set_index("architecture")
+    for name in (treatment, baseline):
+        if name not in summary.index:
+            raise PlanError(f"{name!r} is not an architecture of {scenario.name} (choose from "
+                            f"{', '.join(summary.index)})")
+    if treatment == baseline:
+        raise PlanError(f"the treatment and the baseline are the same architecture "
+                        f"({treatment!r})")
+    p1 = float(summary.loc[baseline, "quality_mean"])
+    p2 = float(summary.loc[treatment, "quality_mean"])
+    for name, p in ((baseline, p1), (treatment, p2)):
+        if not 0 < p < 1:
+            raise PlanError(f"{scenario.name}: {name}'s mean {scenario.quality.metric} is "
+                            f"{p:g}; the planner needs a rate strictly between 0 and 1")
+    return baseline, p1, p2
+
+
 def plan_from_results(results, treatment: str, baseline: str | None = None, *,
                       alpha: float = 0.05, power: float = 0.8, two_sided: bool = True,
                       traffic_share: float = 1.0, daily_traffic: float | None = None,
@@ -538,27 +560,12 @@ def plan_from_results(results, treatment: str, baseline: str | None = None, *,
     """
     scenario = results.scenario
     check_unit(unit, icc, requests_per_user, cv, True)
-    baseline = baseline or results.baseline
-    summary = results.summary.set_index("architecture")
-    for name in (treatment, baseline):
-        if name not in summary.index:
-            raise PlanError(f"{name!r} is not an architecture of {scenario.name} (choose from "
-                            f"{', '.join(summary.index)})")
-    if treatment == baseline:
-        raise PlanError(f"the treatment and the baseline are the same architecture "
-                        f"({treatment!r})")
-    metric = scenario.quality.metric
-    p1 = float(summary.loc[baseline, "quality_mean"])
-    p2 = float(summary.loc[treatment, "quality_mean"])
-    for name, p in ((baseline, p1), (treatment, p2)):
-        if not 0 < p < 1:
-            raise PlanError(f"{scenario.name}: {name}'s mean {metric} is {p:g}; the planner needs "
-                            f"a rate strictly between 0 and 1")
+    baseline, p1, p2 = arm_rates(results, treatment, baseline)
     traffic = daily_traffic if daily_traffic is not None else \
         scenario.workload.arrivals.rate * DAY_S
     population = None if requests_per_user is not None else population_from_scenario(scenario)
     return plan(p1, p2 - p1, daily_traffic=traffic, alpha=alpha, power=power,
-                two_sided=two_sided, traffic_share=traffic_share, metric=metric,
+                two_sided=two_sided, traffic_share=traffic_share, metric=scenario.quality.metric,
                 source=f"the simulation of {scenario.name} ({treatment} vs {baseline})",
                 unit=unit, icc=icc, requests_per_user=requests_per_user, cv=cv,
                 population=population)

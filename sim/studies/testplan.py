@@ -66,7 +66,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import special, stats
 
-from sim.studies.abtest import PlanError, check_unit, plan
+from sim.studies.abtest import PlanError, arm_rates, check_unit, plan
 from sim.units import DAY_S, count_short, human_duration, usd_short
 
 METHODS = ("ab", "shadow", "canary", "interleaving", "bandit")
@@ -521,22 +521,8 @@ def compare_from_results(results, treatment: str, baseline: str | None = None, *
     (:func:`evaluation_options`), else from :func:`compare_methods`'s defaults.
     """
     scenario = results.scenario
-    baseline = baseline or results.baseline
-    summary = results.summary.set_index("architecture")
-    for name in (treatment, baseline):
-        if name not in summary.index:
-            raise PlanError(f"{name!r} is not an architecture of {scenario.name} (choose from "
-                            f"{', '.join(summary.index)})")
-    if treatment == baseline:
-        raise PlanError(f"the treatment and the baseline are the same architecture "
-                        f"({treatment!r})")
     metric = scenario.quality.metric
-    p1 = float(summary.loc[baseline, "quality_mean"])
-    p2 = float(summary.loc[treatment, "quality_mean"])
-    for name, p in ((baseline, p1), (treatment, p2)):
-        if not 0 < p < 1:
-            raise PlanError(f"{scenario.name}: {name}'s mean {metric} is {p:g}; the comparison "
-                            f"needs a rate strictly between 0 and 1")
+    baseline, p1, p2 = arm_rates(results, treatment, baseline)
     if daily_traffic is None:
         daily_traffic = scenario.workload.arrivals.rate * DAY_S
     if cost_per_prediction is None:
