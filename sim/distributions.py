@@ -67,6 +67,17 @@ class Distribution:
         ordered = np.sort(np.asarray(samples_s, dtype=float))
         return cls("empirical", {}, samples=ordered, source=source)
 
+    def scaled(self, factor: float) -> "Distribution":
+        """The same shape with every value multiplied by ``factor`` (a faster model variant)."""
+        f = float(factor)
+        if self.kind == "gamma":
+            return Distribution("gamma", {"mean": self.params["mean"] * f,
+                                          "cv": self.params["cv"]})
+        if self.kind == "empirical":
+            return Distribution("empirical", {}, samples=self.samples * f,
+                                source=f"{self.source} x {f:g}")
+        return Distribution(self.kind, {k: v * f for k, v in self.params.items()})
+
     # -- moments --------------------------------------------------------------------------------
     @property
     def mean(self) -> float:

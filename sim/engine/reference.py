@@ -134,6 +134,7 @@ class _ChunkOutcomes:
         self.job = np.full(n, -1, dtype=np.int64)
         self.expired = np.zeros(n, bool)
         self.answer = np.zeros(n, np.int8)
+        self.network_s = np.zeros(n)
 
     def outcomes(self) -> Outcomes:
         return Outcomes(t_s=self.t_s, latency_s=self.latency_s, queue_wait_s=self.queue_wait_s,
@@ -143,7 +144,27 @@ class _ChunkOutcomes:
                         service_start_s=self.service_start_s, queued=self.queued,
                         service_s=self.service_s, batch_age_s=self.batch_age_s,
                         stream_age_s=self.stream_age_s, cold_start=self.cold_start,
-                        expired=self.expired, answer=self.answer)
+                        expired=self.expired, answer=self.answer, network_s=self.network_s)
+
+
+def _network_time(network, slot: int, u: float) -> float:
+    """One request's round trip (scenario.network): its user's region, by the hash that
+    splits users in tests, and that region's rtt at ``u``."""
+    if network is None:
+        return 0.0
+    parts = network.parts
+    rtt = parts[-1][1]
+    if len(parts) > 1:
+        bucket = (float(slot) * GOLDEN + 0.5) % 1.0
+        edge = 0.0
+        for share, region_rtt in parts:
+            edge += share
+            if bucket < edge:
+                rtt = region_rtt
+                break
+    else:
+        rtt = parts[0][1]
+    return float(rtt.ppf(_one(u))[0])
 
 
 def _feature_losses(spec, ages: dict, request: bool,
@@ -282,6 +303,7 @@ class _RequestModel:
         spec = architecture.spec
         self.chain = list(spec.fallback)
         self.skew = spec.pipelines.mean_loss if spec.pipelines is not None else 0.0
+        self.variant = spec.variant_loss * run.scenario.quality.fresh
         features = getattr(architecture, "features", None)
         stream = getattr(architecture, "stream", None)
         self.ttl = {"batch": features.spec.ttl if features is not None else None,
@@ -299,6 +321,10 @@ class _RequestModel:
             yield from self._from_store(env, chunk, i, out)
         else:
             yield from self._online(env, chunk, i, out)
+        # the answer still travels back to the client: latency, not replica time
+        network = _network_time(self.scenario.network, chunk.slot[i], chunk.u_network[i])
+        out.network_s[i] = network
+        out.latency_s[i] += network
 
     def _from_store(self, env, chunk, i, out):
         t = chunk.t_s[i]
@@ -527,7 +553,7 @@ class _RequestModel:
         request = getattr(self.arch, "request_features", None) is not None and not stored
         ttl = self.ttl if use_ttl else None
         out.quality[i] = _quality(self.scenario, t, ages, request, t - model_cutoff,
-                                  model_cutoff, ttl, self.skew)
+                                  model_cutoff, ttl, self.skew + self.variant)
         trained = self.lifecycle.loss_by_cutoff.get(model_cutoff, 0.0)
         if trained:  # how the model was trained, after the clip (a lift may pass fresh)
             out.quality[i] = max(out.quality[i] - trained, 0.0)
@@ -544,6 +570,7 @@ class _RequestModel:
             _add_losses(self.arch.losses, self.scenario, t, ages, request, model_cutoff, ttl,
                         self.skew)
             self.arch.losses["model_training"] += trained
+            self.arch.losses["model_variant"] += self.variant
 
     # -- wasted predictions: which entities read which job's predictions ------------------------
     def record_use(self, out: _ChunkOutcomes) -> None:

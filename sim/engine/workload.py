@@ -409,8 +409,27 @@ def _unborn(slots, t_s, is_new, new_slots, new_created_at_s, bad):
     return n_bad
 
 
-UNIFORM_STREAMS = ("lookup", "feature_lookup", "service", "stream_lag", "batch_fixed",
+UNIFORM_STREAMS = ("lookup", "feature_lookup", "service", "stream_lag", "batch_fixed", "network",
                    "request_features")
+
+
+def network_times(network, slot, u) -> np.ndarray:
+    """Round trips for requests of entities ``slot`` with uniforms ``u``: the region whose
+    cumulative share first exceeds the user's bucket (:func:`sim.engine.training.user_bucket`,
+    the hash that splits users in tests too), then that region's ``rtt`` at ``u``."""
+    from sim.engine.training import user_bucket
+    parts = network.parts
+    if len(parts) == 1:
+        return parts[0][1].ppf(np.asarray(u, dtype=float))
+    bucket = user_bucket(slot)
+    edges = np.cumsum([share for share, _ in parts])
+    region = np.minimum(np.searchsorted(edges, bucket, side="right"), len(parts) - 1)
+    out = np.empty(np.shape(u))
+    for i, (_, rtt) in enumerate(parts):
+        mine = region == i
+        if mine.any():
+            out[mine] = rtt.ppf(np.asarray(u, dtype=float)[mine])
+    return out
 
 
 @dataclass
@@ -454,6 +473,20 @@ class Chunk:
     u_stream_lag = property(lambda self: self.uniforms("stream_lag"))
     u_batch_fixed = property(lambda self: self.uniforms("batch_fixed"))
     u_request_features = property(lambda self: self.uniforms("request_features"))
+
+    def network_s(self, network) -> np.ndarray | float:
+        """Each request's round trip between client and serving tier (``scenario.network``;
+        0 without one): the user's region by a hash of the entity, the time from the stream
+        ``network``; computed once per chunk for every architecture."""
+        if network is None:
+            return 0.0
+        values = self._memo.get("network_s")
+        if values is None:
+            values = self._memo["network_s"] = network_times(network, self.slot,
+                                                             self.u_network)
+        return values
+
+    u_network = property(lambda self: self.uniforms("network"))
 
     def created_at_s(self, population) -> np.ndarray:
         """Creation time of each request's entity (-inf for those present from the start),

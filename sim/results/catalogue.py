@@ -51,7 +51,7 @@ COST_COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_proce
                    "training", "evaluation", "storage", "skew_prevention")
 # Causes of metric lost per real prediction (summary columns quality_lost_<cause>).
 LOSS_CAUSES = ("feature_staleness", "cold_start", "expired_features", "missing_features",
-               "model_staleness", "drift", "skew", "model_training")
+               "model_staleness", "drift", "skew", "model_variant", "model_training")
 # Feature classes whose age is reported (summary columns <class>_feature_age_s_<stat>).
 AGED_CLASSES = ("batch", "stream")
 
@@ -75,7 +75,7 @@ JSON_GROUPS = ("requests", "coverage", "reliability", "latency_ms", "queue_wait_
                "model_age_s", "quality", "slo_violation_rate", "timeout_rate",
                "wasted_prediction_rate", "utilization", "offered_load", "cost_per_day",
                "value_per_day", "net_value_per_day", "trainings", "trainings_per_day",
-               "quality_lost", "deploys_per_day", "evaluation")
+               "quality_lost", "deploys_per_day", "evaluation", "network_ms")
 
 GLOSSARY = "docs/glossary.md"
 
@@ -123,6 +123,7 @@ _H_RELIABILITY = ("Reliability: `expired_rate`, `<cause>_fallback_rate`, `stale_
                   "`pipeline_failures_per_day`")
 _H_LATENCY = ("Latency: `latency_ms_mean`, `latency_ms_p50`, `latency_ms_p95`, `latency_ms_p99` "
               "(milliseconds)")
+_H_NETWORK = "`network_ms_mean` (milliseconds)"
 _H_QUEUE_WAIT = "Queue wait: `queue_wait_ms_mean`, `queue_wait_ms_p99` (milliseconds)"
 _H_SERVICE = "Service time: `service_ms_mean`, `service_ms_p99` (milliseconds)"
 _H_REPLICAS = "`replicas_mean`"
@@ -190,6 +191,8 @@ _CAUSE_TEXT = {
     "drift": ("drift", "drift the model has not caught up with (drift_loss)"),
     "skew": ("train-serving skew", "features computed apart for training and serving "
              "(skew_loss)"),
+    "model_variant": ("the model variant", "a cheaper variant of the model (variant."
+                      "quality_kept)"),
     "model_training": ("how models were trained", "late labels, stateful lift or forgetting, "
                        "bad models (< 0: gained)"),
 }
@@ -239,6 +242,9 @@ METRICS: tuple[Metric, ...] = (
     *_stats("latency_ms", "ms", "latency_ms", ("mean", "p50", "p95", "p99"), "latency",
             "from arrival to answer, over all requests (fallbacks included)", _H_LATENCY,
             alias="latency", load=True, keys={"p99": 7}),
+    Metric("network_ms_mean", "ms", ("network_ms", "mean"), "mean network round trip (ms)",
+           "Mean round trip between client and serving tier (scenario.network), part of "
+           "latency; 0 without.", _H_NETWORK),
     *_stats("queue_wait_ms", "ms", "queue_wait_ms", ("mean", "p99"), "queue wait",
             "from arrival until a replica took the request, over queued requests",
             _H_QUEUE_WAIT, alias="queue_wait", load=True),

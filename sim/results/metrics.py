@@ -113,6 +113,9 @@ class Outcomes:
     # default, 3 nothing (an error). None: nothing expired; every fallback got the default.
     expired: np.ndarray | None = None
     answer: np.ndarray | None = None
+    # The round trip between client and serving tier (scenario.network), part of latency_s;
+    # None without a network.
+    network_s: np.ndarray | None = None
 
 
 TOTALS = ("requests", "fallbacks", "timeouts", "latency_s", "queue_wait_s", "queued",
@@ -218,7 +221,7 @@ def _accumulate(t, latency, wait, fallback, timed_out, feature_age, model_age, q
 
 CLASS_TOTALS = ("batch_age_s", "batch_age_n", "stream_age_s", "stream_age_n", "cold_starts")
 RELIABILITY_TOTALS = ("expired", "expired_fallbacks", "stale_answers", "errors",
-                      "stale_features")
+                      "stale_features", "network_s")
 
 
 @njit(cache=True, nogil=True)
@@ -325,6 +328,9 @@ class Accumulator:
                                     self.bucket_s, self._class_totals, self._class_series,
                                     histogram.counts)
         self._add_reliability(out)
+        if out.network_s is not None:
+            self._reliability["network_s"] += float(
+                out.network_s[out.t_s >= self.warmup_s].sum())
         if out.cold_start is not None:
             counted = np.flatnonzero(out.cold_start & (out.t_s >= self.warmup_s))
             if counted.size:

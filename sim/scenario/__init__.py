@@ -36,6 +36,7 @@ from sim.scenario.architectures import (ARCHITECTURE_SPECS, Architecture, Autosc
                                         KINDS, OnlineArchitecture, RequestFeatures, Serving,
                                         SlowPeriods, SlowState, StreamFeatures, StreamingArchitecture,
                                         _Scheduled)
+from sim.scenario.deployment import VARIANTS, Network, Region, Variant, with_variant
 from sim.scenario.pipelines import (FALLBACK_STEPS, Failures, Pipelines, Spot,
                                     StreamOutages)
 from sim.scenario.loading import (Scenario, dump_yaml, load_scenario, scenario_from_dict,

@@ -15,6 +15,7 @@ from sim.units import format_duration
 from sim.scenario.fields import (Dist, MAX_UNITS, Model, NonNegativeDuration, PositiveDuration,
                                  Price, Rate)
 from sim.scenario.operations import Training
+from sim.scenario.deployment import _WithVariant
 from sim.scenario.pipelines import (Failures, Pipelines, Spot, StreamOutages, check_fallback)
 
 
@@ -415,7 +416,7 @@ class Serving(Model):
             * stretch
 
 
-class _Scheduled(Model):
+class _Scheduled(_WithVariant):
     """Scheduled scoring jobs writing predictions to a store."""
 
     every: PositiveDuration = Field(description="Time between scoring jobs.")
@@ -462,7 +463,7 @@ class BatchArchitecture(_Scheduled):
     kind: Literal["batch"] = Field(description="batch")
 
 
-class OnlineArchitecture(Model):
+class OnlineArchitecture(_WithVariant):
     """Prediction at request time with features from a batch pipeline."""
 
     kind: Literal["online"] = Field(description="online")
@@ -489,7 +490,7 @@ class OnlineArchitecture(Model):
         return self
 
 
-class StreamingArchitecture(Model):
+class StreamingArchitecture(_WithVariant):
     """Prediction at request time with batch features plus features from a stream processor."""
 
     kind: Literal["streaming"] = Field(description="streaming")

@@ -16,6 +16,7 @@ from sim.scenario.fields import (Model, NonNegativeDuration, PositiveDuration, S
                                  _did_you_mean)
 from sim.scenario.workload import Workload
 from sim.scenario.quality import Quality
+from sim.scenario.deployment import Network
 from sim.scenario.operations import Business, Costs, Drift, Slo, Training
 from sim.scenario.architectures import (Architecture, BatchArchitecture, HybridArchitecture,
                                         KINDS, OnlineArchitecture, StreamingArchitecture)
@@ -46,6 +47,9 @@ class Scenario(Model):
     drift: list[Drift] = Field([], description="Shifts (sudden, gradual or recurring) that "
                                "hurt predictions until a model trained on enough data after "
                                "them is deployed.")
+    network: Network | None = Field(None, description="Round trip between clients and the "
+                                    "serving tier, added to every cloud request's latency: "
+                                    "{rtt} or {regions: [{name, share, rtt}]} (none: 0).")
     costs: Costs = Field(Costs(), description="Unit prices, for cost per day.")
     business: Business = Field(Business(), description="Value of outcomes.")
     architectures: dict[str, Architecture] = Field(description="The architectures to compare, "

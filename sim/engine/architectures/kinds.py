@@ -21,7 +21,8 @@ from sim.units import DAY_S
 COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training",
               "evaluation", "storage", "skew_prevention")
 LOSS_KEYS = ("predictions", "feature_staleness", "cold_start", "expired_features",
-             "missing_features", "model_staleness", "drift", "skew", "model_training")
+             "missing_features", "model_staleness", "drift", "skew", "model_variant",
+             "model_training")
 # What answered a request (Outcomes.answer): its prediction, or a step of the fallback chain.
 ANSWER_CODES = {"prediction": 0, "stale": 1, "default": 2, "error": 3}
 
@@ -49,6 +50,8 @@ class _Common:
         self.losses = dict.fromkeys(LOSS_KEYS, 0.0)
         self.chain = list(spec.fallback)
         self.skew_loss = spec.pipelines.mean_loss if spec.pipelines is not None else 0.0
+        self.variant_loss = spec.variant_loss * scenario.quality.fresh
+        self.network = scenario.network
 
     def start(self, env: simpy.Environment, world: World) -> None:
         self.world = world
@@ -97,6 +100,9 @@ class _Common:
         if self.skew_loss:
             self.losses["skew"] += self.skew_loss * n
             loss += self.skew_loss
+        if self.variant_loss:
+            self.losses["model_variant"] += self.variant_loss * n
+            loss += self.variant_loss
         if self.scenario.drift:
             newest = ages.newest_s()
             drift = drift_loss(self.scenario.drift, t_s, model_cutoff_s,
@@ -167,7 +173,8 @@ class BatchModel(_Common):
 
     def serve(self, chunk: Chunk) -> Outcomes:
         t = chunk.t_s
-        out = _store_outcomes(self, t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"))
+        out = _store_outcomes(self, t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"),
+                              chunk.network_s(self.network))
         return Outcomes(t_s=t, queue_wait_s=np.zeros(t.size), busy_s=np.zeros(t.size),
                         service_start_s=t, queued=np.zeros(t.size, bool),
                         service_s=np.full(t.size, np.nan), **out)
@@ -180,7 +187,7 @@ class BatchModel(_Common):
         return self.store.wasted(start_s, end_s)
 
 
-def _store_outcomes(arch, t, slot, lookup) -> dict:
+def _store_outcomes(arch, t, slot, lookup, network) -> dict:
     """Outcomes of requests answered from stored predictions (batch, a hybrid's head): the
     store read, the fallback chain, quality. A stale answer keeps its prediction's age and
     model age; any other fallback's are NaN."""
@@ -194,10 +201,24 @@ def _store_outcomes(arch, t, slot, lookup) -> dict:
     unused = fallback if answer is None else fallback & (answer != ANSWER_CODES["stale"])
     np.copyto(model_age, np.nan, where=unused)
     np.copyto(feature_age, np.nan, where=unused)
-    return dict(latency_s=latency, fallback=fallback, timed_out=timed_out,
+    return dict(latency_s=_plus(latency, network), fallback=fallback, timed_out=timed_out,
                 feature_age_s=feature_age, model_age_s=model_age, quality=q,
                 batch_age_s=feature_age, cold_start=fallback & ~timed_out & ~expired,
-                expired=expired, answer=answer)
+                expired=expired, answer=answer, network_s=_network_column(network, t.size))
+
+
+def _plus(latency: np.ndarray, network) -> np.ndarray:
+    """Latency as the client sees it: the server's plus the round trip (no copy without one)."""
+    if np.isscalar(network) and network == 0:
+        return latency
+    return latency + network
+
+
+def _network_column(network, n: int) -> np.ndarray | None:
+    """The round trips as an array for Outcomes (None without a network)."""
+    if np.isscalar(network):
+        return None if network == 0 else np.full(n, float(network))
+    return network
 
 
 
@@ -269,14 +290,16 @@ class OnlineModel(_Common):
                            ttl_batch=self.features.spec.ttl if self.features else None,
                            ttl_stream=self.stream.spec.ttl if self.stream else None)
 
-    def _serve_online(self, t, slot, created, lookup, work, lag):
+    def _serve_online(self, t, slot, created, lookup, work, lag, network):
         latency, wait, timed_out, busy, start, service = self.serving.serve(t, lookup, work)
         return self._online_outcomes(t, latency, wait, timed_out, busy, start, service,
                                      self._ages(t, created, lag),
-                                     self._model_cutoff_now(t, slot))
+                                     self._model_cutoff_now(t, slot), network)
 
     def _online_outcomes(self, t, latency, wait, timed_out, busy, start, service,
-                         ages: FeatureAges, model_cutoff) -> dict:
+                         ages: FeatureAges, model_cutoff, network) -> dict:
+        """Outcomes of requests served online; the client also waits the round trip
+        ``network`` (after the server's timeout is judged)."""
         answer = self._answer(timed_out, False)
         q, model_age = self._quality(t, ages, model_cutoff, timed_out, answer)
 
@@ -284,7 +307,8 @@ class OnlineModel(_Common):
             return np.full(t.size, np.nan) if age is None else np.where(timed_out, np.nan, age)
 
         expired = ages.expired()
-        return dict(latency_s=latency, queue_wait_s=wait, fallback=timed_out.copy(),
+        return dict(latency_s=_plus(latency, network), queue_wait_s=wait, fallback=timed_out.copy(),
+                    network_s=_network_column(network, t.size),
                     timed_out=timed_out, quality=q, busy_s=busy, service_start_s=start,
                     service_s=service, queued=np.ones(t.size, bool),
                     feature_age_s=unless_timed_out(ages.oldest_s()),
@@ -300,7 +324,7 @@ class OnlineModel(_Common):
             return Outcomes(**self._evented(chunk, np.ones(chunk.size, bool)))
         return Outcomes(t_s=chunk.t_s, **self._serve_online(
             chunk.t_s, chunk.slot, chunk.created_at_s(self.world.population),
-            *self._draws(chunk)))
+            *self._draws(chunk), chunk.network_s(self.network)))
 
     # -- batching and autoscaling: requests may be decided a chunk after they arrive ------------
     def _payload_ages(self) -> tuple[str, ...]:
@@ -312,7 +336,8 @@ class OnlineModel(_Common):
         when ``chunk`` is None, at the end of the run), in arrival order."""
         if chunk is None:
             inputs = {k: np.empty(0) for k in ("t_s", "lookup_s", "item_s", "fixed_s",
-                                                "model_cutoff_s", *self._payload_ages())}
+                                                "model_cutoff_s", "network_s",
+                                                *self._payload_ages())}
             batching = self.spec.serving.batching
             if batching is not None and batching.batch_time is not None:
                 inputs["table_s"] = np.empty((0, len(batching.batch_time)))
@@ -324,7 +349,8 @@ class OnlineModel(_Common):
         out = empty_outcomes(t.size, t)
         out.update(self._online_outcomes(t, r["latency_s"], r["wait_s"], r["timed_out"],
                                          r["busy_s"], r["start_s"], r["service_s"], ages,
-                                         r["model_cutoff_s"]))
+                                         r["model_cutoff_s"],
+                                         r["network_s"] if self.network is not None else 0.0))
         return out
 
     def _queue_inputs(self, chunk: Chunk, mask: np.ndarray) -> dict:
@@ -350,7 +376,9 @@ class OnlineModel(_Common):
         ages = self._ages(t, chunk.created_at_s(self.world.population)[mask], lag)
         inputs = dict(t_s=t, lookup_s=chunk.sample(spec.feature_lookup, "feature_lookup")[mask],
                       item_s=item, fixed_s=fixed,
-                      model_cutoff_s=self._model_cutoff_now(t, chunk.slot[mask]))
+                      model_cutoff_s=self._model_cutoff_now(t, chunk.slot[mask]),
+                      network_s=np.broadcast_to(chunk.network_s(self.network), (chunk.size,))[
+                          mask].astype(float))
         if table is not None:
             inputs["table_s"] = table
         for key in self._payload_ages():
@@ -404,8 +432,10 @@ class HybridModel(OnlineModel):
         t = chunk.t_s
         out = empty_outcomes(t.size, t)
         head = chunk.slot < self.head_slots
+        network = np.broadcast_to(chunk.network_s(self.network), (chunk.size,))
         stored = full_answers(_store_outcomes(self, t[head], chunk.slot[head],
-                                              chunk.sample(self.spec.lookup, "lookup")[head]))
+                                              chunk.sample(self.spec.lookup, "lookup")[head],
+                                              network[head]))
         for key, value in stored.items():
             out[key][head] = value
         tail = ~head
@@ -416,7 +446,7 @@ class HybridModel(OnlineModel):
         online = full_answers(self._serve_online(
             t[tail], chunk.slot[tail], chunk.created_at_s(self.world.population)[tail],
             lookup[tail],
-            work[tail], None if lag is None else lag[tail]))
+            work[tail], None if lag is None else lag[tail], network[tail]))
         for key, value in online.items():
             out[key][tail] = value
         return Outcomes(**out)
@@ -434,4 +464,5 @@ def build(name: str, spec, scenario: Scenario):
     """The architecture model for a scenario's architecture entry (its kind's runtime class,
     from :mod:`sim.engine.architectures.registry`)."""
     from sim.engine.architectures.registry import kind_of
-    return kind_of(spec).model(name, spec, scenario)
+    from sim.scenario import with_variant
+    return kind_of(spec).model(name, with_variant(spec), scenario)
