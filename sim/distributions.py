@@ -185,20 +185,20 @@ class Distribution:
             return {"percentiles": {k: format_duration(v) for k, v in p.items()}}
         return {"empirical": self.source}
 
-    def describe(self) -> str:
-        """One line for people: ``lognormal, median 15ms, p99 60ms``."""
+    def describe(self, fmt=format_duration) -> str:
+        """One line for people: ``lognormal, median 15ms, p99 60ms`` (durations by ``fmt``)."""
         p = self.params
         if self.kind == "constant":
-            return format_duration(p["value"])
+            return fmt(p["value"])
         if self.kind == "exponential":
-            return f"exponential, mean {format_duration(p['mean'])}"
+            return f"exponential, mean {fmt(p['mean'])}"
         if self.kind == "lognormal":
-            return f"lognormal, median {format_duration(p['median'])}, p99 {format_duration(p['p99'])}"
+            return f"lognormal, median {fmt(p['median'])}, p99 {fmt(p['p99'])}"
         if self.kind == "gamma":
-            return f"gamma, mean {format_duration(p['mean'])}, cv {p['cv']:g}"
+            return f"gamma, mean {fmt(p['mean'])}, cv {p['cv']:g}"
         if self.kind == "percentiles":
             shape = "lognormal" if len(p) == 2 else "piecewise lognormal"
-            points = ", ".join(f"{k} {format_duration(v)}" for k, v in p.items())
+            points = ", ".join(f"{k} {fmt(v)}" for k, v in p.items())
             return f"{shape} through {points}"
         return f"measured samples from {Path(self.source).name} (n={len(self.samples)})"
 

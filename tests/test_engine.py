@@ -205,18 +205,19 @@ def test_every_scenario_kind_has_one_registry_entry_that_builds_it():
     assert list(REGISTRY) == list(KINDS)
     assert [k.spec for k in REGISTRY.values()] == list(ARCHITECTURE_SPECS)
     for k in REGISTRY.values():  # the traits say what each kind has, consistently
-        assert k.stores_predictions or k.predicts_online
+        assert k.stores_predictions or k.predicts_online or k.on_device
         assert ("every" in k.spec.model_fields) == k.stores_predictions
         assert ("serving" in k.spec.model_fields) == k.predicts_online
 
 
-@pytest.mark.parametrize("kind", ["batch", "online", "streaming", "hybrid"])
+@pytest.mark.parametrize("kind", ["batch", "online", "streaming", "hybrid", "edge"])
 def test_every_kind_implements_the_architecture_protocol(kind):
     import inspect
 
     from sim.engine.architectures import Architecture, build
 
-    scenario = sim.load_scenario(SCENARIOS / "quickstart.yaml")
+    path = "mobile-ranking.yaml" if kind == "edge" else "quickstart.yaml"
+    scenario = sim.load_scenario(SCENARIOS / path)
     name = next(n for n, spec in scenario.architectures.items() if spec.kind == kind)
     model = build(name, scenario.architectures[name], scenario)
     declared = [m for m in dir(Architecture) if not m.startswith("_")]

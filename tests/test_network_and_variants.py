@@ -128,3 +128,29 @@ def test_an_unknown_variant_names_the_presets():
     with pytest.raises(ScenarioError) as error:
         scenario({"online": {**online(), "variant": "int4"}})
     assert "distilled" in str(error.value) and "int8" in str(error.value)
+
+
+def test_optimize_chooses_the_variant_that_meets_the_target_for_least():
+    """One replica of a 20 ms model at 40 requests/s is overloaded; int8 (1/7 of the time)
+    meets a 100 ms p99 with one replica, so it is the cheapest configuration that does."""
+    from sim.studies.search import optimize
+    spec = make_scenario({"online": online(replicas=1, service={"exponential": {
+        "mean": "20ms"}})}, workload__arrivals__rate="40/s", horizon="30m", warmup="5m",
+        costs__replica_hour=1.0)
+    result = optimize(spec, ["architectures.online.serving.replicas=1:4"], "min:cost_per_day",
+                      ["latency_p99<=100ms"], replications=1,
+                      choose=["architectures.online.variant=none,int8"], window="horizon")
+    assert result.feasible
+    assert result.chosen == {"architectures.online.variant": "int8"}
+    assert result.values["architectures.online.serving.replicas"] == 1
+    text = "\n".join(result.lines())
+    assert "architectures.online.variant = int8  (chosen)" in text
+    assert "with architectures.online.variant = none" in text
+
+
+def test_a_bad_choose_option_says_what_it_expects():
+    from sim.studies.search import SearchError, optimize
+    with pytest.raises(SearchError) as error:
+        optimize(scenario(), ["architectures.online.serving.replicas=1:2"],
+                 choose=["architectures.online.variant"])
+    assert "KEY=A,B" in str(error.value)

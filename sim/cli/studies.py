@@ -485,6 +485,10 @@ def _run_search(executor, work):
 @click.option("--vary", multiple=True, required=True, metavar="KEY=LO:HI",
               help="A knob and its range: whole numbers (replicas=1:32), numbers, durations "
                    "(1h:24h) or rates. Repeatable.")
+@click.option("--choose", multiple=True, metavar="KEY=A,B,...",
+              help="A key with a few values to choose among, e.g. "
+                   "architectures.online.variant=none,int8,distilled: the search runs for "
+                   "each and the best wins. Repeatable.")
 @click.option("--objective", default="min:cost_per_day", show_default=True,
               metavar="min|max:METRIC", help="What to minimise or maximise (metric names: see "
                                              "docs/sweeps.md, e.g. cost_per_day, "
@@ -514,8 +518,8 @@ def _run_search(executor, work):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
 @_force_option
-def optimize(scenario, vary, objective, constraints, arch, method, replications, tolerance,
-             max_evaluations, window, workers, dask, overrides, seed, force):
+def optimize(scenario, vary, choose, objective, constraints, arch, method, replications,
+             tolerance, max_evaluations, window, workers, dask, overrides, seed, force):
     """Find the configuration that minimises (or maximises) a metric subject to constraints,
     with far fewer simulations than a grid; prints how many it used.
 
@@ -533,7 +537,7 @@ def optimize(scenario, vary, objective, constraints, arch, method, replications,
         scenario, list(vary), objective, list(constraints), arch=arch,
         replications=replications, method=method, tolerance=tolerance,
         max_evaluations=max_evaluations, executor=executor, overrides=overrides, seed=seed,
-        on_evaluation=_evaluation_printer(), window=window))
+        on_evaluation=_evaluation_printer(), window=window, choose=list(choose)))
     for line in result.lines():
         click.echo(line)
 

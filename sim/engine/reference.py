@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import simpy
 
+from sim.engine.architectures.edge import EdgeModel, MAX_MISSED_SYNCS, device_uniform_one
 from sim.engine.architectures.kinds import BatchModel, HybridModel, OnlineModel
 from sim.engine.freshness import FEATURE_TIME_SLACK_S
 from sim.engine.training import GOLDEN
@@ -135,6 +136,7 @@ class _ChunkOutcomes:
         self.expired = np.zeros(n, bool)
         self.answer = np.zeros(n, np.int8)
         self.network_s = np.zeros(n)
+        self.device_s = np.zeros(n)
 
     def outcomes(self) -> Outcomes:
         return Outcomes(t_s=self.t_s, latency_s=self.latency_s, queue_wait_s=self.queue_wait_s,
@@ -144,7 +146,8 @@ class _ChunkOutcomes:
                         service_start_s=self.service_start_s, queued=self.queued,
                         service_s=self.service_s, batch_age_s=self.batch_age_s,
                         stream_age_s=self.stream_age_s, cold_start=self.cold_start,
-                        expired=self.expired, answer=self.answer, network_s=self.network_s)
+                        expired=self.expired, answer=self.answer, network_s=self.network_s,
+                        device_s=self.device_s)
 
 
 def _network_time(network, slot: int, u: float) -> float:
@@ -298,11 +301,19 @@ class _RequestModel:
                 self.numbered = _NumberedReplicas(env, spec.replicas, speed)
             else:
                 self.resource = simpy.Resource(env, capacity=spec.replicas)
+        self.cloud = None
+        if isinstance(architecture, EdgeModel) and architecture.cloud is not None:
+            # the cloud path is an online architecture of its own; its replicas are this one's
+            self.cloud = _RequestModel(architecture.cloud, run, env)
+            self.resource, self.batcher, self.numbered = (self.cloud.resource,
+                                                          self.cloud.batcher,
+                                                          self.cloud.numbered)
         self.store = getattr(architecture, "store", None)
         self.used: dict[int, set] = {}
         spec = architecture.spec
         self.chain = list(spec.fallback)
-        self.skew = spec.pipelines.mean_loss if spec.pipelines is not None else 0.0
+        pipelines = getattr(spec, "pipelines", None)
+        self.skew = pipelines.mean_loss if pipelines is not None else 0.0
         self.variant = spec.variant_loss * run.scenario.quality.fresh
         features = getattr(architecture, "features", None)
         stream = getattr(architecture, "stream", None)
@@ -319,6 +330,10 @@ class _RequestModel:
                 yield from self._online(env, chunk, i, out)
         elif isinstance(arch, BatchModel):
             yield from self._from_store(env, chunk, i, out)
+        elif isinstance(arch, EdgeModel):
+            on_device = yield from self._edge(env, chunk, i, out)
+            if on_device:
+                return
         else:
             yield from self._online(env, chunk, i, out)
         # the answer still travels back to the client: latency, not replica time
@@ -356,6 +371,49 @@ class _RequestModel:
         out.job[i] = job
         self._score(out, i, t, {"batch": t - row["cutoff_s"]}, self._model_of(
             row["cutoff_s"], chunk.slot[i], row["model_cutoff_s"]), use_ttl=False)
+
+    def _edge(self, env, chunk, i, out):
+        """A request on the user's device (True), or sent to the cloud path (False)."""
+        arch = self.arch
+        spec = arch.spec
+        t = chunk.t_s[i]
+        slot = int(chunk.slot[i])
+        latency = float(spec.device_time.ppf(_one(chunk.u_device[i]))[0])
+        if spec.request_features is not None:
+            latency += float(spec.request_features.compute.ppf(
+                _one(chunk.u_request_features[i]))[0])
+        created = float(self.population.created_at_s(np.array([slot]))[0])
+        every, offline = spec.sync.every, spec.sync.offline
+        phase = ((float(slot) * GOLDEN + 0.5) % 1.0) * every
+        k = math.floor((t - phase) / every)
+        last = math.nan
+        for _ in range(MAX_MISSED_SYNCS):  # back to the last sync the device made
+            if offline == 0 or device_uniform_one(slot, k, arch.sync_salt) >= offline:
+                last = phase + k * every
+                break
+            k -= 1
+        age = t - last if last >= created else math.nan
+        c = spec.cloud
+        if c is not None and ((c.slower_than is not None and latency > c.slower_than) or
+                              (c.cold and math.isnan(age))):
+            yield from self.cloud._online(env, chunk, i, out)
+            return False
+        cutoff = math.nan
+        for row in reversed(self.model_deploys.rows):  # the newest model this device has
+            if row["visible_at_s"] > t:
+                continue
+            delay = 0.0
+            if row["version"] != 0 and not spec.rollout.is_zero:
+                u = device_uniform_one(slot, int(row["version"]), arch.rollout_salt)
+                delay = float(spec.rollout.ppf(_one(u))[0])
+            if row["visible_at_s"] + delay <= t:
+                cutoff = row["cutoff_s"]
+                break
+        yield env.timeout(latency)  # the device's own time: nothing shared waits on it
+        out.latency_s[i] = latency
+        out.device_s[i] = latency
+        self._score(out, i, t, {"batch": age}, cutoff)
+        return True
 
     def _fall_back(self, out, i, stale_ok: bool) -> str:
         """Answer request ``i`` by the first step of the fallback chain that can; the step."""

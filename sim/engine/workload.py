@@ -410,7 +410,7 @@ def _unborn(slots, t_s, is_new, new_slots, new_created_at_s, bad):
 
 
 UNIFORM_STREAMS = ("lookup", "feature_lookup", "service", "stream_lag", "batch_fixed", "network",
-                   "request_features")
+                   "device", "request_features")
 
 
 def network_times(network, slot, u) -> np.ndarray:
@@ -487,6 +487,7 @@ class Chunk:
         return values
 
     u_network = property(lambda self: self.uniforms("network"))
+    u_device = property(lambda self: self.uniforms("device"))
 
     def created_at_s(self, population) -> np.ndarray:
         """Creation time of each request's entity (-inf for those present from the start),

@@ -55,7 +55,16 @@ def _paragraph(text: str, indent: str = "  ") -> str:
 
 
 def _dist(d: Distribution) -> str:
-    return d.describe() if not d.is_zero else "no time"
+    if d.is_zero:
+        return "no time"
+    return d.describe(_short_duration)
+
+
+def _short_duration(seconds: float) -> str:
+    """As written in scenarios (15ms, 6h), or to 3 significant digits when that is long (a
+    variant's scaled times)."""
+    exact = format_duration(seconds)
+    return exact if len(exact) <= 6 else _dur(seconds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,6 +99,21 @@ def _peak_trough(s: Scenario) -> tuple[float, float]:
     if a.pattern == "weekly":
         day = 7 / (5 + 2 * a.weekend_factor) * max(1.0, a.weekend_factor)
     return a.rate * (1 + amplitude) * day, a.rate * (1 - amplitude)
+
+
+def _network(s: Scenario) -> str | None:
+    """The round trip between clients and the cloud, in words."""
+    n = s.network
+    if n is None:
+        return None
+    if n.regions is None:
+        where = f"a round trip of {_dist(n.rtt)}"
+    else:
+        where = "a round trip by region, each user always in the same one: " + "; ".join(
+            f"{r.name} ({_share(r.share)} of users) {_dist(r.rtt)}" for r in n.regions)
+    return (f"Clients reach the cloud over {where}. It is added to every request answered in "
+            f"the cloud (stored or online), counts in the latency target and the latency "
+            f"penalty, and occupies no replica.")
 
 
 def _traffic(s: Scenario) -> list[str]:
@@ -362,7 +386,7 @@ def _drift(s: Scenario) -> list[str]:
 
 
 def _slo_value(s: Scenario) -> list[str]:
-    lines = []
+    lines = [line for line in (_network(s),) if line]
     if s.slo.latency_p99 is not None:
         lines.append(f"The latency target (SLO) is a 99th percentile of "
                      f"{format_duration(s.slo.latency_p99)}: the share of requests slower "
@@ -447,22 +471,34 @@ def _architectures(s: Scenario) -> list[str]:
     training = (s.costs.training_run * DAY_S / s.training.every) \
         if s.training and s.training.every and s.training.policy == "schedule" else 0.0
     from sim.engine.architectures.registry import kind_of
-    for name, spec in s.architectures.items():
-        kind = kind_of(spec)
-        if kind.stores_predictions and kind.predicts_online:
+    from sim.scenario import with_variant
+    for name, given in s.architectures.items():
+        kind = kind_of(given)
+        spec = with_variant(given)  # the times the variant serves with
+        if spec.kind == "edge":
+            text, costs = _edge(s, spec)
+        elif kind.stores_predictions and kind.predicts_online:
             text, costs = _hybrid(s, spec)
         elif kind.stores_predictions:
             text, costs = _batch(s, spec)
         else:
             text, costs = _online(s, spec, s.workload.arrivals.rate)
+        if spec.variant is not None:
+            v = spec.variant
+            text += (f" It serves the {v.name} variant of the model: {v.latency:.3g}x the "
+                     f"service time, {v.throughput:.3g}x the throughput under batching"
+                     f"{' and in scoring jobs' if hasattr(spec, 'throughput') else ''}, "
+                     f"{_share(v.quality_kept)} of the quality (the times above are the "
+                     f"variant's).")
         if training:
             costs["training"] = training
         total = sum(costs.values())
         parts = " + ".join(f"{_usd(v)} {k}" for k, v in costs.items() if v)
         cost = f"Cost: about {_usd(total)} a day" + (f" ({parts})." if parts and
                                                        len(costs) > 1 else ".")
-        if spec.pipelines is not None and spec.pipelines.cost_per_day:
-            costs["skew prevention"] = spec.pipelines.cost_per_day
+        pipelines = getattr(spec, "pipelines", None)
+        if pipelines is not None and pipelines.cost_per_day:
+            costs["skew prevention"] = pipelines.cost_per_day
             total = sum(costs.values())
             parts = " + ".join(f"{_usd(v)} {k}" for k, v in costs.items() if v)
             cost = f"Cost: about {_usd(total)} a day ({parts})."
@@ -688,6 +724,52 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
                  f"fallback.")
     text += " " + _features(spec.features.batch, spec.features.stream, s.workload.entities,
                             s.costs, costs, spec.features.request, s.workload)
+    return text, costs
+
+
+def _edge(s: Scenario, spec) -> tuple[str, dict[str, float]]:
+    """On-device prediction, and its cloud path, in words, with its costs per day."""
+    w = s.workload
+    sync = spec.sync
+    mean_age = sync.every / 2 + sync.every * sync.offline / (1 - sync.offline)
+    text = (f"Predicts on the user's device: {_dist(spec.device_time)} per request, with no "
+            f"replica and no network. Its features are as fresh as the device's last sync: "
+            f"every {_dur(sync.every)}")
+    if sync.offline:
+        text += f", {_share(sync.offline)} of them missed (offline)"
+    text += f", so about {_dur(mean_age)} old on average"
+    if spec.request_features is not None:
+        text += (f"; request-time features are computed on the device "
+                 f"({_dist(spec.request_features.compute)})")
+    text += ". "
+    text += ("A new model is on every device at once." if spec.rollout.is_zero else
+             f"A new model reaches each device {_dist(spec.rollout)} after it is deployed, so "
+             f"devices serve older models than the cloud would.")
+    t = s.training
+    deploys = DAY_S / t.every if t is not None and t.every and t.policy == "schedule" else 0.0
+    devices = w.entities
+    costs = {"device syncs": devices * (1 - sync.offline) * DAY_S / sync.every *
+             s.costs.device_sync,
+             "model downloads": devices * deploys * s.costs.device_download}
+    c = spec.cloud
+    if c is not None:
+        slow = 0.0
+        if c.slower_than is not None:
+            u = (np.arange(4000) + 0.5) / 4000
+            slow = float(np.mean(spec.device_time.ppf(u) > c.slower_than))
+        who = []
+        if c.slower_than is not None:
+            who.append(f"those whose device would take longer than "
+                       f"{format_duration(c.slower_than)} (about {_share(slow)})")
+        if c.cold:
+            who.append("those of new users with nothing synced yet")
+        online = OnlineArchitecture.model_construct(
+            kind="online", features=c.features, feature_lookup=c.feature_lookup,
+            serving=c.serving, fallback=spec.fallback, pipelines=None, training=None,
+            variant=None)
+        cloud_text, cloud_costs = _online(s, online, s.workload.arrivals.rate * max(slow, 0.01))
+        text += f" Requests go to the cloud instead: {' and '.join(who)}. There: " + cloud_text
+        costs.update(cloud_costs)
     return text, costs
 
 

@@ -116,6 +116,23 @@ def differences_table(results: Results) -> Table | None:
     return table
 
 
+def latency_table(results: Results) -> Table | None:
+    """Where the time goes, per architecture (mean ms): the network, the queue, the replica and
+    the device. None unless the scenario has a network or an edge architecture."""
+    scenario = results.scenario
+    edge = any(a.kind == "edge" for a in scenario.architectures.values())
+    if scenario.network is None and not edge:
+        return None
+    table = _table("Where the time goes (mean ms; the device's over the requests it answered)",
+                   ["architecture", "latency", "network", "queue\nwait", "replica",
+                    "on the\ndevice"])
+    for row in results.summary.to_dict("records"):
+        table.add_row(row["architecture"], *(_with_ci(row, c, "{:,.1f}") for c in (
+            "latency_ms_mean", "network_ms_mean", "queue_wait_ms_mean", "service_ms_mean",
+            "device_ms_mean")))
+    return table
+
+
 def retraining_table(results: Results, wide: bool = False) -> Table | None:
     """Per architecture: training runs in the measured window, training cost per day, the
     model age (p50; p95 and max too when ``wide``) and the metric lost per prediction to each
@@ -132,8 +149,10 @@ def retraining_table(results: Results, wide: bool = False) -> Table | None:
               ("missing_features", "features\nit lacks"), ("model_staleness", "model\nage"),
               ("drift", "drift"))
     summary = results.summary
-    if (summary.get("quality_lost_model_training", 0.0).abs() > 0).any():
-        causes += (("model_training", "how it\nwas trained"),)
+    for cause, label in (("model_variant", "the model\nvariant"),
+                         ("model_training", "how it\nwas trained")):
+        if (summary.get(f"quality_lost_{cause}", 0.0).abs() > 0).any():
+            causes += ((cause, label),)
     tested = any(t is not None and t.evaluation is not None for t in (
         scenario.training, *(getattr(a, "training", None)
                              for a in scenario.architectures.values())))
@@ -193,6 +212,9 @@ def print_results(results: Results, console: Console | None = None, wide: bool =
         if not console.is_terminal:  # a file or a pipe: no reason to squeeze the table
             console = Console(width=180)
     console.print(comparison_table(results, wide))
+    timing = latency_table(results)
+    if timing is not None:
+        console.print(timing)
     retraining = retraining_table(results, wide)
     if retraining is not None:
         console.print(retraining)

@@ -48,7 +48,7 @@ from typing import Callable, Mapping
 
 # Components of cost per day (summary columns cost_usd_per_day_<component>).
 COST_COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing",
-                   "training", "evaluation", "storage", "skew_prevention")
+                   "training", "evaluation", "storage", "skew_prevention", "devices")
 # Causes of metric lost per real prediction (summary columns quality_lost_<cause>).
 LOSS_CAUSES = ("feature_staleness", "cold_start", "expired_features", "missing_features",
                "model_staleness", "drift", "skew", "model_variant", "model_training")
@@ -75,7 +75,8 @@ JSON_GROUPS = ("requests", "coverage", "reliability", "latency_ms", "queue_wait_
                "model_age_s", "quality", "slo_violation_rate", "timeout_rate",
                "wasted_prediction_rate", "utilization", "offered_load", "cost_per_day",
                "value_per_day", "net_value_per_day", "trainings", "trainings_per_day",
-               "quality_lost", "deploys_per_day", "evaluation", "network_ms")
+               "quality_lost", "deploys_per_day", "evaluation", "network_ms",
+               "device_ms")
 
 GLOSSARY = "docs/glossary.md"
 
@@ -123,7 +124,7 @@ _H_RELIABILITY = ("Reliability: `expired_rate`, `<cause>_fallback_rate`, `stale_
                   "`pipeline_failures_per_day`")
 _H_LATENCY = ("Latency: `latency_ms_mean`, `latency_ms_p50`, `latency_ms_p95`, `latency_ms_p99` "
               "(milliseconds)")
-_H_NETWORK = "`network_ms_mean` (milliseconds)"
+_H_NETWORK = "Network and device: `network_ms_mean`, `device_ms_mean` (milliseconds)"
 _H_QUEUE_WAIT = "Queue wait: `queue_wait_ms_mean`, `queue_wait_ms_p99` (milliseconds)"
 _H_SERVICE = "Service time: `service_ms_mean`, `service_ms_p99` (milliseconds)"
 _H_REPLICAS = "`replicas_mean`"
@@ -180,6 +181,7 @@ _COMPONENT_TEXT = {
     "evaluation": "testing new models before they deploy (training.evaluation)",
     "storage": "stored predictions and online features (per GB-month)",
     "skew_prevention": "keeping training and serving features the same (pipelines.cost_per_day)",
+    "devices": "edge: feature syncs and model downloads to users' devices",
 }
 _CAUSE_TEXT = {
     "feature_staleness": ("feature age", "the age of the feature classes it had"),
@@ -245,6 +247,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("network_ms_mean", "ms", ("network_ms", "mean"), "mean network round trip (ms)",
            "Mean round trip between client and serving tier (scenario.network), part of "
            "latency; 0 without.", _H_NETWORK),
+    Metric("device_ms_mean", "ms", ("device_ms", "mean"), "mean time on the device (ms)",
+           "Mean on-device inference time over the requests an edge architecture answered "
+           "on the phone.", _H_NETWORK),
     *_stats("queue_wait_ms", "ms", "queue_wait_ms", ("mean", "p99"), "queue wait",
             "from arrival until a replica took the request, over queued requests",
             _H_QUEUE_WAIT, alias="queue_wait", load=True),

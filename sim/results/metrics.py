@@ -116,6 +116,8 @@ class Outcomes:
     # The round trip between client and serving tier (scenario.network), part of latency_s;
     # None without a network.
     network_s: np.ndarray | None = None
+    # Time on the user's device (edge), 0 for requests answered elsewhere; None: no device.
+    device_s: np.ndarray | None = None
 
 
 TOTALS = ("requests", "fallbacks", "timeouts", "latency_s", "queue_wait_s", "queued",
@@ -221,7 +223,7 @@ def _accumulate(t, latency, wait, fallback, timed_out, feature_age, model_age, q
 
 CLASS_TOTALS = ("batch_age_s", "batch_age_n", "stream_age_s", "stream_age_n", "cold_starts")
 RELIABILITY_TOTALS = ("expired", "expired_fallbacks", "stale_answers", "errors",
-                      "stale_features", "network_s")
+                      "stale_features", "network_s", "device_s", "device_n")
 
 
 @njit(cache=True, nogil=True)
@@ -331,6 +333,10 @@ class Accumulator:
         if out.network_s is not None:
             self._reliability["network_s"] += float(
                 out.network_s[out.t_s >= self.warmup_s].sum())
+        if out.device_s is not None:
+            on_device = (out.device_s > 0) & (out.t_s >= self.warmup_s)
+            self._reliability["device_s"] += float(out.device_s[on_device].sum())
+            self._reliability["device_n"] += int(np.count_nonzero(on_device))
         if out.cold_start is not None:
             counted = np.flatnonzero(out.cold_start & (out.t_s >= self.warmup_s))
             if counted.size:

@@ -208,6 +208,8 @@ def collect(scenario: Scenario, architectures: list, accumulators: list[Accumula
             "latency_ms_p95": acc.latency.quantile(0.95) * 1e3,
             "latency_ms_p99": acc.latency.quantile(0.99) * 1e3,
             "network_ms_mean": per(t["network_s"]) * 1e3,
+            "device_ms_mean": (t["device_s"] / t["device_n"] * 1e3 if t["device_n"]
+                               else float("nan")),
             "queue_wait_ms_mean": (t["queue_wait_s"] / t["queued"] * 1e3) if t["queued"] else float("nan"),
             "queue_wait_ms_p99": acc.queue_wait.quantile(0.99) * 1e3,
             "service_ms_mean": (t["service_s"] / t["service_n"] * 1e3) if t["service_n"] else float("nan"),

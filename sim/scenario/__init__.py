@@ -32,7 +32,8 @@ from sim.scenario.operations import (BadModels, Business, Costs, Drift, EVALUATI
                                      Evaluation, Freshness, Labels, LatencyPenalty, Slo, Stateful,
                                      Training, Trigger)
 from sim.scenario.architectures import (ARCHITECTURE_SPECS, Architecture, Autoscaling, BatchArchitecture,
-                                        BatchFeatures, Batching, Features, HybridArchitecture,
+                                        BatchFeatures, Batching, CloudFallback, EdgeArchitecture,
+                                        Features, HybridArchitecture, Sync,
                                         KINDS, OnlineArchitecture, RequestFeatures, Serving,
                                         SlowPeriods, SlowState, StreamFeatures, StreamingArchitecture,
                                         _Scheduled)

@@ -532,9 +532,73 @@ class HybridArchitecture(_Scheduled):
         return self
 
 
+class Sync(Model):
+    """How often a device fetches its features (computed by the server at that moment)."""
+
+    every: PositiveDuration = Field(description="Time between a device's syncs (each device "
+                                    "at its own phase of the cycle).")
+    offline: float = Field(0.0, ge=0, lt=1, description="Share of scheduled syncs a device "
+                           "misses because it is offline; its features then stay as they were "
+                           "until the next sync that happens.")
+
+
+class CloudFallback(Model):
+    """An edge architecture's cloud path: online prediction on serving replicas for the
+    requests the device does not answer itself."""
+
+    slower_than: PositiveDuration | None = Field(None, description="Requests whose on-device "
+                                                 "inference would take longer than this go "
+                                                 "to the cloud (a slow phone).")
+    cold: bool = Field(True, description="Devices with no synced features yet (a new user) "
+                       "ask the cloud.")
+    features: Features = Field(description="The cloud's features (features.batch required).")
+    feature_lookup: Dist = Field(ZERO, description="Time to fetch features, on the replica.")
+    serving: Serving = Field(description="The cloud's serving replicas.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.features.batch is None:
+            raise ValueError("cloud needs features.batch (how often the cloud's features are "
+                             "materialised)")
+        if self.features.stream is not None:
+            raise ValueError("cloud: stream features are not modelled on the edge's cloud path")
+        return self
+
+
+class EdgeArchitecture(_WithVariant):
+    """Prediction on the user's device: no serving replicas, features as fresh as the device's
+    last sync, models that reach devices after a rollout delay; optionally a cloud path."""
+
+    kind: Literal["edge"] = Field(description="edge")
+    training: Training | None = Field(None, description="This architecture's own retraining, "
+                                      "instead of the scenario's training section (shared "
+                                      "otherwise).")
+    device_time: Dist = Field(description="On-device inference time per request (a phone is "
+                              "slower than a server).")
+    sync: Sync = Field(description="Feature syncs: {every, offline}.")
+    rollout: Dist = Field(ZERO, description="From a model's deploy to a device having it "
+                          "(downloads spread over days: not every device updates at once).")
+    request_features: RequestFeatures | None = Field(None, description="Features computed on "
+                                                     "the device from the request (its session), "
+                                                     "fresh by construction: {compute}.")
+    cloud: CloudFallback | None = Field(None, description="The cloud path for slow devices and "
+                                        "new users: {slower_than, cold, features, "
+                                        "feature_lookup, serving}.")
+    fallback: list[str] = Field(["default"], description="What answers a request the cloud "
+                                "path times out on: default or error.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        check_fallback(self.fallback, stores_predictions=False)
+        if self.cloud is not None and self.cloud.slower_than is None and not self.cloud.cold:
+            raise ValueError("cloud: give slower_than or cold: true, or no request ever goes "
+                             "to the cloud")
+        return self
+
+
 # The kinds' sections; their names (the ``kind`` literal) are the kinds a scenario may use, and
 # sim.engine.architectures.registry gives each its runtime class and traits.
 ARCHITECTURE_SPECS = (BatchArchitecture, OnlineArchitecture, StreamingArchitecture,
-                      HybridArchitecture)
+                      HybridArchitecture, EdgeArchitecture)
 Architecture = Annotated[Union[ARCHITECTURE_SPECS], Field(discriminator="kind")]
 KINDS = tuple(get_args(spec.model_fields["kind"].annotation)[0] for spec in ARCHITECTURE_SPECS)

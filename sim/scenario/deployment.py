@@ -131,20 +131,30 @@ def with_variant(spec):
     if v is None:
         return spec
     updates = {}
+    if getattr(spec, "device_time", None) is not None:
+        updates["device_time"] = spec.device_time.scaled(v.latency)
+    cloud = getattr(spec, "cloud", None)
+    if cloud is not None:
+        updates["cloud"] = cloud.model_copy(update={"serving": _scaled_serving(cloud.serving,
+                                                                               v)})
     if getattr(spec, "throughput", None) is not None:
         updates["throughput"] = spec.throughput * v.throughput
     serving = getattr(spec, "serving", None)
     if serving is not None:
-        changed = {}
-        if serving.service_time is not None:
-            changed["service_time"] = serving.service_time.scaled(v.latency)
-        b = serving.batching
-        if b is not None and b.batch_time is not None:
-            changed["batching"] = b.model_copy(update={"batch_time": {
-                size: d.scaled(1 / v.throughput) for size, d in b.batch_time.items()}})
-        elif b is not None:
-            changed["batching"] = b.model_copy(update={"fixed": b.fixed.scaled(v.latency),
-                                                       "per_item": b.per_item.scaled(
-                                                           1 / v.throughput)})
-        updates["serving"] = serving.model_copy(update=changed)
+        updates["serving"] = _scaled_serving(serving, v)
     return spec.model_copy(update=updates)
+
+
+def _scaled_serving(serving, v: Variant):
+    changed = {}
+    if serving.service_time is not None:
+        changed["service_time"] = serving.service_time.scaled(v.latency)
+    b = serving.batching
+    if b is not None and b.batch_time is not None:
+        changed["batching"] = b.model_copy(update={"batch_time": {
+            size: d.scaled(1 / v.throughput) for size, d in b.batch_time.items()}})
+    elif b is not None:
+        changed["batching"] = b.model_copy(update={"fixed": b.fixed.scaled(v.latency),
+                                                   "per_item": b.per_item.scaled(
+                                                       1 / v.throughput)})
+    return serving.model_copy(update=changed)

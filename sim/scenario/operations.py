@@ -411,6 +411,10 @@ class Costs(Model):
                                          "GB-month.")
     storage_gb_month: Price = Field(0.0, ge=0, description="Stored predictions and online "
                                     "features, per GB-month.")
+    device_download: Price = Field(0.0, ge=0, description="Edge: one device downloading one "
+                                   "new model (CDN egress for its size).")
+    device_sync: Price = Field(0.0, ge=0, description="Edge: one device syncing its features "
+                               "once (the request and its egress).")
 
 
 class LatencyPenalty(Model):

@@ -389,6 +389,8 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
     window: str = "horizon"
     judged: list[str] = field(default_factory=list)  # where the metrics were judged
+    chosen: dict = field(default_factory=dict)  # the --choose values of the best, by key
+    others: list = field(default_factory=list)  # (choice text, best evaluation) of the rest
 
     @property
     def feasible(self) -> bool:
@@ -426,6 +428,8 @@ class SearchResult:
             missed = ", ".join(map(str, self.constraints))
             out.append(f"{self.arch}: no configuration tried meets {missed}; the closest:")
         if self.best is not None:
+            for key, value in self.chosen.items():
+                out.append(f"  {key} = {'none' if value is None else value}  (chosen)")
             for key, value in self.best.values.items():
                 out.append(f"  {key} = {knobs[key].show(value) if key in knobs else value}")
             objective = self.objective
@@ -439,6 +443,13 @@ class SearchResult:
         full = (f"; the full grid would need {grid:,} configurations, "
                 f"{grid * self.replications * windows:,} simulations" if grid else "")
         out.extend(self.judged)
+        for text, other in self.others:
+            if other is None:
+                continue
+            verdict = "meets the constraints" if other.feasible else "misses a constraint"
+            value = float(other.row.get(self.objective.column, math.nan))
+            out.append(f"  with {text}: best {self.objective.metric} {_number(value)} "
+                       f"({verdict})")
         out.append(f"Found by {_METHOD_WORDS[self.method]} with {len(self.evaluations)} "
                    f"configurations x {self.replications} replications"
                    f"{_windows_text(self.evaluations)} = {self.simulations} simulations{full}.")
@@ -487,16 +498,42 @@ def optimize(scenario: Scenario | Template | str | Path,
              executor=None, common_random_numbers: bool = True,
              overrides: Iterable[str] | Mapping[str, Any] = (), seed: int | None = None,
              on_evaluation: Callable[[Evaluation], None] | None = None,
-             window: str = "peak") -> SearchResult:
+             window: str = "peak",
+             choose: Mapping[str, Sequence] | Sequence[str] = ()) -> SearchResult:
     """The configuration of ``arch`` within the ``vary`` ranges that minimises (or maximises)
     ``objective`` subject to ``constraints`` (see the module docstring for the methods).
     ``window`` says where they are judged (:func:`judged_window`): by default the latency and
     queueing metrics over the busiest hour of the arrivals, the others over the scenario's
-    window.
+    window. ``choose`` adds keys with a few values each (``"architectures.online.variant=
+    none,int8,distilled"``; ``none`` is no value): the search runs once per combination and
+    the best feasible result wins.
 
     >>> optimize(scenario, ["architectures.online.serving.replicas=1:32"],
     ...          "min:cost_per_day", ["latency_p99<=100ms"])
     """
+    combos = _choices(choose)
+    if combos:
+        kwargs = dict(objective=objective, constraints=constraints, arch=arch,
+                      replications=replications, method=method, tolerance=tolerance,
+                      max_evaluations=max_evaluations, workers=workers, dask=dask,
+                      executor=executor, common_random_numbers=common_random_numbers,
+                      seed=seed, on_evaluation=on_evaluation, window=window)
+        results = []
+        for combo in combos:
+            if isinstance(overrides, Mapping):
+                values = {**overrides, **combo}
+            else:
+                values = [*overrides, *(f"{k}={'null' if v is None else v}"
+                                        for k, v in combo.items())]
+            results.append((combo, optimize(scenario, vary, overrides=values, **kwargs)))
+        best_combo, best = min(results, key=lambda r: r[1].best.rank()
+                               if r[1].best is not None else (math.inf,))
+        best.chosen = dict(best_combo)
+        best.others = [(", ".join(f"{k} = {'none' if v is None else v}"
+                                  for k, v in combo.items()), r.best)
+                       for combo, r in results if combo is not best_combo]
+        best.evaluations = [e for _, r in results for e in r.evaluations]
+        return best
     template = Template.of(scenario, overrides, seed)
     base = template.scenario
     if isinstance(vary, Mapping):
@@ -538,6 +575,25 @@ def optimize(scenario: Scenario | Template | str | Path,
     return SearchResult(arch, knobs, objective, constraints, method, replications,
                         problem.evaluations, best, problem.notes + best.notes, window,
                         problem.window_lines(best))
+
+
+def _choices(choose) -> list[dict]:
+    """Every combination of the ``choose`` values, as overrides (``none`` -> None)."""
+    if isinstance(choose, Mapping):
+        options = {k: list(v) for k, v in choose.items()}
+    else:
+        options = {}
+        for text in choose:
+            key, sep, values = text.partition("=")
+            if not sep or not key.strip() or not values.strip():
+                raise SearchError(f"--choose: expected KEY=A,B,... such as "
+                                  f"architectures.online.variant=none,int8 (got {text!r})")
+            options[key.strip()] = [None if v.strip().lower() in ("none", "null") else
+                                    v.strip() for v in values.split(",")]
+    combos = [{}]
+    for key, values in options.items():
+        combos = [{**c, key: v} for c in combos for v in values]
+    return combos if options else []
 
 
 def _bisect(problem: Problem, knob: Knob, tolerance: float, max_evaluations: int

@@ -68,7 +68,7 @@ def empty_outcomes(n: int, t_s: np.ndarray) -> dict:
                 queued=np.zeros(n, bool), service_s=np.full(n, np.nan),
                 batch_age_s=np.full(n, np.nan), stream_age_s=np.full(n, np.nan),
                 cold_start=np.zeros(n, bool), expired=np.zeros(n, bool),
-                answer=np.zeros(n, np.int8), network_s=np.zeros(n))
+                answer=np.zeros(n, np.int8), network_s=np.zeros(n), device_s=np.zeros(n))
 
 
 def full_answers(out: dict) -> dict:
@@ -79,6 +79,7 @@ def full_answers(out: dict) -> dict:
         out["expired"] = np.zeros(n, bool)
     if out.get("answer") is None:
         out["answer"] = np.where(out["fallback"], 2, 0).astype(np.int8)
-    if out.get("network_s") is None:
-        out["network_s"] = np.zeros(n)
+    for key in ("network_s", "device_s"):
+        if out.get(key) is None:
+            out[key] = np.zeros(n)
     return out

@@ -19,7 +19,7 @@ from sim.engine.workload import Chunk
 from sim.units import DAY_S
 
 COMPONENTS = ("serving", "batch_scoring", "feature_pipeline", "stream_processing", "training",
-              "evaluation", "storage", "skew_prevention")
+              "evaluation", "storage", "skew_prevention", "devices")
 LOSS_KEYS = ("predictions", "feature_staleness", "cold_start", "expired_features",
              "missing_features", "model_staleness", "drift", "skew", "model_variant",
              "model_training")
@@ -49,7 +49,8 @@ class _Common:
         # Metric lost per real prediction in the measured window, by cause (see _quality).
         self.losses = dict.fromkeys(LOSS_KEYS, 0.0)
         self.chain = list(spec.fallback)
-        self.skew_loss = spec.pipelines.mean_loss if spec.pipelines is not None else 0.0
+        pipelines = getattr(spec, "pipelines", None)
+        self.skew_loss = pipelines.mean_loss if pipelines is not None else 0.0
         self.variant_loss = spec.variant_loss * scenario.quality.fresh
         self.network = scenario.network
 
@@ -132,7 +133,7 @@ class _Common:
         prices = self.scenario.costs
         costs = dict.fromkeys(COMPONENTS, 0.0)
         costs["training"] = self.world.model.cost_usd_per_day(prices, start_s, end_s)
-        pipelines = self.spec.pipelines
+        pipelines = getattr(self.spec, "pipelines", None)
         if pipelines is not None:
             costs["skew_prevention"] = pipelines.cost_per_day
         self._add_costs(costs, prices, start_s, end_s)

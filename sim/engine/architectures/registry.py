@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.engine.architectures.edge import EdgeModel
 from sim.engine.architectures.kinds import BatchModel, HybridModel, OnlineModel
-from sim.scenario import (BatchArchitecture, HybridArchitecture, OnlineArchitecture,
-                          StreamingArchitecture)
+from sim.scenario import (BatchArchitecture, EdgeArchitecture, HybridArchitecture,
+                          OnlineArchitecture, StreamingArchitecture)
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,9 @@ class Kind:
     model: type                # its runtime class
     words: str                 # what it is, in plain words
     stores_predictions: bool   # requests (some or all) read predictions a batch job stored
-    predicts_online: bool      # requests (some or all) are predicted at request time
+    predicts_online: bool      # requests (some or all) are predicted on serving replicas
     stream_features: bool      # it can have features from a stream processor
+    on_device: bool = False    # requests are predicted on the user's device
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
@@ -41,6 +43,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("hybrid", HybridArchitecture, HybridModel,
          "hybrid prediction (stored for the most active entities, online for the rest)",
          stores_predictions=True, predicts_online=True, stream_features=True),
+    Kind("edge", EdgeArchitecture, EdgeModel,
+         "on-device prediction (on the user's phone, with a cloud path when configured)",
+         stores_predictions=False, predicts_online=False, stream_features=False,
+         on_device=True),
 )}
 
 
