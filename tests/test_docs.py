@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = ["tutorial.md", "running.md", "architectures.md", "model.md", "glossary.md",
          "measuring-inputs.md", "reports.md", "sweeps.md", "verification.md", "fidelity.md",
-         "performance.md", "completion.md", "pipelines.md", "testing-in-production.md"]
+         "performance.md", "completion.md", "pipelines.md", "testing-in-production.md",
+         "deployment.md"]
 BIN = Path(sys.executable).parent
 
 _FENCED = re.compile(r"^```([\w-]*)\n(.*?)^```", re.S | re.M)
