@@ -12,7 +12,7 @@ import pytest
 import sim
 from sim.engine.architectures.edge import device_uniform, device_uniform_one, salts
 from sim.engine.rng import Streams
-from sim.engine.training import GOLDEN
+from sim.engine.training import BUCKET_MULTIPLIERS
 from sim.scenario import ScenarioError
 from tests.conftest import ci_half_width, make_scenario, online, replicate
 from tests.test_pipelines import architecture, assert_same, drive
@@ -56,7 +56,7 @@ def test_a_devices_features_are_as_old_as_its_last_sync_that_happened():
     slots = _slots(spec)
     checked = 0
     for slot in range(5):
-        phase = ((slot * GOLDEN + 0.5) % 1.0) * 6 * HOUR
+        phase = ((slot * BUCKET_MULTIPLIERS["sync"] + 0.5) % 1.0) * 6 * HOUR
         happened = [phase + k * 6 * HOUR for k in range(-20, 12)
                     if device_uniform_one(slot, k, sync_salt) >= 0.5]
         mine = np.flatnonzero(slots == slot)
@@ -145,6 +145,15 @@ def test_fast_and_reference_agree_on_the_edge(serving):
     assert_same(spec)
 
 
+def test_a_device_runs_the_newest_model_it_has_even_when_an_older_one_deploys_later():
+    """A long full retrain (older cut-off) deploys after a quick stateful update: a device, as
+    the cloud, serves the newest cut-off it has, in both engines."""
+    training = {"every": "2h", "mode": "stateful", "full_retrain_every": "1d",
+                "data_window": "7d", "throughput": 35}
+    assert_same(scenario({"edge": edge(), "slow_rollout": edge(rollout="30m")},
+                         training=training, workload__arrivals__rate="1/s"))
+
+
 def test_bad_edge_sections_say_what_is_wrong():
     with pytest.raises(ScenarioError) as error:
         scenario({"edge": edge(cloud=cloud(cold=False))})
@@ -152,3 +161,8 @@ def test_bad_edge_sections_say_what_is_wrong():
     with pytest.raises(ScenarioError) as error:
         scenario({"edge": edge(cloud={**cloud(), "features": {}})})
     assert "features.batch" in str(error.value)
+    sized = cloud()
+    sized["serving"] = {**sized["serving"], "time_per_size": "1ms"}
+    with pytest.raises(ScenarioError) as error:
+        scenario({"edge": edge(cloud=sized)})
+    assert "architectures.edge.cloud.serving.time_per_size" in str(error.value)

@@ -250,6 +250,36 @@ def test_fast_and_reference_agree_with_labels_tests_and_bad_models(evaluation):
     assert_same(spec)
 
 
+def test_when_tests_stop_every_run_the_model_trained_before_keeps_serving():
+    """Every candidate is bad and stopped: the model the schedule had made before the run
+    began keeps serving (it ages), in both engines, instead of no model at all."""
+    training = {"every": "1d", "duration": "1h", "bad_models": {"share": 0.999999,
+                                                                "loss": 0.01},
+                "evaluation": {"method": "offline", "duration": "1h"}}
+    out = assert_same(scenario(training))["online"]
+    assert not np.isnan(out["model_age_s"]).any()
+    assert out["model_age_s"].min() > 2 * DAY  # no run since before the lead
+    assert (out["quality"] < 0.05).all()
+
+
+def test_a_triggered_run_never_shares_the_first_models_cut_off():
+    """A trigger that checks daily, and another architecture whose own schedule starts the
+    control plane earlier: the first check comes after the first model's own start, so no run
+    has its cut-off (both engines then look up the same model's loss)."""
+    other = online(replicas=2)
+    other["training"] = {"every": "7d", "duration": "1h"}
+    for seed in range(3):
+        spec = scenario({"policy": "trigger", "trigger": {
+            "kind": "distribution", "check_every": "1d", "false_alarm_rate": 0.5},
+            "bad_models": {"share": 0.9, "loss": 0.02}},
+            {"online": online(replicas=2), "other": other}, seed=seed, horizon="1d",
+            warmup="1h", workload__arrivals__rate="1/s")
+        run, _ = drive(spec)
+        cutoffs = architecture(run, "online").world.model._loss_cutoffs
+        assert len(cutoffs) == len(set(cutoffs))
+    assert_same(spec)
+
+
 def test_fast_and_reference_agree_with_stateful_lift():
     training = {"policy": "continual", "every": "2h", "duration": "20m",
                 "full_retrain_every": "1d", "stateful": {"lift": 0.004, "forgetting": 0.0005}}
@@ -268,6 +298,9 @@ def test_fast_and_reference_agree_with_stateful_lift():
                                     "steps": [0.5, 0.1]}}, "must grow"),
     ({"every": "1d", "stateful": {"lift": 0.1}}, "only with mode stateful"),
     ({"every": "1d", "evaluation": {"method": "ab", "min_effect": 30}}, "between 0 and 1"),
+    ({"every": "1d", "evaluation": {"method": "canary", "steps": [], "step_duration": "1h"}},
+     "steps"),
+    ({"every": "1d", "evaluation": {"method": "shadow", "predictions": 0}}, "at least 1"),
     ({"policy": "trigger", "trigger": {"kind": "volume"}}, "new_labels"),
     ({"policy": "trigger", "trigger": {"kind": "volume", "new_labels": 10, "window": "1h"}},
      "only with kind performance"),

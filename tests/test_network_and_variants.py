@@ -148,9 +148,29 @@ def test_optimize_chooses_the_variant_that_meets_the_target_for_least():
     assert "with architectures.online.variant = none" in text
 
 
+def test_choose_applies_its_values_to_a_template_too():
+    from sim.studies.sweep import Template
+    template = Template.of(scenario({"online": {**online(replicas=2), "variant": "int8"}}))
+    changed = Template.of(template, {"architectures.online.variant": None})
+    assert changed.scenario.architectures["online"].variant is None
+    assert template.scenario.architectures["online"].variant is not None
+
+
 def test_a_bad_choose_option_says_what_it_expects():
     from sim.studies.search import SearchError, optimize
     with pytest.raises(SearchError) as error:
         optimize(scenario(), ["architectures.online.serving.replicas=1:2"],
                  choose=["architectures.online.variant"])
     assert "KEY=A,B" in str(error.value)
+
+
+def test_a_tests_users_are_spread_over_regions_and_sync_phases_like_everyone():
+    """The user hash has one multiplier per use, so the 5% of users in a test's arm are not
+    all in one region, nor all syncing at the same point of the cycle."""
+    from sim.engine.training import user_bucket
+    slots = np.arange(200_000)
+    arm = user_bucket(slots, "test") < 0.05
+    region = user_bucket(slots, "region") < 0.6
+    phase = user_bucket(slots, "sync")
+    assert abs(region[arm].mean() - 0.6) < 0.02
+    assert abs(phase[arm].mean() - 0.5) < 0.02

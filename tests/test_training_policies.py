@@ -95,8 +95,9 @@ def test_continual_updates_one_at_a_time_and_skip_ticks_while_busy():
     assert model.skipped == [900.0, 2700.0, 4500.0, 6300.0]
     assert [r.mode for r in model.runs] == ["stateful"] * 4
     assert [r.examples for r in model.runs[1:]] == [1800.0] * 3  # the data since the last one
+    # the model the updates had produced before they began (one tick earlier), then each one
     assert [(r["visible_at_s"], r["cutoff_s"]) for r in model.deploys.rows] == [
-        (s + 1500.0, s) for s in (0.0, 1800.0, 3600.0, 5400.0)]
+        (0.0, -900.0)] + [(s + 1500.0, s) for s in (0.0, 1800.0, 3600.0, 5400.0)]
 
 
 # -- trigger ------------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ def test_json_reports_trainings_model_age_and_losses():
     assert set(arch["model_age_s"]) >= {"mean", "p50", "p95", "max"}
     assert set(arch["quality_lost"]) == {"feature_staleness", "cold_start", "expired_features",
                                          "missing_features", "model_staleness", "drift", "skew",
-                                         "model_training"}
+                                         "model_variant", "model_training"}
 
 
 # -- validation ---------------------------------------------------------------------------------

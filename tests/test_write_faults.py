@@ -353,11 +353,11 @@ def test_full_disk_file_size_limit_run(reference, tmp_path):
 
 
 def test_full_disk_file_size_limit_sweep_loses_no_point(reference, tmp_path):
-    """`sweep --out` with a 20 KiB file-size limit: the manifest and every point (15 KB each)
-    are saved, the table (60 KB) is refused with a clear line; --resume (room again) simulates
+    """`sweep --out` with a 32 KiB file-size limit: the manifest and every point (21 KB each)
+    are saved, the table (90 KB) is refused with a clear line; --resume (room again) simulates
     nothing and writes the uninterrupted table."""
     out = tmp_path / "out"
-    result = run_cli(command("sweep", out), preexec_fn=_file_size_limit(20 * 1024))
+    result = run_cli(command("sweep", out), preexec_fn=_file_size_limit(32 * 1024))
     assert_clear_message(result, str(out / "sweep.parquet"), "file too large", "--resume")
     assert not check_folder(out, reference["sweep"])
     assert len(list((out / "points").glob("*.json"))) == 3

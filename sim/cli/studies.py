@@ -488,7 +488,7 @@ def _run_search(executor, work):
 @click.option("--choose", multiple=True, metavar="KEY=A,B,...",
               help="A key with a few values to choose among, e.g. "
                    "architectures.online.variant=none,int8,distilled: the search runs for "
-                   "each and the best wins. Repeatable.")
+                   "each (--max-evaluations each) and the best wins. Repeatable.")
 @click.option("--objective", default="min:cost_per_day", show_default=True,
               metavar="min|max:METRIC", help="What to minimise or maximise (metric names: see "
                                              "docs/sweeps.md, e.g. cost_per_day, "

@@ -26,7 +26,7 @@ import simpy
 from sim.engine.architectures.edge import EdgeModel, MAX_MISSED_SYNCS, device_uniform_one
 from sim.engine.architectures.kinds import BatchModel, HybridModel, OnlineModel
 from sim.engine.freshness import FEATURE_TIME_SLACK_S
-from sim.engine.training import GOLDEN
+from sim.engine.training import BUCKET_MULTIPLIERS
 from sim.results.metrics import Outcomes
 from sim.engine.architectures.kinds import COMPONENTS
 from sim.results.results import Results, collect
@@ -158,7 +158,7 @@ def _network_time(network, slot: int, u: float) -> float:
     parts = network.parts
     rtt = parts[-1][1]
     if len(parts) > 1:
-        bucket = (float(slot) * GOLDEN + 0.5) % 1.0
+        bucket = (float(slot) * BUCKET_MULTIPLIERS["region"] + 0.5) % 1.0
         edge = 0.0
         for share, region_rtt in parts:
             edge += share
@@ -384,7 +384,7 @@ class _RequestModel:
                 _one(chunk.u_request_features[i]))[0])
         created = float(self.population.created_at_s(np.array([slot]))[0])
         every, offline = spec.sync.every, spec.sync.offline
-        phase = ((float(slot) * GOLDEN + 0.5) % 1.0) * every
+        phase = ((float(slot) * BUCKET_MULTIPLIERS["sync"] + 0.5) % 1.0) * every
         k = math.floor((t - phase) / every)
         last = math.nan
         for _ in range(MAX_MISSED_SYNCS):  # back to the last sync the device made
@@ -399,16 +399,15 @@ class _RequestModel:
             yield from self.cloud._online(env, chunk, i, out)
             return False
         cutoff = math.nan
-        for row in reversed(self.model_deploys.rows):  # the newest model this device has
+        for row in self.model_deploys.rows:  # the newest model (by cut-off) the device has
             if row["visible_at_s"] > t:
-                continue
+                break
             delay = 0.0
             if row["version"] != 0 and not spec.rollout.is_zero:
                 u = device_uniform_one(slot, int(row["version"]), arch.rollout_salt)
                 delay = float(spec.rollout.ppf(_one(u))[0])
-            if row["visible_at_s"] + delay <= t:
+            if row["visible_at_s"] + delay <= t and not row["cutoff_s"] <= cutoff:
                 cutoff = row["cutoff_s"]
-                break
         yield env.timeout(latency)  # the device's own time: nothing shared waits on it
         out.latency_s[i] = latency
         out.device_s[i] = latency
@@ -593,7 +592,7 @@ class _RequestModel:
         """The data cut-off of the model that served entity ``slot`` for something made at
         ``at``: a candidate under test when the user's bucket is within the test's share
         then."""
-        bucket = (float(slot) * GOLDEN + 0.5) % 1.0
+        bucket = (float(slot) * BUCKET_MULTIPLIERS["test"] + 0.5) % 1.0
         for test in self.lifecycle.tests:
             if test.start_s <= at < test.end_s:
                 share = 0.0

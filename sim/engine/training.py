@@ -79,12 +79,17 @@ CDF_POINTS = 2000
 # Users are split between champion and candidate by this hash of their entity slot: the
 # fractional part of slot x (golden ratio - 1) + 0.5, spread evenly over [0, 1).
 GOLDEN = 0.6180339887498949
+# One multiplier per use of the user hash (a test's arms, the network's regions, an edge
+# device's sync phase): frac(n a) and frac(n b) for rationally independent a, b are
+# independent in the limit, so the users in a test's arm are not all in one region.
+BUCKET_MULTIPLIERS = {"test": GOLDEN, "region": 2 ** 0.5 - 1, "sync": 3 ** 0.5 - 1}
 
 
-def user_bucket(slot) -> np.ndarray:
+def user_bucket(slot, use: str = "test") -> np.ndarray:
     """Each entity's place in [0, 1) for splitting traffic by user; the same user always falls
-    in the same place, so a share ``s`` of users is those with bucket < ``s``."""
-    return np.mod(np.asarray(slot, dtype=float) * GOLDEN + 0.5, 1.0)
+    in the same place, so a share ``s`` of users is those with bucket < ``s``. ``use`` picks
+    the multiplier (:data:`BUCKET_MULTIPLIERS`)."""
+    return np.mod(np.asarray(slot, dtype=float) * BUCKET_MULTIPLIERS[use] + 0.5, 1.0)
 
 
 def model_drift_loss(drifts, t_s: np.ndarray, model_cutoff_s: np.ndarray) -> np.ndarray:
@@ -270,12 +275,14 @@ class ModelLifecycle:
         self._bad_rng = self.streams.fresh(f"training_runs/{self.name}" if self.name
                                            else "training_runs") \
             if self.streams is not None and t.bad_models is not None else None
-        if t.policy == "schedule":
+        if t.policy in ("schedule", "continual"):
+            # the model the schedule had produced before the lead: in service until a run
+            # deploys (and still, should tests stop every run of the lead)
             self._last_cutoff_s = first_run_at(t.every, t.start_at, since_s) - t.every - t.wait_s
-            env.process(periodic(env, t.every, t.start_at, since_s, self._scheduled))
-        elif t.policy == "continual":
-            self._last_cutoff_s = first_run_at(t.every, t.start_at, since_s) - t.every - t.wait_s
-            env.process(self._continual(env, since_s))
+            self.deploys.append(env.now, self._last_cutoff_s, version=0)
+            self._remember_loss(self._last_cutoff_s, self._initial_loss)
+            env.process(periodic(env, t.every, t.start_at, since_s, self._scheduled)
+                        if t.policy == "schedule" else self._continual(env, since_s))
         else:
             # The first model's cut-off is this policy's own lead before time 0, whatever the
             # other architectures need, so that an architecture's numbers do not depend on them.
@@ -450,7 +457,7 @@ class ModelLifecycle:
     def _monitor(self, env: simpy.Environment, since_s: float):
         g = self.training.trigger
         at = first_run_at(g.check_every, 0.0, since_s)
-        if at <= env.now:
+        if at <= since_s:  # not at the first model's own start: its run would share its cut-off
             at += g.check_every
         yield env.timeout(at - env.now)
         while True:

@@ -421,7 +421,7 @@ def network_times(network, slot, u) -> np.ndarray:
     parts = network.parts
     if len(parts) == 1:
         return parts[0][1].ppf(np.asarray(u, dtype=float))
-    bucket = user_bucket(slot)
+    bucket = user_bucket(slot, "region")
     edges = np.cumsum([share for share, _ in parts])
     region = np.minimum(np.searchsorted(edges, bucket, side="right"), len(parts) - 1)
     out = np.empty(np.shape(u))

@@ -75,6 +75,7 @@ from typing import Sequence
 
 from sim.results.metrics import N_BINS
 from sim.scenario import Scenario
+from sim.scenario.architectures import serving_of
 from sim.units import count_words as _count, duration_up as _dur_up
 from sim.units import duration_words as _human, rate_estimate as _rate
 from sim.units import round_duration as _dur
@@ -302,15 +303,15 @@ def _schedules(scenario: Scenario, n_slots: float) -> tuple[list[Schedule], floa
             lead = 2 * float(stream.window.ppf(q)) + float(stream.lag.ppf(q))
             out.append(Schedule(f"architectures.{name}.features.stream.window", "window",
                                 (end_s + lead) / window, window, can_overlap=False))
-        serving = getattr(spec, "serving", None)
+        path, serving = serving_of(spec)
         if serving is not None and serving.autoscaling is not None:
             every = serving.autoscaling.every
-            out.append(Schedule(f"architectures.{name}.serving.autoscaling.every", "autoscaler",
+            out.append(Schedule(f"architectures.{name}.{path}.autoscaling.every", "autoscaler",
                                 end_s / every + 1, every, can_overlap=False))
         slow = serving.slow_periods if serving is not None else None
         if slow is not None:
             stay = slow.mean_stay_s
-            out.append(Schedule(f"architectures.{name}.serving.slow_periods.states[*].mean",
+            out.append(Schedule(f"architectures.{name}.{path}.slow_periods.states[*].mean",
                                 "slow period", _slow_paths(serving) * (end_s / stay + 1), stay,
                                 can_overlap=False))
     trainings = [("training", scenario.training)] + [
@@ -373,9 +374,8 @@ def _one(scenario: Scenario, engine: str = "fast") -> dict:
     rule = w.new_entities
     if rule.share is None and rule.enter == "random" and n_new > 0:
         per_slot += BYTES_PER_SLOT_RANDOM
-    paths = sum(_slow_paths(spec.serving) for spec in scenario.architectures.values()
-                if getattr(spec, "serving", None) is not None
-                and spec.serving.slow_periods is not None)
+    servings = [serving_of(spec)[1] for spec in scenario.architectures.values()]
+    paths = sum(_slow_paths(s) for s in servings if s is not None and s.slow_periods is not None)
     parts = {
         "time-series buckets": n_arch * n_buckets * BYTES_PER_BUCKET,
         "slow-period paths": paths * BYTES_PER_SLOW_PATH,
@@ -387,7 +387,7 @@ def _one(scenario: Scenario, engine: str = "fast") -> dict:
     ns = NS_PER_REQUEST_SHARED
     for spec in scenario.architectures.values():
         cost = NS_PER_REQUEST.get(spec.kind, max(NS_PER_REQUEST.values()))
-        serving = getattr(spec, "serving", None)
+        serving = serving_of(spec)[1]
         if serving is not None and (serving.batching is not None or
                                     serving.autoscaling is not None):
             cost *= EVENTED_FACTOR

@@ -596,6 +596,17 @@ class EdgeArchitecture(_WithVariant):
         return self
 
 
+def serving_of(spec) -> tuple[str, Serving] | tuple[None, None]:
+    """(key path within the architecture, serving section) of an architecture's replicas: its
+    own ``serving``, or an edge's ``cloud.serving``; (None, None) without replicas."""
+    if getattr(spec, "serving", None) is not None:
+        return "serving", spec.serving
+    cloud = getattr(spec, "cloud", None)
+    if cloud is not None:
+        return "cloud.serving", cloud.serving
+    return None, None
+
+
 # The kinds' sections; their names (the ``kind`` literal) are the kinds a scenario may use, and
 # sim.engine.architectures.registry gives each its runtime class and traits.
 ARCHITECTURE_SPECS = (BatchArchitecture, OnlineArchitecture, StreamingArchitecture,

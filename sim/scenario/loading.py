@@ -16,6 +16,7 @@ from sim.scenario.fields import (Model, NonNegativeDuration, PositiveDuration, S
                                  _did_you_mean)
 from sim.scenario.workload import Workload
 from sim.scenario.quality import Quality
+from sim.scenario.architectures import serving_of
 from sim.scenario.deployment import Network
 from sim.scenario.operations import Business, Costs, Drift, Slo, Training
 from sim.scenario.architectures import (Architecture, BatchArchitecture, HybridArchitecture,
@@ -83,10 +84,10 @@ class Scenario(Model):
                         f"canary, or a smaller min_effect")
         trace = self.workload.arrivals.trace
         for name, a in self.architectures.items():
-            serving = getattr(a, "serving", None)
+            path, serving = serving_of(a)
             if serving is not None and serving.time_per_size > 0 and \
                     (trace is None or trace.log.sizes is None):
-                raise ValueError(f"architectures.{name}.serving.time_per_size: requests have no "
+                raise ValueError(f"architectures.{name}.{path}.time_per_size: requests have no "
                                  f"size: it needs workload.arrivals.trace with a size column "
                                  f"(size, or size_column)")
         return self

@@ -159,7 +159,7 @@ class Evaluation(Model):
     predictions: Count | None = Field(None, description="shadow: predictions the candidate "
                                       "must make before the decision.")
     steps: list[Annotated[float, Field(gt=0, le=1)]] = Field(
-        [0.01, 0.05, 0.25, 0.5], description="canary: the ramp of traffic shares on the "
+        [0.01, 0.05, 0.25, 0.5], min_length=1, description="canary: the ramp of traffic shares on the "
         "candidate, each held for step_duration.")
     step_duration: PositiveDuration | None = Field(None, description="canary: time at each "
                                                    "step of the ramp.")
@@ -180,6 +180,8 @@ class Evaluation(Model):
     def _check(self) -> "Evaluation":
         if self.method == "offline" and self.duration is None:
             raise ValueError("method offline needs duration (e.g. duration: 2h)")
+        if self.method == "shadow" and self.predictions is not None and self.predictions < 1:
+            raise ValueError(f"predictions must be at least 1 (got {self.predictions:g})")
         if self.method == "shadow" and self.predictions is None:
             raise ValueError("method shadow needs predictions (e.g. predictions: 100k): how "
                              "many the candidate scores before the decision")

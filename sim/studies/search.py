@@ -580,7 +580,8 @@ def optimize(scenario: Scenario | Template | str | Path,
 def _choices(choose) -> list[dict]:
     """Every combination of the ``choose`` values, as overrides (``none`` -> None)."""
     if isinstance(choose, Mapping):
-        options = {k: list(v) for k, v in choose.items()}
+        options = {k: (v.split(",") if isinstance(v, str) else list(v))
+                   for k, v in choose.items()}
     else:
         options = {}
         for text in choose:

@@ -90,7 +90,11 @@ class Template:
            overrides: Iterable[str] | Mapping[str, Any] = (), seed: int | None = None
            ) -> "Template":
         if isinstance(scenario, Template):
-            return scenario
+            if not overrides and seed is None:
+                return scenario
+            return cls(scenario.raw, scenario.label, scenario.base_dir,
+                       {**scenario.overrides, **_as_dict(overrides)},
+                       seed if seed is not None else scenario.scenario.seed)
         if isinstance(scenario, Scenario):
             if overrides or seed is not None:
                 return cls(scenario.to_yaml_dict(), scenario.name, overrides=_as_dict(overrides),

@@ -76,7 +76,7 @@ def salts(streams, name: str) -> tuple[int, int]:
 
 def last_sync_s(t_s, slot, every_s: float, offline: float, salt: int) -> np.ndarray:
     """When each device last synced before ``t_s`` (NaN: none of the last 64 happened)."""
-    phase = user_bucket(slot) * every_s
+    phase = user_bucket(slot, "sync") * every_s
     k = np.floor((t_s - phase) / every_s).astype(np.int64)
     if offline == 0:
         return phase + k * every_s
@@ -120,7 +120,11 @@ class EdgeModel(_Common):
         return None if self.cloud is None else self.cloud.serving
 
     def lead_s(self, population_size: int) -> float:
-        return self.cloud.lead_s(population_size) if self.cloud is not None else 0.0
+        """The cloud's lead, and long enough for models to have reached devices (the rollout's
+        99.99th percentile) before requests begin."""
+        rollout = 0.0 if self.spec.rollout.is_zero else \
+            float(self.spec.rollout.ppf(np.array(0.9999)))
+        return max(rollout, self.cloud.lead_s(population_size) if self.cloud else 0.0)
 
     def start(self, env, world):
         super().start(env, world)
@@ -151,9 +155,11 @@ class EdgeModel(_Common):
             return deploys.at(t_s, "cutoff_s")
         out = np.full(np.shape(t_s), np.nan)
         latest = float(np.max(t_s)) if np.size(t_s) else -math.inf
-        for row in reversed(deploys.rows):
-            if row["visible_at_s"] > latest:
-                continue
+        # newest cut-off first (a long run may deploy after a later one): the first model a
+        # device has in that order is the newest it has
+        rows = sorted((r for r in deploys.rows if r["visible_at_s"] <= latest),
+                      key=lambda r: -r["cutoff_s"])
+        for row in rows:
             left = np.isnan(out)
             if not left.any():
                 break
