@@ -339,3 +339,15 @@ def test_verify_catches_outages_that_hide_nothing(monkeypatch):
     rows = [c.row(0.99) for c in verify._stream_outages(4, "3d")]
     assert not rows[0]["passed"]
     assert not rows[1]["passed"]
+
+
+def test_verify_catches_devices_that_never_miss_a_sync(monkeypatch):
+    # Edge devices whose missed syncs are ignored: mean age T/2 (30 min), not 55.7 min.
+    from sim.engine.architectures import edge
+
+    original = edge.last_sync_s
+    monkeypatch.setattr(edge, "last_sync_s", lambda t, slot, every, offline, salt:
+                        original(t, slot, every, 0.0, salt))
+    rows = [c.row(0.99) for c in verify._edge_syncs(4, "5d")]
+    assert not rows[0]["passed"]
+    assert not rows[1]["passed"]

@@ -146,7 +146,9 @@ class Batching(Model):
         if self.batch_time is not None:
             if not self.batch_time:
                 raise ValueError("batch_time needs at least one batch size")
-            given = [k for k in ("fixed", "per_item") if k in self.model_fields_set]
+            # set to a time (a resolved scenario lists both at 0 beside batch_time)
+            given = [k for k in ("fixed", "per_item") if k in self.model_fields_set
+                     and not getattr(self, k).is_zero]
             if given:
                 raise ValueError(f"give batch_time (measured times by batch size) or fixed and "
                                  f"per_item, not both (got {', '.join(given)} too)")

@@ -185,11 +185,14 @@ class Advice:
         """What labels and tests set: the youngest a model can be, and the cadences whose
         models are never deployed because the test is slower than the cadence."""
         out = []
-        t = self.scenario.training
-        if t is not None and t.labels is not None and t.wait_s > 0:
-            out.append(f"Labels: a run's data ends {format_duration(t.wait_s)} before it starts "
-                       f"(training.labels.wait), so no cadence serves a model younger than "
-                       f"that plus the run and its test.")
+        sections = [("training", self.scenario.training)] + [
+            (f"architectures.{name}.training", getattr(a, "training", None))
+            for name, a in self.scenario.architectures.items()]
+        for where, t in sections:
+            if t is not None and t.labels is not None and t.wait_s > 0:
+                out.append(f"Labels: a run's data ends {format_duration(t.wait_s)} before it "
+                           f"starts ({where}.labels.wait), so no cadence serves a model "
+                           f"younger than that plus the run and its test.")
         for row in self.table.to_dict("records"):
             dropped = row.get("candidates_superseded_per_day", math.nan)
             if _nan(dropped) or dropped <= 0.05:

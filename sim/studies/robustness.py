@@ -308,10 +308,23 @@ class Input:
 
     def show(self, value: Any) -> str:
         if isinstance(value, dict):
-            return _compact(value)
+            return _compact(_readable(value))
         if isinstance(value, float):
             return f"{value:.4g}"
         return str(value)
+
+
+def _readable(value: Any) -> Any:
+    """A distribution's durations to 3 significant digits for people (a perturbed 0.16 s is
+    160ms, not 0.16000000000000003s)."""
+    if isinstance(value, dict):
+        return {k: _readable(v) for k, v in value.items()}
+    if isinstance(value, str):
+        try:
+            return human_duration(parse_duration(value))
+        except ValueError:
+            return value
+    return value
 
 
 def _key_label(path: tuple) -> str:

@@ -339,6 +339,27 @@ def _stream_outages(n: int, horizon: str = "20d") -> list[Check]:
                   reference="(D-b)/(U+D)")]
 
 
+def _edge_syncs(n: int, horizon: str = "20d") -> list[Check]:
+    # On-device features synced every hour at each device's own phase, 30% of syncs missed
+    # (the device offline): at a request the time since the device's last scheduled sync is
+    # uniform on (0, T) and the misses before it geometric, the same renewal structure as
+    # refreshes that fail with no lag: mean age T(1+p)/(2(1-p)) = T/2 + T p/(1-p), and a
+    # share p^m (1 - (1-p) r/T) older than mT + r.
+    period, p = 3600.0, 0.3
+    arch = {"phone": {"kind": "edge", "device_time": "1ms",
+                      "sync": {"every": "1h", "offline": p}}}
+    s = _scenario("0.2/s", arch, horizon, "1d")
+    mean, above, edge = _replicate(s, n, lambda res, row, req: (
+        row["batch_feature_age_s_mean"],
+        *_share_above(res.distributions["phone"]["batch_feature_age_s"], period)))
+    case = "edge: features synced every 1h at each device's phase, 30% of syncs missed"
+    return [Check(case, "mean feature age (s)", mean, theory.failing_refresh_age(period, 0.0, p),
+                  reference="T/2 + Tp/(1-p)"),
+            Check(case, f"share of feature ages over {edge[0]:.0f} s", above,
+                  theory.failing_refresh_age_survival(period, 0.0, p, float(edge[0])),
+                  reference="p^m (1 - r(1-p)/T), a = mT + r")]
+
+
 def _batch_coverage(n: int) -> list[Check]:
     # Uniform popularity over N(t) = N0 + r t entities, a job at each midnight scoring those that
     # exist then: a request at t misses with probability r (t - midnight) / N(t). Online with
@@ -429,6 +450,7 @@ def cases(quick: bool) -> list[Check]:
     checks += _renewal_windows(n)
     checks += _failed_refreshes(n)
     checks += _stream_outages(n)
+    checks += _edge_syncs(n)
     checks += _batch_coverage(n)
     return checks
 
