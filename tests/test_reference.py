@@ -125,9 +125,35 @@ def scenarios(draw):
         # runs to tens of thousands of requests those roundings add up past 1e-9.
         stretch = 1 / SlowPeriods.model_validate(slow).mean_speed
         rate = min(rate, 0.7 * replicas / (0.036 * stretch))
+    training = {"every": "7m", "duration": "1m", "deploy_delay": "30s"}
+    extra = {}
+    if draw(st.booleans()):  # label windows, tests of new models and bad models (issue 20)
+        training["labels"] = {"delay": {"exponential": {"mean": "20s"}}, "wait": "1m",
+                              "mislabel_loss": 0.01}
+        training["evaluation"] = draw(st.sampled_from([
+            {"method": "canary", "steps": [0.2, 0.6], "step_duration": "1m"},
+            {"method": "ab", "share": 0.5, "min_effect": 1.0},
+            {"method": "offline", "duration": "2m"}]))
+        training["bad_models"] = {"share": 0.5, "loss": 0.01}
+    if draw(st.booleans()):  # the network, model variants and an edge architecture (issue 21)
+        extra["network"] = {"regions": [
+            {"name": "near", "share": 0.5, "rtt": {"exponential": {"mean": "10ms"}}},
+            {"name": "far", "share": 0.5, "rtt": "60ms"}]}
+        archs["online"]["variant"] = draw(st.sampled_from(["int8", "distilled"]))
+        hybrid["variant"] = {"name": "pruned", "latency": 0.8, "throughput": 1.2,
+                             "quality_kept": 0.99}
+        archs["edge"] = {"kind": "edge", "device_time": {"lognormal": {"median": "30ms",
+                                                                        "p99": "150ms"}},
+                         "sync": {"every": "3m", "offline": draw(st.sampled_from([0.0, 0.4]))},
+                         "rollout": draw(st.sampled_from(["0s", {"exponential": {
+                             "mean": "2m"}}])),
+                         "cloud": {"slower_than": "80ms", "cold": True,
+                                   "features": {"batch": {"every": "5m"}},
+                                   "serving": {"replicas": replicas, "service_time": service,
+                                               **({"timeout": timeout} if timeout else {})}}}
     return make_scenario(
         archs, horizon="10m", warmup="2m", seed=draw(st.integers(0, 2**20)),
-        training={"every": "7m", "duration": "1m", "deploy_delay": "30s"},
+        training=training, **extra,
         drift=[{"at": "5m", "quality_drop": 0.005}],
         **{"workload.arrivals.rate": f"{rate}/s",
            "workload.arrivals.pattern": draw(st.sampled_from(["constant", "diurnal"])),
