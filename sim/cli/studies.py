@@ -480,6 +480,16 @@ def _run_search(executor, work):
         executor.close()
 
 
+def _window_option(command):
+    """--window, shared by optimize and capacity."""
+    return click.option(
+        "--window", type=click.Choice(["peak", "day", "horizon"]), default="peak",
+        show_default=True,
+        help="Where latency and queueing are judged: peak, the busiest hour of the arrival "
+             "pattern (or of a replayed log); day, whole days; horizon, the scenario's own "
+             "window (warns when it leaves out the peak).")(command)
+
+
 @main.command()
 @click.argument("scenario", type=SCENARIO, shell_complete=_complete_scenario)
 @click.option("--vary", multiple=True, required=True, metavar="KEY=LO:HI",
@@ -509,11 +519,7 @@ def _run_search(executor, work):
               help="Stop refining continuous knobs at this share of their range.")
 @click.option("--max-evaluations", type=click.IntRange(min=2), default=60, show_default=True,
               help="At most this many configurations.")
-@click.option("--window", type=click.Choice(["peak", "day", "horizon"]), default="peak",
-              show_default=True,
-              help="Where latency and queueing are judged: peak, the busiest hour of the arrival "
-                   "pattern (or of a replayed log); day, whole days; horizon, the scenario's "
-                   "own window (warns when it leaves out the peak).")
+@_window_option
 @_scale_out_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")
@@ -555,11 +561,7 @@ def optimize(scenario, vary, choose, objective, constraints, arch, method, repli
               help="Stop when the bracket is within this share of the rate.")
 @click.option("--max-evaluations", type=click.IntRange(min=2), default=40, show_default=True,
               help="At most this many rates.")
-@click.option("--window", type=click.Choice(["peak", "day", "horizon"]), default="peak",
-              show_default=True,
-              help="Where latency and queueing are judged: peak, the busiest hour of the arrival "
-                   "pattern (or of a replayed log); day, whole days; horizon, the scenario's "
-                   "own window (warns when it leaves out the peak).")
+@_window_option
 @_scale_out_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the scenario's).")

@@ -182,6 +182,8 @@ class ModelLifecycle:
         self._loss_cutoffs: list[float] = []
         self._losses: list[float] = []
         self.loss_by_cutoff: dict[float, float] = {}
+        self._loss_arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self._any_loss = False
         t = self.training
         self._initial_loss = 0.0
         if t is not None:
@@ -380,14 +382,17 @@ class ModelLifecycle:
         self._loss_cutoffs.append(cutoff_s)
         self._losses.append(loss)
         self.loss_by_cutoff[cutoff_s] = loss
+        self._loss_arrays = None
+        self._any_loss = self._any_loss or loss != 0
 
     def training_loss(self, model_cutoff_s) -> np.ndarray | None:
         """Each request's model's training loss, looked up by the model's data cut-off (0 for
         none: NaN); None when no model has one (nothing to add)."""
-        if not any(self._losses):
+        if not self._any_loss:
             return None
-        keys = np.asarray(self._loss_cutoffs)
-        values = np.asarray(self._losses)
+        if self._loss_arrays is None:
+            self._loss_arrays = (np.asarray(self._loss_cutoffs), np.asarray(self._losses))
+        keys, values = self._loss_arrays
         c = np.asarray(model_cutoff_s, dtype=float)
         i = np.clip(np.searchsorted(keys, c), 0, keys.size - 1)
         return np.where(keys[i] == c, values[i], 0.0)
@@ -435,10 +440,16 @@ class ModelLifecycle:
         """The data cut-off of the model that served each request: the candidate's for users in
         a test's share (by :func:`user_bucket`) while it ran at ``at_s`` (the request time, or
         a batch job's cut-off), else ``model_cutoff_s`` as given."""
-        exposed = [test for test in self.tests if test.steps]
-        if not exposed:
+        if not self.tests:
             return model_cutoff_s
         at_s = np.asarray(at_s, dtype=float)
+        known = at_s[~np.isnan(at_s)]
+        if not known.size:
+            return model_cutoff_s
+        lo, hi = float(known.min()), float(known.max())
+        exposed = [x for x in self.tests if x.steps and x.start_s <= hi and x.end_s > lo]
+        if not exposed:
+            return model_cutoff_s
         out = np.array(model_cutoff_s, dtype=float, copy=True)
         bucket = None
         for test in exposed:
@@ -585,13 +596,17 @@ class ModelLifecycle:
                 total += usd
         return total / ((end_s - start_s) / DAY_S)
 
+    def deploys_per_day(self, start_s: float, end_s: float) -> float:
+        """New models that started serving in ``[start_s, end_s)``, per day."""
+        deploys = sum(1 for row in self.deploys.rows if start_s <= row["visible_at_s"] < end_s)
+        return deploys / ((end_s - start_s) / DAY_S)
+
     def test_stats(self, start_s: float, end_s: float) -> dict[str, float]:
         """Tests that ended in the window: how many, how long they took on average (hours),
         the share that stopped a candidate, and deploys per day."""
         ended = [x for x in self.tests if start_s <= x.end_s < end_s]
         days = (end_s - start_s) / DAY_S
-        deploys = sum(1 for row in self.deploys.rows if start_s <= row["visible_at_s"] < end_s)
-        return {"deploys_per_day": deploys / days,
+        return {"deploys_per_day": self.deploys_per_day(start_s, end_s),
                 "tests_per_day": len(ended) / days,
                 "test_hours_mean": (float(np.mean([(x.end_s - x.start_s) / 3600 for x in ended]))
                                     if ended else math.nan),

@@ -20,6 +20,14 @@ from sim.units import (COUNT_SUFFIX, DURATION_UNITS_S, RATE_UNITS_S, format_dura
                        parse_count, parse_duration, parse_rate)
 
 
+def changed_from_default(model, keys) -> list[str]:
+    """The ``keys`` of a validated section set to something other than their defaults (a
+    resolved scenario lists every key at its default, which says nothing)."""
+    fields = type(model).model_fields
+    return [k for k in keys if k in model.model_fields_set
+            and getattr(model, k) != fields[k].default]
+
+
 class ScenarioError(Exception):
     """A scenario that cannot be used; ``problems`` holds one plain-language line per problem."""
 

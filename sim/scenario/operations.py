@@ -9,6 +9,7 @@ from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from sim.distributions import ZERO
 from sim.scenario.fields import (Count, Dist, Duration, MAX_UNITS, MetricValue, Model,
+                                 changed_from_default,
                                  NonNegativeDuration, PositiveDuration, Price, Rate,
                                  _duration_json_schema)
 
@@ -116,10 +117,8 @@ class Trigger(Model):
         if self.kind == "volume" and (self.new_labels is None) == (self.data_growth is None):
             raise ValueError("kind volume needs exactly one of new_labels (e.g. 100k) or "
                              "data_growth (e.g. 0.1 for +10% of data_window)")
-        defaults = type(self).model_fields
-        if self.kind != "distribution" and any(
-                getattr(self, k) != defaults[k].default for k in ("detection",
-                                                                  "false_alarm_rate")):
+        if self.kind != "distribution" and changed_from_default(self, ("detection",
+                                                                       "false_alarm_rate")):
             raise ValueError(f"detection and false_alarm_rate: only with kind distribution "
                              f"(this trigger is {self.kind})")
         if self.min_labels < 1:
@@ -188,9 +187,7 @@ class Evaluation(Model):
         if self.method == "canary" and self.step_duration is None:
             raise ValueError("method canary needs step_duration (e.g. step_duration: 1h)")
         mine = set(_EVALUATION_KEYS[self.method]) | {"method", "cost"}
-        # set to something other than its default (a resolved scenario lists every key)
-        others = sorted(k for k in self.model_fields_set - mine
-                        if getattr(self, k) != type(self).model_fields[k].default)
+        others = sorted(changed_from_default(self, self.model_fields_set - mine))
         if others:
             raise ValueError(f"{', '.join(others)}: not used by method {self.method} (it "
                              f"takes {', '.join(_EVALUATION_KEYS[self.method])})")

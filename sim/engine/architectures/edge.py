@@ -226,9 +226,7 @@ class EdgeModel(_Common):
         devices = mean_entities(self.world.population, start_s, end_s)
         sync = self.spec.sync
         syncs = devices * (1 - sync.offline) * DAY_S / sync.every
-        days = (end_s - start_s) / DAY_S
-        deploys = sum(1 for r in self.world.model.deploys.rows
-                      if start_s <= r["visible_at_s"] < end_s) / days
+        deploys = self.world.model.deploys_per_day(start_s, end_s)
         costs["devices"] = syncs * prices.device_sync + devices * deploys * prices.device_download
 
     def serving_stats(self):
