@@ -22,6 +22,9 @@ from sim.engine.training import lifecycles
 from sim.engine.workload import make_population, make_source
 
 REQUESTS_PER_CHUNK = 1 << 17
+# Serve with the fused kernels where an architecture can (sim/engine/architectures/fused.py); the
+# staged path gives the same bits, slower (tests/test_fused.py compares them).
+FUSED = True
 
 
 class Run:
@@ -97,10 +100,13 @@ def simulate(scenario: Scenario, *, replication: int = 0,
         run.env.run(until=end_s)
         chunk = run.source.chunk(start_s, end_s)
         for architecture, accumulator in zip(run.architectures, run.accumulators):
-            outcomes = architecture.serve(chunk)
+            if FUSED and architecture.fusable(chunk, accumulator):
+                outcomes = architecture.serve_fused(chunk, accumulator, observe is not None)
+            else:
+                outcomes = architecture.serve(chunk)
+                accumulator.add(outcomes)
             if observe is not None:
                 observe(architecture.name, outcomes)
-            accumulator.add(outcomes)
         if progress is not None:
             progress(end_s / run.end_s)
     for architecture, accumulator in zip(run.architectures, run.accumulators):

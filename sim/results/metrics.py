@@ -305,6 +305,19 @@ class Accumulator:
                         stale |= age > bound
             r["stale_features"] += int(np.count_nonzero(answered & stale & measured))
 
+    def add_counts(self, **counts) -> None:
+        """Counts of measured requests that a fused kernel counted (expired data, stale
+        features, ...) and their round trips' total (``network_s``)."""
+        for key, value in counts.items():
+            self._reliability[key] += value
+
+    def kernel_arguments(self) -> tuple:
+        """What the fused kernels (:mod:`sim.engine.architectures.fused`) add into, in their
+        order: the measured window and SLO, then the totals, series and class arrays."""
+        return (self.warmup_s, self.end_s, self.bucket_s,
+                np.inf if self.slo_s is None else self.slo_s, self.penalty_per_100ms,
+                self._totals, self._series, self._class_totals, self._class_series)
+
     @property
     def series(self) -> dict[str, np.ndarray]:
         return {**{name: self._series[i] for i, name in enumerate(SERIES)},

@@ -47,6 +47,14 @@ class Architecture(Protocol):
     def finish(self) -> Outcomes | None:
         """Outcomes of the requests still undecided when arrivals end (batching, autoscaling)."""
 
+    def fusable(self, chunk: Chunk, accumulator) -> bool:
+        """Whether :meth:`serve_fused` can serve this chunk (the fused kernels of
+        ``sim.engine.architectures.fused``); else :meth:`serve` and ``accumulator.add``."""
+
+    def serve_fused(self, chunk: Chunk, accumulator, keep: bool) -> Outcomes | None:
+        """:meth:`serve` and ``accumulator.add`` in one, the same bits, faster; the chunk's
+        outcomes only when ``keep``."""
+
     def cost_usd_per_day(self, start_s: float, end_s: float) -> dict[str, float]:
         """Cost per component per day over a window."""
 
