@@ -100,16 +100,16 @@ def _check(scenario, monkeypatch) -> set:
 
 # Which architectures of each bundled scenario the fused kernels serve (the others use what
 # the kernels do not do: dynamic batching, autoscaling, fallback chains, expiring features,
-# request-time features, the hybrid and edge kinds).
+# request-time features, the edge kind).
 FUSED_IN = {
     "ads-ctr": {"online", "streaming"},
     "azure-llm-router": set(),
     "example": {"batch", "online", "streaming"},
-    "food-delivery": {"batch", "online"},
+    "food-delivery": {"batch", "online", "hybrid"},
     "fragile-streaming": set(),
     "fraud-streaming": {"batch", "online", "streaming"},
     "mobile-ranking": {"cloud", "cloud_int8"},
-    "quickstart": {"batch", "online", "streaming"},
+    "quickstart": {"batch", "online", "streaming", "hybrid"},
     "serving-at-scale": {"batch", "online"},
 }
 

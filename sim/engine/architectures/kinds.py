@@ -159,47 +159,28 @@ class _Common:
         return None
 
     # -- the fused kernels (sim/engine/architectures/fused.py) ------------------------------------
-    _plan: "fused.QualityPlan | None | bool" = None  # None: not decided yet; False: not fusable
+    _plan: "fused.Plan | None | bool" = None  # None: not decided yet; False: not fusable
 
     def fusable(self, chunk: Chunk, accumulator) -> bool:
         """Whether :meth:`serve_fused` serves this chunk; else :meth:`serve` and
         ``accumulator.add`` do (the same numbers, slower)."""
         if self._plan is None:
-            self._plan = self._fused_plan(accumulator) or False
+            self._plan = (self.chain == ["default"] and self._fused_plan(accumulator)) or False
         return bool(self._plan) and chunk.size > 0
 
     def serve_fused(self, chunk: Chunk, accumulator, keep: bool) -> Outcomes | None:
         """Called only where :meth:`fusable` holds: kinds with fused kernels override it."""
         raise NotImplementedError(f"{self.kind} has no fused kernel: use serve")
 
-    def _fused_plan(self, accumulator) -> "fused.QualityPlan | None":
-        """The quality plan of the fused kernels, or None when this architecture uses
-        something they do not do."""
+    def _fused_plan(self, accumulator) -> "fused.Plan | None":
+        """The fused kernels' plan, or None when this architecture uses something they do
+        not do (fallback chains other than the default are checked for every kind)."""
         return None
 
-    def _fusable_common(self) -> bool:
-        """What no fused kernel does: fallback chains other than the default."""
-        return self.chain == ["default"]
-
-    def _fused_extras(self, chunk: Chunk, t, model_cutoff, newest_age):
-        """The per-request losses to drift and to how each model was trained, and the round
-        trips, as the staged path computes them (empty arrays for what the scenario lacks)."""
-        drift = fused.EMPTY
-        if self.scenario.drift:
-            drift = drift_loss(self.scenario.drift, t, model_cutoff,
-                               None if newest_age is None else t - newest_age)
-        trained = self.world.model.training_loss(model_cutoff)
-        network = fused.EMPTY if self.network is None else chunk.network_s(self.network)
-        return drift, fused.EMPTY if trained is None else trained, network
-
-    def _fused_done(self, accumulator, sums, t, network) -> None:
-        """Add a second pass's sums to the losses and the accumulator's counts."""
-        self._plan.add_losses(self.losses, sums)
-        accumulator.add_counts(
-            expired=int(sums[fused.L_EXPIRED]),
-            expired_fallbacks=int(sums[fused.L_EXPIRED_FALLBACKS]),
-            stale_features=int(sums[fused.L_STALE_FEATURES]),
-            network_s=float(network[t >= accumulator.warmup_s].sum()) if network.size else 0.0)
+    def _stored_quality(self, accumulator) -> "fused.QualityPlan":
+        """The quality of predictions read from the store: their age is the batch class's."""
+        return fused.QualityPlan(self, accumulator, has_batch=True, has_stream=False,
+                                 has_request=False)
 
 
 class BatchModel(_Common):
@@ -232,41 +213,13 @@ class BatchModel(_Common):
         return self.store.wasted(start_s, end_s)
 
     def _fused_plan(self, accumulator):
-        if type(self) is not BatchModel or not self._fusable_common():
-            return None
-        return fused.QualityPlan(self, accumulator, has_batch=True, has_stream=False,
-                                 has_request=False)
+        return fused.Plan(self._stored_quality(accumulator), None)
 
     def serve_fused(self, chunk: Chunk, accumulator, keep: bool) -> Outcomes | None:
         """:meth:`serve` and ``accumulator.add`` in one: the store read, then one compiled pass
         for losses, quality and metrics; the chunk's outcomes only when ``keep``."""
-        plan = self._plan
-        t = chunk.t_s
-        n = t.size
-        latency, fallback, timed_out, expired, feature_age, model_cutoff = self.store.serve(
-            t, chunk.slot, chunk.sample(self.spec.lookup, "lookup"))
-        # a job run during a test scored the test's users with the candidate
-        model_cutoff = self.world.model.assign(t - feature_age, chunk.slot, model_cutoff)
-        drift, trained, network = self._fused_extras(chunk, t, model_cutoff, feature_age)
-        sums = np.zeros(fused.N_SUMS)
-        o = fused.outputs(n, keep, ("latency_s", "quality", "model_age_s"), ("cold_start",))
-        a = accumulator
-        fused.batch_metrics(
-            t, latency, fallback, timed_out, expired, feature_age, model_cutoff,
-            plan.codes, plan.params, plan.model.prepared(np.subtract(t, model_cutoff)),
-            plan.batch.prepared(feature_age), drift, trained, network,
-            plan.fresh, plan.fallback, plan.lost_batch, plan.missing, plan.skew, plan.variant,
-            plan.bound_batch, *a.kernel_arguments(), sums, a.latency.counts,
-            a.feature_age.counts, a.model_age.counts, a.batch_age.counts, a.series_latency,
-            keep, o["latency_s"], o["quality"], o["model_age_s"], o["cold_start"])
-        self._fused_done(a, sums, t, network)
-        if not keep:
-            return None
-        return Outcomes(t_s=t, queue_wait_s=np.zeros(n), fallback=fallback,
-                        timed_out=timed_out, feature_age_s=feature_age, busy_s=np.zeros(n),
-                        service_start_s=t, queued=np.zeros(n, bool),
-                        service_s=np.full(n, np.nan), batch_age_s=feature_age, expired=expired,
-                        network_s=_network_column(network if network.size else 0.0, n), **o)
+        return fused.second_pass(self, chunk, accumulator, keep,
+                                 stored=fused.stored_part(self, chunk))
 
 
 def _store_outcomes(arch, t, slot, lookup, network) -> dict:
@@ -287,11 +240,6 @@ def _store_outcomes(arch, t, slot, lookup, network) -> dict:
                 feature_age_s=feature_age, model_age_s=model_age, quality=q,
                 batch_age_s=feature_age, cold_start=fallback & ~timed_out & ~expired,
                 expired=expired, answer=answer, network_s=_network_column(network, t.size))
-
-
-# a timeline with no refreshes, for a feature class an architecture lacks
-_NO_TIMELINE = {"visible_at_s": fused.EMPTY, "best": np.empty(0, dtype=np.int64),
-                "cutoff_s": fused.EMPTY}
 
 
 def _plus(latency: np.ndarray, network) -> np.ndarray:
@@ -488,9 +436,15 @@ class OnlineModel(_Common):
                 prices, start_s, end_s, self.world.population)
 
     def _fused_plan(self, accumulator):
+        online = self._online_quality(accumulator)
+        return None if online is None else fused.Plan(None, online)
+
+    def _online_quality(self, accumulator) -> "fused.QualityPlan | None":
+        """The quality of online predictions for the fused kernels, or None when this
+        serving uses what they do not do (dynamic batching, autoscaling, slow periods,
+        request-time work, expiring features)."""
         serving = self.spec.serving
-        if type(self) is not OnlineModel or not self._fusable_common() or \
-                self.serving.evented or serving.slow_periods is not None or \
+        if self.serving.evented or serving.slow_periods is not None or \
                 getattr(serving, "after_idle", None) is not None or \
                 self.request_features is not None or serving.time_per_size > 0 or \
                 (self.features is not None and self.features.spec.ttl is not None) or \
@@ -503,64 +457,8 @@ class OnlineModel(_Common):
         """:meth:`serve` and ``accumulator.add`` in one (one request at a time): a compiled
         pass for the queue and the ages, one for losses, quality and metrics; the chunk's
         outcomes only when ``keep``."""
-        plan = self._plan
-        spec = self.spec
-        t = chunk.t_s
-        n = t.size
-        lookup = chunk.sample(spec.feature_lookup, "feature_lookup")
-        work = chunk.sample(spec.serving.service_time, "service")
-        wait, started = np.empty(n), np.empty(n, dtype=np.bool_)
-        batch_age = np.empty(n) if self.features is not None else fused.EMPTY
-        stream_age = np.empty(n) if self.stream is not None else fused.EMPTY
-        model_cutoff = np.empty(n)
-        b = self.features.refreshes.arrays() if self.features is not None else _NO_TIMELINE
-        given, mode, s = fused.EMPTY, fused.NO_STREAM, _NO_TIMELINE
-        if self.stream is not None:
-            if self.stream.spec.window.is_zero:  # each request's own lag (behind any backlog)
-                given, mode = self.stream.age_s(t, self._stream_lag(chunk)), fused.OWN_LAG
-            else:
-                mode, s = fused.WINDOWS, self.stream.windows.arrays()
-        m = self.world.model.deploys.arrays()
-        pool = self.serving.pool
-        fused.online_ages(t, chunk.created_at_s(self.world.population), lookup, work,
-                          pool.patience_s, pool.free_at_s, self.features is not None,
-                          b["visible_at_s"], b["best"], b["cutoff_s"], mode,
-                          s["visible_at_s"], s["best"], s["cutoff_s"], given,
-                          m["visible_at_s"], m["best"], m["cutoff_s"],
-                          wait, started, batch_age, stream_age, model_cutoff)
-        model_cutoff = self.world.model.assign(t, chunk.slot, model_cutoff)  # a test's users
-        model_age = np.subtract(t, model_cutoff)
-        newest = None
-        if self.scenario.drift and (self.features is not None or self.stream is not None):
-            newest = np.fmin(batch_age, stream_age) if self.features is not None and \
-                self.stream is not None else (batch_age if self.features is not None
-                                              else stream_age)
-        drift, trained, network = self._fused_extras(chunk, t, model_cutoff, newest)
-        sums = np.zeros(fused.N_SUMS)
-        o = fused.outputs(n, keep, ("latency_s", "quality", "busy_s", "service_start_s",
-                                    "service_s", "feature_age_s", "batch_age_s", "stream_age_s",
-                                    "model_age_s"), ("timed_out", "cold_start"))
-        a = accumulator
-        timeout = np.inf if spec.serving.timeout is None else float(spec.serving.timeout)
-        fused.online_metrics(
-            t, lookup, work, wait, started, timeout, batch_age, stream_age, model_age,
-            self.features is not None, self.stream is not None,
-            plan.codes, plan.params, plan.model.prepared(model_age),
-            plan.batch.prepared(batch_age), plan.stream.prepared(stream_age), drift, trained,
-            network, plan.fresh, plan.fallback, plan.lost_batch, plan.lost_stream, plan.missing,
-            plan.skew, plan.variant, plan.bound_batch, plan.bound_stream,
-            *a.kernel_arguments(), sums,
-            a.latency.counts, a.queue_wait.counts, a.feature_age.counts, a.model_age.counts,
-            a.service.counts, a.batch_age.counts, a.stream_age.counts, a.series_latency,
-            keep, o["latency_s"], o["timed_out"], o["quality"], o["busy_s"],
-            o["service_start_s"], o["service_s"], o["feature_age_s"], o["batch_age_s"],
-            o["stream_age_s"], o["model_age_s"], o["cold_start"])
-        self._fused_done(a, sums, t, network)
-        if not keep:
-            return None
-        return Outcomes(t_s=t, queue_wait_s=wait, fallback=o["timed_out"].copy(),
-                        queued=np.ones(n, bool),
-                        network_s=_network_column(network if network.size else 0.0, n), **o)
+        return fused.second_pass(self, chunk, accumulator, keep,
+                                 online=fused.online_part(self, chunk))
 
     def serving_stats(self):
         start_s, end_s = self.scenario.warmup, self.scenario.end_s
@@ -612,6 +510,18 @@ class HybridModel(OnlineModel):
         for key, value in online.items():
             out[key][tail] = value
         return Outcomes(**out)
+
+    def _fused_plan(self, accumulator):
+        online = self._online_quality(accumulator)
+        return None if online is None else fused.Plan(self._stored_quality(accumulator), online)
+
+    def serve_fused(self, chunk: Chunk, accumulator, keep: bool) -> Outcomes | None:
+        """The head's store reads and the tail's queue, then one compiled pass over both in
+        arrival order (losses, quality and metrics)."""
+        head = chunk.slot < self.head_slots
+        return fused.second_pass(self, chunk, accumulator, keep,
+                                 stored=fused.stored_part(self, chunk, head),
+                                 online=fused.online_part(self, chunk, ~head), head=head)
 
     def _add_costs(self, costs, prices, start_s, end_s):
         super()._add_costs(costs, prices, start_s, end_s)
