@@ -471,9 +471,11 @@ def stored_part(arch, chunk, mask=None) -> dict:
     plan = arch._plan.stored
     t, slot = chunk.t_s, chunk.slot
     lookup = chunk.sample(arch.spec.lookup, "lookup")
+    created = chunk.created_at_s(arch.world.population)
     if mask is not None:
-        t, slot, lookup = t[mask], slot[mask], lookup[mask]
-    latency, fallback, timed_out, expired, age, cutoff = arch.store.serve(t, slot, lookup)
+        t, slot, lookup, created = t[mask], slot[mask], lookup[mask], created[mask]
+    latency, fallback, timed_out, expired, age, cutoff = arch.store.serve(t, slot, lookup,
+                                                                         created)
     # a job run during a test scored the test's users with the candidate
     cutoff = arch.world.model.assign(t - age, slot, cutoff)
     drift, trained, network = _extras(arch, chunk, t, cutoff, age, mask)
