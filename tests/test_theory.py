@@ -40,16 +40,31 @@ def test_verify_quick_passes_every_case():
     assert "FAIL" not in done.stdout
 
 
-def test_verify_catches_a_broken_queue(monkeypatch):
-    # A kernel that forgets that requests wait for a free replica must fail the M/M/1 checks.
-    from sim.engine import serving
+@pytest.mark.parametrize("path", ["staged", "fused"])
+def test_verify_catches_a_broken_queue(monkeypatch, path):
+    # A queue that forgets that requests wait for a free replica must fail the M/M/1 checks,
+    # in the staged kernels and in the fused ones.
+    from sim.engine import run, serving
+    from sim.engine.architectures import fused
 
-    def no_waiting(arrival_s, occupancy_s, patience_s, free_at_s, wait_s, started):
-        wait_s[:] = 0.0
-        started[:] = True
-        return float(occupancy_s.sum())
+    if path == "staged":
+        def no_waiting(arrival_s, occupancy_s, patience_s, free_at_s, wait_s, started):
+            wait_s[:] = 0.0
+            started[:] = True
+            return float(occupancy_s.sum())
 
-    monkeypatch.setattr(serving, "fifo_queue", no_waiting)
+        monkeypatch.setattr(run, "FUSED", False)
+        monkeypatch.setattr(serving, "fifo_queue", no_waiting)
+    else:
+        first_pass = fused.online_ages
+
+        def no_waiting(*args):
+            first_pass(*args)
+            wait_s, started = args[-5], args[-4]
+            wait_s[:] = 0.0
+            started[:] = True
+
+        monkeypatch.setattr(fused, "online_ages", no_waiting)
     checks = verify._mm1(0.8, "60s", 4)
     rows = [c.row(0.99) for c in checks]
     assert not rows[0]["passed"]  # mean wait is now 0, theory says 4 ms
