@@ -136,6 +136,20 @@ def test_generated_scenarios_give_the_same_bits(scenario, monkeypatch):
     _check(scenario, monkeypatch)
 
 
+def test_a_hybrid_whose_chunks_lack_a_part(monkeypatch):
+    """Chunks of a few requests, most of them the hybrid's head: some chunks have no online
+    request at all, some no stored one; with a network, drift and freshness bounds."""
+    monkeypatch.setattr(engine, "REQUESTS_PER_CHUNK", 8)
+    scenario = sim.load_scenario(SCENARIOS / "quickstart.yaml", {
+        "horizon": "20m", "warmup": "2m", "workload.arrivals.rate": "5/s",
+        "architectures.hybrid.head_share": 0.9,
+        "slo.freshness": {"batch": "1h", "stream": "1m"},
+        "network": {"regions": [{"name": "near", "share": 0.5, "rtt": "10ms"},
+                                {"name": "far", "share": 0.5,
+                                 "rtt": {"exponential": {"mean": "80ms"}}}]}})
+    assert "hybrid" in _check(scenario, monkeypatch)
+
+
 def test_a_broken_kernel_is_caught(monkeypatch):
     """The comparison can fail: a fused kernel that scores every prediction a hair better is
     told apart from the staged path."""

@@ -591,7 +591,7 @@ def second_pass(arch, chunk, accumulator, keep: bool, stored: dict | None = None
     if plan.online is not None:
         plan.online.add_losses(arch.losses, sums[1])
     network = h["network"] if plan.mode == STORED else o["network"]
-    if plan.mode == MIXED and network.size:
+    if plan.mode == MIXED and arch.network is not None:  # both parts' (either may be empty)
         network = _column(chunk.network_s(arch.network), n)
     a.add_counts(expired=int(sums[0, L_EXPIRED]),
                  expired_fallbacks=int(sums[0, L_EXPIRED_FALLBACKS]),
