@@ -53,8 +53,13 @@ when slow ones come in stretches, the continuous-time hidden Markov model of slo
 (``fit_slow``); predsim is then given ``serving.slow_periods`` (scope replica) and the service
 times at normal speed (each divided by its posterior-expected slowdown; with batching, per_item
 from each batch of one's normal-speed time). Both are fitted on the low-load calibration only,
-never on the run being predicted. The verdict (``verdict``) is on the slow-period prediction:
-"yes" within the target at p50, p95 and p99; "no" when some error is beyond the target by more
+never on the run being predicted. A third, *idle-aware*: ``serving.after_idle`` too, fitted
+on the calibration as ``predsim calibrate latency`` fits it (``fit_idle``: does a service time
+depend on how long the worker was idle before it, and by how much at a few idle times), the
+slow-period test and fit then made on the service times divided by their idle multiplier;
+when the calibration shows no such dependence it is the slow-period prediction. The verdict
+(``verdict``) is on the idle-aware prediction (in results from before it, on the slow-period
+one): "yes" within the target at p50, p95 and p99; "no" when some error is beyond the target by more
 than the measured statistic's own 95% half-width (sectioning); "unresolved" when it is beyond
 the target but within that half-width; "not judgeable" when the machine did not have the cores
 (more workers than cores free of other processes' work, or CPU work offered at least the free
@@ -62,7 +67,8 @@ cores). Where the measured p99's half-width exceeds the target, the table says s
 measurement cannot resolve the target there.
 
 The raw record (worker logs, load generator records, measurement.json) stays in --runs-dir, so
-the analysis can be redone without measuring again (--reanalyse).
+the analysis can be redone without measuring again (--reanalyse: it costs predsim's
+simulations only, and writes the generated CSVs and scenarios next to the record again).
 
     python benchmarks/fidelity/fidelity.py [--json benchmarks/fidelity/results.json]
         [--replicas 1,4] [--rhos 0.3,0.5,0.7,0.8,0.9] [--duration-scale 1] [--pool 3072]
@@ -536,6 +542,7 @@ def analyse_case(case: Case, log: np.ndarray, calib: dict) -> dict:
                                                 "irq_cores", "steal_cores", "idle_cores")},
         "others_cores_before": case.others_before,
         "_service_samples": service,
+        "_idle_s": idle_per_request(r["accepted_s"], r["free_s"], r["worker"])[keep],
     }
 
 
@@ -548,13 +555,17 @@ def write_samples(path: Path, column: str, values_s: np.ndarray) -> None:
 
 
 def predict(name: str, replicas: int, rate_per_s: float, service_csv: Path, overhead_ms: float,
-            run_dir: Path, seed: int = 1, slow_periods: dict | None = None) -> dict:
+            run_dir: Path, seed: int = 1, slow_periods: dict | None = None,
+            after_idle: dict | None = None) -> dict:
     """predsim's latency statistics for the case (ms), plus the fixed overhead; with
     ``slow_periods``, the scenario's ``serving.slow_periods`` (``service_csv`` then holds the
-    service times at normal speed)."""
+    service times at normal speed); with ``after_idle``, its ``serving.after_idle``
+    (``service_csv`` then holds the service times divided by their idle multiplier)."""
     serving = {"replicas": replicas, "service_time": {"empirical": service_csv.name}}
     if slow_periods is not None:
         serving["slow_periods"] = slow_periods
+    if after_idle is not None:
+        serving["after_idle"] = after_idle
     return _simulate(name, serving, rate_per_s, overhead_ms, run_dir, seed)
 
 
@@ -657,6 +668,70 @@ def fit_slow(times_s: np.ndarray, durations_s: np.ndarray,
         "mean_slowdown_divided_out": float(slowdown[order].mean()),
         "slow_periods": spec})
     return {"slow_periods": spec, "_slowdown": slowdown, "summary": summary}
+
+
+def size_line(k: np.ndarray, service_s: np.ndarray) -> np.ndarray:
+    """What each request's service time should be for its number of candidates ``k``: a
+    least-squares line, refitted three times without the slowest tenth (as ``stall_statistics``
+    does for CPU time)."""
+    x = np.vstack([np.ones(k.size), np.asarray(k, dtype=float)]).T
+    fit = np.ones(k.size, bool)
+    for _ in range(3):
+        coef = np.linalg.lstsq(x[fit], service_s[fit], rcond=None)[0]
+        ratio = service_s / np.maximum(x @ coef, 1e-9)
+        fit = ratio <= np.quantile(ratio, 0.9)
+    return np.maximum(x @ coef, 1e-9)
+
+
+def idle_per_request(start_s: np.ndarray, free_s: np.ndarray,
+                     worker: np.ndarray) -> np.ndarray:
+    """How long each request's (or batch's) worker had been idle when it took it: its start
+    minus the time that worker was last free (``inf`` for a worker's first)."""
+    idle = np.full(start_s.size, np.inf)
+    for w in np.unique(worker):
+        mine = np.flatnonzero(worker == w)
+        mine = mine[np.argsort(start_s[mine], kind="stable")]
+        idle[mine[1:]] = start_s[mine[1:]] - free_s[mine[:-1]]
+    return idle
+
+
+def fit_idle(start_s: np.ndarray, free_s: np.ndarray, worker: np.ndarray,
+             expected_s: np.ndarray | None = None) -> dict:
+    """``serving.after_idle`` fitted on the calibration as ``predsim calibrate latency`` fits it
+    (``sim.inputs.slow_fit.fit_after_idle``): on the series of the busiest worker in the order
+    it took its requests (or batches), each service time over ``expected_s`` (what its size
+    should take) when given. Returns ``after_idle`` (the scenario's ``serving.after_idle``, or
+    None when the calibration shows no dependence or cannot tell), ``_factor`` (each request's
+    multiplier, in the order given: divide by it for the work at the calibration's average; 1
+    without a fit) and a JSON summary."""
+    from sim.inputs import slow_fit
+    service = free_s - start_s
+    factor = np.ones(start_s.size)
+    ok = np.isfinite(start_s) & np.isfinite(service) & (service > 0)
+    if expected_s is not None:
+        ok &= np.isfinite(expected_s) & (expected_s > 0)
+    busiest = np.bincount(worker[ok].astype(np.int64)).argmax()
+    mine = np.flatnonzero(ok & (worker == busiest))
+    mine = mine[np.argsort(start_s[mine], kind="stable")]
+    fit = slow_fit.fit_after_idle(start_s[mine], service[mine],
+                                  None if expected_s is None else expected_s[mine])
+    if fit is None:
+        return {"after_idle": None, "_factor": factor,
+                "summary": {"tested": False, "series": int(mine.size)}}
+    summary = {"tested": True, "series": fit.n + 1, "worker": int(busiest),
+               "normalised_by_expected": fit.normalised, "spearman": fit.spearman,
+               "partial_given_previous": fit.partial, "p": fit.p, "found": fit.found,
+               "idle_ms": (fit.knots_s * 1e3).tolist(), "factors": fit.factors.tolist(),
+               "half_widths": fit.half_widths.tolist(),
+               "bins": [{"idle_ms": [b.low_s * 1e3, b.high_s * 1e3], "requests": b.n,
+                         "ratio": b.ratio, "half_width": b.half_width} for b in fit.bins]}
+    if not fit.found:
+        return {"after_idle": None, "_factor": factor, "summary": summary}
+    from sim.scenario.architectures import AfterIdle
+    idle = idle_per_request(start_s, free_s, worker)
+    factor[ok] = AfterIdle.model_validate(fit.spec()).factor(idle[ok])  # as predsim reads it
+    summary["after_idle"] = fit.spec()
+    return {"after_idle": fit.spec(), "_factor": factor, "summary": summary}
 
 
 # What makes a run disturbed (the machine, not the server: tests/test_fidelity.py skips on the
@@ -818,13 +893,15 @@ def fit_batching(r: dict, max_batch: int) -> dict:
         "dispatch_to_worker_us_p50": quantile(t["got_s"] - t["dispatched_s"], 0.5) * 1e6,
         "answered_to_free_us_p50": quantile(t["free_s"] - t["answered_s"], 0.5) * 1e6,
         "cpu_ms_per_request": float(t["cpu_s"].sum() / t["size"].sum() * 1e3),
+        "worker_cpu_per_wall": float(t["cpu_s"].sum() / t["service_s"].sum()),
         "_per_item_s": per_item, "_coef": coef, "_per_item_by_pool_s": by_pool,
     }
 
 
 def predict_batching(name: str, replicas: int, rate_per_s: float, per_item_csv: Path,
                      fixed_s: float, batching: dict, overhead_ms: float, run_dir: Path,
-                     seed: int = 1, slow_periods: dict | None = None) -> dict:
+                     seed: int = 1, slow_periods: dict | None = None,
+                     after_idle: dict | None = None) -> dict:
     """predsim's latency statistics (ms) for a batching case, plus the fixed overhead."""
     serving = {"replicas": replicas, "batching": {
         "max_batch": batching["max_batch"], "max_wait": f"{batching['max_wait_ms']}ms",
@@ -832,26 +909,42 @@ def predict_batching(name: str, replicas: int, rate_per_s: float, per_item_csv: 
         "per_item": {"empirical": per_item_csv.name}}}
     if slow_periods is not None:
         serving["slow_periods"] = slow_periods
+    if after_idle is not None:
+        serving["after_idle"] = after_idle
     return _simulate(name, serving, rate_per_s, overhead_ms, run_dir, seed)
 
 
 def batching_slow_fit(calib_join: dict, coef: np.ndarray, fixed_s: float,
-                      normal_csv: Path) -> tuple[dict, Path]:
+                      normal_csv: Path, idle_factor: np.ndarray | None = None) \
+        -> tuple[dict, Path]:
     """The slow-period fit of a batching calibration (``fit_slow`` on each complete batch's
     time over the robust line's time for its size and candidates, in dispatch order) and the
     normal-speed ``per_item`` written to ``normal_csv``: each batch of one's time divided by
-    its expected slowdown, minus ``fixed`` (as ``fit_batching``'s per_item, at normal speed)."""
+    its expected slowdown, minus ``fixed`` (as ``fit_batching``'s per_item, at normal speed).
+    With ``idle_factor`` (each complete batch's ``after_idle`` multiplier, ``batching_idle_fit``)
+    the batch times are first divided by it."""
     t = batch_table(calib_join)
     complete = t["seen"] == t["size"]
     expected = coef[0] + coef[1] * t["size"] + coef[2] * t["sum_k"]
-    slow = fit_slow(t["dispatched_s"][complete], t["service_s"][complete],
-                    expected[complete])
+    times = t["service_s"][complete] / (1.0 if idle_factor is None else idle_factor)
+    slow = fit_slow(t["dispatched_s"][complete], times, expected[complete])
     slowdown = slow.pop("_slowdown")
     alone = t["size"][complete] == 1
-    per_item = np.maximum(t["service_s"][complete][alone] / slowdown[alone] - fixed_s, 0.0)
+    per_item = np.maximum(times[alone] / slowdown[alone] - fixed_s, 0.0)
     write_samples(normal_csv, "per_item_s", per_item)
     slow["summary"]["per_item_normal_ms_mean"] = float(per_item.mean() * 1e3)
     return slow, normal_csv
+
+
+def batching_idle_fit(calib_join: dict, coef: np.ndarray) -> dict:
+    """``fit_idle`` on a batching calibration's complete batches in dispatch order, each
+    batch's time over the robust line's time for its size and candidates; ``_factor`` per
+    complete batch."""
+    t = batch_table(calib_join)
+    complete = t["seen"] == t["size"]
+    expected = coef[0] + coef[1] * t["size"] + coef[2] * t["sum_k"]
+    return fit_idle(t["dispatched_s"][complete], t["free_s"][complete],
+                    t["worker"][complete], expected[complete])
 
 
 def _free_cores_base(record: dict) -> float:
@@ -859,10 +952,12 @@ def _free_cores_base(record: dict) -> float:
     return float((record.get("machine") or {}).get("cores") or os.cpu_count() or 1)
 
 
-def _judged(row: dict, predicted: dict, predicted_slow: dict, cores: float) -> dict:
-    """A case's row with both predictions, both errors and the verdict (on the slow-period
-    prediction; see ``verdict``). ``predicted``/``relative_error`` stay the independent-draw
-    prediction's, as in results from before slow periods."""
+def _judged(row: dict, predicted: dict, predicted_slow: dict, cores: float,
+            predicted_idle: dict | None = None) -> dict:
+    """A case's row with the predictions, their errors and the verdict (on the idle-aware
+    prediction, or without one on the slow-period prediction; see ``verdict``).
+    ``predicted``/``relative_error`` stay the independent-draw prediction's, as in results
+    from before slow periods."""
     errors = relative_errors(row["measured"], predicted)
     errors_slow = relative_errors(row["measured"], predicted_slow)
     target = TARGET.get(row["rho"], 0.05)
@@ -872,8 +967,16 @@ def _judged(row: dict, predicted: dict, predicted_slow: dict, cores: float) -> d
                 "predicted_slow_periods": predicted_slow,
                 "relative_error_slow_periods": errors_slow, "target": target,
                 "within_target_independent": all(abs(errors[s]) <= target
-                                                 for s in ("p50", "p95", "p99"))})
-    row.update(verdict(row, errors_slow, target, max(cores - others, 0.0)))
+                                                 for s in ("p50", "p95", "p99")),
+                "within_target_slow_periods": all(abs(errors_slow[s]) <= target
+                                                  for s in ("p50", "p95", "p99"))})
+    judged = errors_slow
+    if predicted_idle is not None:
+        judged = relative_errors(row["measured"], predicted_idle)
+        row.update({"predicted_after_idle": predicted_idle,
+                    "relative_error_after_idle": judged})
+    row["verdict_on"] = "idle-aware" if predicted_idle is not None else "slow periods"
+    row.update(verdict(row, judged, target, max(cores - others, 0.0)))
     row["disturbed"] = disturbances(row)
     return row
 
@@ -959,6 +1062,8 @@ def analyse_batching_case(case: Case, log: np.ndarray, fit: dict, batching: dict
         "batch_size_mean": float(t["size"].mean()),
         "service_drift": float(t["service_s"][known].mean() / calibrated[known].mean() - 1)
         if known.any() else float("nan"),
+        "_known_batch_idle_s": idle_per_request(t["dispatched_s"], t["free_s"],
+                                                t["worker"])[known],
         "worker_cpu_per_wall": float(t["cpu_s"].sum() / t["service_s"].sum()),
         "linger_late_us": ({"p50": quantile(late, 0.5) * 1e6, "p99": quantile(late, 0.99) * 1e6,
                             "batches": int(late.size)} if late.size else {}),
@@ -994,6 +1099,16 @@ def analyse_batching_replicas(run_dir: Path, record: dict) -> dict:
     slow, normal_csv = batching_slow_fit(calib_join, hidden["_coef"], fit["fixed_ms"] / 1e3,
                                          run_dir / f"per_item_normal_c{replicas}.csv")
     fit["slow_periods"] = slow["summary"]
+    # idle-aware: after_idle on the calibration's batches (each over its expected time), then
+    # slow periods on the batch times divided by their idle multiplier
+    idle = batching_idle_fit(calib_join, hidden["_coef"])
+    fit["after_idle"] = idle["summary"]
+    idle_slow, idle_csv = slow, normal_csv
+    if idle["after_idle"] is not None:
+        idle_slow, idle_csv = batching_slow_fit(
+            calib_join, hidden["_coef"], fit["fixed_ms"] / 1e3,
+            run_dir / f"per_item_after_idle_c{replicas}.csv", idle_factor=idle["_factor"])
+        fit["after_idle"]["slow_periods"] = idle_slow["summary"]
     cores = _free_cores_base(record)
     rows = []
     for c in record["cases"]:
@@ -1001,6 +1116,12 @@ def analyse_batching_replicas(run_dir: Path, record: dict) -> dict:
                     load_record(run_dir / f"load_c{replicas}_rho{c['rho']}.npz"), c["cpu"],
                     c["others_before"])
         a = analyse_batching_case(case, log, {**fit, **hidden}, batching)
+        batch_idle = a.pop("_known_batch_idle_s")
+        if idle["after_idle"] is not None:  # the idle model's S drift: its mean multiplier
+            from sim.scenario.architectures import AfterIdle
+            model = AfterIdle.model_validate(idle["after_idle"])
+            a["service_drift_after_idle"] = float(np.mean(model.factor(batch_idle)) - 1)
+        a["back_to_back_share"] = float(np.mean(batch_idle < 1e-4))
         name = f"fidelity-c{replicas}-batch-rho{case.rho}"
         predicted = predict_batching(name, replicas, case.rate_per_s, per_item_csv,
                                      fit["fixed_ms"] / 1e3, batching, overhead_ms, run_dir)
@@ -1008,9 +1129,13 @@ def analyse_batching_replicas(run_dir: Path, record: dict) -> dict:
             name + "-slow-periods", replicas, case.rate_per_s, normal_csv,
             fit["fixed_ms"] / 1e3, batching, overhead_ms, run_dir,
             slow_periods=slow["slow_periods"]))
+        predicted_idle = (predicted_slow if idle["after_idle"] is None else predict_batching(
+            name + "-after-idle", replicas, case.rate_per_s, idle_csv, fit["fixed_ms"] / 1e3,
+            batching, overhead_ms, run_dir, slow_periods=idle_slow["slow_periods"],
+            after_idle=idle["after_idle"]))
         row = {"replicas": replicas, "batching": batching, "rho": case.rho,
                "rate_per_s": case.rate_per_s, "duration_s": case.duration_s, **a}
-        rows.append(_judged(row, predicted, predicted_slow, cores))
+        rows.append(_judged(row, predicted, predicted_slow, cores, predicted_idle))
     return {"replicas": replicas, "batching": batching,
             "measured_at": record.get("measured_at"), "machine": record.get("machine"),
             "measurement_wall_s": record.get("wall_s"), "server": record["server"],
@@ -1110,6 +1235,19 @@ def analyse_replicas(run_dir: Path) -> dict:
     normal_csv = run_dir / f"service_time_normal_c{replicas}.csv"
     write_samples(normal_csv, "service_time_s", calib_join["service_s"] / slow.pop("_slowdown"))
     calib["slow_periods"] = slow["summary"]
+    # idle-aware: after_idle fitted on the calibration (each service time over what its number
+    # of candidates predicts), then slow periods on the service times divided by their idle
+    # multiplier, as `predsim calibrate latency` does; predsim gets those, at normal speed
+    idle = fit_idle(calib_join["accepted_s"], calib_join["free_s"], calib_join["worker"],
+                    size_line(calib_join["k"], calib_join["service_s"]))
+    calib["after_idle"] = idle["summary"]
+    idle_slow, idle_csv = slow, normal_csv
+    if idle["after_idle"] is not None:
+        work = calib_join["service_s"] / idle["_factor"]
+        idle_slow = fit_slow(calib_join["accepted_s"], work)
+        idle_csv = run_dir / f"service_time_after_idle_c{replicas}.csv"
+        write_samples(idle_csv, "service_time_s", work / idle_slow.pop("_slowdown"))
+        calib["after_idle"]["slow_periods"] = idle_slow["summary"]
     cores = int(_free_cores_base(record))
     rows = []
     for c in record["cases"]:
@@ -1117,6 +1255,14 @@ def analyse_replicas(run_dir: Path) -> dict:
                     load_record(run_dir / f"load_c{replicas}_rho{c['rho']}.npz"), c["cpu"],
                     c["others_before"])
         a = analyse_case(case, log, calib)
+        in_run_idle = a.pop("_idle_s")
+        if idle["after_idle"] is not None:
+            # what the idle model says the run's mean service time is, against the
+            # calibration's: the mean of its multiplier over the run's idle times
+            from sim.scenario.architectures import AfterIdle
+            model = AfterIdle.model_validate(idle["after_idle"])
+            a["service_drift_after_idle"] = float(np.mean(model.factor(in_run_idle)) - 1)
+        a["back_to_back_share"] = float(np.mean(in_run_idle < 1e-4))
         name = f"fidelity-c{replicas}-rho{case.rho}"
         predicted = predict(name, replicas, case.rate_per_s, service_csv, overhead_ms, run_dir)
         in_run_csv = run_dir / f"service_time_in_run_c{replicas}_rho{case.rho}.csv"
@@ -1126,13 +1272,16 @@ def analyse_replicas(run_dir: Path) -> dict:
         predicted_slow = (predicted if slow["slow_periods"] is None else predict(
             name + "-slow-periods", replicas, case.rate_per_s, normal_csv, overhead_ms, run_dir,
             slow_periods=slow["slow_periods"]))
+        predicted_idle = (predicted_slow if idle["after_idle"] is None else predict(
+            name + "-after-idle", replicas, case.rate_per_s, idle_csv, overhead_ms, run_dir,
+            slow_periods=idle_slow["slow_periods"], after_idle=idle["after_idle"]))
         row = _judged({
             "replicas": replicas, "rho": case.rho, "rate_per_s": case.rate_per_s,
             "duration_s": case.duration_s, **a,
             "diagnostic_in_run_service": {
                 "predicted": diagnostic,
                 "relative_error": relative_errors(a["measured"], diagnostic)},
-        }, predicted, predicted_slow, cores)
+        }, predicted, predicted_slow, cores, predicted_idle)
         if replicas > cores:
             # more CPU-bound workers than cores: what predsim says if given the cores instead
             as_cores = predict(name + f"-{cores}-replicas", cores, case.rate_per_s, service_csv,
@@ -1215,6 +1364,9 @@ BATCH_CAUSES = (  # (heading, format for one batching row)
     ("batch size, replay", lambda r: f"{r['batch_size_mean']:.2f}, "
                                      f"{r['diagnostic_replay']['batch_size_mean']:.2f}"),
     ("S drift", lambda r: _pct(r["service_drift"])),
+    ("back to back", lambda r: _share(r.get("back_to_back_share"))),
+    ("S drift, idle model", lambda r: _pct(r["service_drift_after_idle"])
+     if "service_drift_after_idle" in r else "-"),
     ("cpu/wall", lambda r: f"{r['worker_cpu_per_wall']:.2f}"),
     ("CPU demand", lambda r: f"{r['cpu_demand_cores']:.2f}"),
     ("CPU used", lambda r: f"{r['cpu_used_cores']:.2f}"),
@@ -1282,8 +1434,38 @@ def _slow(row: dict) -> tuple[dict, dict]:
             row.get("relative_error_slow_periods", row["relative_error"]))
 
 
+def _idle(row: dict) -> tuple[dict, dict] | None:
+    """The idle-aware prediction and its errors (None in results from before it)."""
+    if "predicted_after_idle" not in row:
+        return None
+    return row["predicted_after_idle"], row["relative_error_after_idle"]
+
+
 def _share(x) -> str:
     return "n/a" if x is None or x != x else f"{x * 100:.1f}%"
+
+
+def _idle_fit_line(c: dict) -> str:
+    """The calibration's after_idle fit in one line."""
+    a = c.get("after_idle")
+    if not a:
+        return ""
+    if not a["tested"]:
+        return (f"idle before each request: not tested ({a['series']} in the series: "
+                f"overlapping, or idle times that barely vary)")
+    p = "< 0.001" if a["p"] < 0.001 else f"= {a['p']:.3f}"
+    head = (f"idle before each {'batch' if c.get('batches') else 'request'}: Spearman "
+            f"{a['spearman']:+.3f}, {a['partial_given_previous']:+.3f} given the one before, "
+            f"p {p} over {a['series']}"
+            + (" (each over its expected time)" if a["normalised_by_expected"] else ""))
+    if not a["found"]:
+        return head + "; no dependence found: the idle-aware prediction is the slow-period one"
+    points = ", ".join(f"x{f:.3f} ±{h:.3f} at {x:g} ms" for x, f, h in
+                       zip(a["idle_ms"], a["factors"], a["half_widths"]))
+    out = head + f"; after_idle fitted: {points}"
+    if a.get("slow_periods"):
+        out += "; on the work: " + _slow_fit_line({"slow_periods": a["slow_periods"]})
+    return out
 
 
 def _slow_fit_line(c: dict) -> str:
@@ -1323,6 +1505,9 @@ CAUSES = (  # (heading, format for one row)
     ("others", lambda r: f"{r['cpu_cores']['others_cores']:.2f}"),
     ("p99 ci95", lambda r: "±" + _pct(r["measured_ci95"].get("p99", float("nan"))
                                       / r["measured"]["p99"])[1:]),
+    ("back to back", lambda r: _share(r.get("back_to_back_share"))),
+    ("S drift, idle model", lambda r: _pct(r["service_drift_after_idle"])
+     if "service_drift_after_idle" in r else "-"),
     ("p99 err, in-run S", lambda r: _pct(
         r["diagnostic_in_run_service"]["relative_error"]["p99"])),
     ("p99 err, shuffled", lambda r: _pct(
@@ -1348,20 +1533,40 @@ def _stalls(c: dict) -> str:
             f"+{st['extra_ms_p50']:.1f} ms), next request too in {st['next_also_slow'] * 100:.0f}%")
 
 
+def _cells(row: dict, idle: bool, width: int = 0) -> list[str]:
+    """Per statistic: measured / iid / slow [/ idle] (their errors)."""
+    slow, slow_err = _slow(row)
+    out = []
+    for s in STATS:
+        values = [row["measured"][s], row["predicted"][s], slow[s]]
+        errors = [row["relative_error"][s], slow_err[s]]
+        if idle:
+            both = _idle(row) or (slow, slow_err)
+            values.append(both[0][s])
+            errors.append(both[1][s])
+        out.append(" / ".join(f"{v:{width}.2f}" for v in values)
+                   + f" ({', '.join(_pct(e) for e in errors)})")
+    return out
+
+
 def table_text(results: dict) -> str:
-    lines = ["Measured vs predicted with independent draws (iid) and with slow periods (slow); "
-             "the verdict is on the slow-period prediction:",
+    idle = any(_idle(row) for row in _rows(results))
+    heading = "meas / iid / slow / idle ms (err iid, slow, idle)" if idle else \
+        "meas / iid / slow ms (err iid, slow)"
+    width = 62 if idle else 45
+    lines = ["Measured vs predicted with independent draws (iid), with slow periods (slow)"
+             + (" and idle-aware (idle: after_idle and slow periods); the verdict is on the "
+                "idle-aware prediction:" if idle else "; the verdict is on the slow-period "
+                                                      "prediction:"),
              f"{'C':>2} {'batch':>7} {'rho':>4} {'requests':>8}  "
-             + "  ".join(f"{s + ' meas / iid / slow ms (err iid, slow)':>45}" for s in STATS)
+             + "  ".join(f"{s + ' ' + heading:>{width}}" for s in STATS)
              + f"  {'p99 ci95':>8}  target  met"]
     for row in _rows(results):
-        slow, slow_err = _slow(row)
-        cells = [f"{row['measured'][s]:7.2f} / {row['predicted'][s]:7.2f} / {slow[s]:7.2f} "
-                 f"({_pct(row['relative_error'][s])}, {_pct(slow_err[s])})" for s in STATS]
+        cells = _cells(row, idle, 7)
         ci = row["measured_ci95"].get("p99", float("nan")) / row["measured"]["p99"]
         lines.append(f"{row['replicas']:>2} {_batch_label(row):>7} {row['rho']:>4} "
                      f"{row['requests']:>8}  "
-                     + "  ".join(f"{c:>45}" for c in cells)
+                     + "  ".join(f"{c:>{width}}" for c in cells)
                      + f"  {'±' + _pct(ci)[1:]:>8}  {row['target'] * 100:5.0f}%  {_met(row)}")
     for batching, title, causes, width in (
             (False, "What can make them differ, measured per case (see README.md):", CAUSES, 17),
@@ -1376,6 +1581,8 @@ def table_text(results: dict) -> str:
     for config in results["configurations"]:
         if config.get("batching"):
             lines.append(_batch_calibration_line(config))
+            if config["calibration"].get("after_idle"):
+                lines.append(f"  {_idle_fit_line(config['calibration'])}")
             continue
         c = config["calibration"]
         lines.append(f"C={config['replicas']} calibration: {c['requests']} requests one at a "
@@ -1387,10 +1594,13 @@ def table_text(results: dict) -> str:
                      f"{c['others_cores_before']:.2f} cores; priority {config['priority']}")
         if c.get("slow_periods"):
             lines.append(f"  {_slow_fit_line(c)}")
+        if c.get("after_idle"):
+            lines.append(f"  {_idle_fit_line(c)}")
     return "\n".join(lines)
 
 
 DECOMPOSITION = (  # (heading, key of the row holding a prediction)
+    ("idle-aware prediction", "idle"),
     ("slow-period prediction", "slow"),
     ("prediction", None),
     ("i.i.d. in-run S", "diagnostic_in_run_service"),
@@ -1400,6 +1610,8 @@ DECOMPOSITION = (  # (heading, key of the row holding a prediction)
 
 
 def _errors(row: dict, key: str | None) -> dict:
+    if key == "idle":
+        return (_idle(row) or _slow(row))[1]
     if key == "slow":
         return _slow(row)[1]
     return row["relative_error"] if key is None else row[key]["relative_error"]
@@ -1427,7 +1639,13 @@ def _verdict_cell(row: dict) -> str:
 
 def table_markdown(results: dict) -> str:
     new = any("verdict" in row for row in _rows(results))
-    if new:
+    idle = any(_idle(row) for row in _rows(results))
+    if idle:
+        lines = ["| C | batching | ρ | requests | p50 ms meas / iid / slow / idle (err iid, "
+                 "slow, idle) | p95 ms (same) | p99 ms (same) | mean ms (same) | p99 95% CI | "
+                 "within target (idle-aware) |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+    elif new:
         lines = ["| C | batching | ρ | requests | p50 ms meas / iid / slow (err iid, slow) | "
                  "p95 ms (same) | p99 ms (same) | mean ms (same) | p99 95% CI | "
                  "within target (slow periods) |",
@@ -1439,9 +1657,7 @@ def table_markdown(results: dict) -> str:
                  "|---|---|---|---|---|---|---|---|---|"]
     for row in _rows(results):
         if new:
-            slow, slow_err = _slow(row)
-            cells = [f"{row['measured'][s]:.2f} / {row['predicted'][s]:.2f} / {slow[s]:.2f} "
-                     f"({_pct(row['relative_error'][s])}, {_pct(slow_err[s])})" for s in STATS]
+            cells = _cells(row, idle)
             ci = row["measured_ci95"].get("p99", float("nan")) / row["measured"]["p99"]
             cells.append("±" + _pct(ci)[1:])
         else:
@@ -1452,11 +1668,12 @@ def table_markdown(results: dict) -> str:
                      + f" | {_verdict_cell(row).replace('>=', '≥')} |")
     if not any(True for _ in _rows(results, False)):
         return "\n".join(lines + _batch_markdown(results))
-    lines += ["", "| C | ρ | " + " | ".join(f"{s} err: " + ", ".join(h for h, _ in DECOMPOSITION)
+    decomposition = [(h, key) for h, key in DECOMPOSITION if idle or key != "idle"]
+    lines += ["", "| C | ρ | " + " | ".join(f"{s} err: " + ", ".join(h for h, _ in decomposition)
                                            for s in ("p50", "p99")) + " |",
               "|---|---|---|---|"]
     for row in _rows(results, False):
-        cells = [" / ".join(_pct(_errors(row, key)[s]) for _, key in DECOMPOSITION)
+        cells = [" / ".join(_pct(_errors(row, key)[s]) for _, key in decomposition)
                  for s in ("p50", "p99")]
         lines.append(f"| {row['replicas']} | {row['rho']} | " + " | ".join(cells) + " |")
     causes = [(h, fmt) for h, fmt in CAUSES  # the replays are in the table above

@@ -6,7 +6,11 @@ request arrives; lookups and inference are ``env.timeout`` calls. With slow peri
 (``serving.slow_periods``) the replicas are known by number (idle ones in a
 ``simpy.PriorityStore`` by how long they have been free, or in the batcher's own books) and a
 replica's work is walked through its speed path a segment at a time in simulated time, from
-this engine's own copy of the path (the same draws as the fast path's). It shares with the
+this engine's own copy of the path (the same draws as the fast path's). With
+``serving.after_idle`` the replicas are known by number too, each remembering when it was last
+free, and a request's (or a batch's) work is multiplied by the slowdown at the time its replica
+stood idle before it (:func:`_after_idle_factor`, written apart from the fast kernels'
+interpolation). It shares with the
 fast path only what defines the model (the scenario, the random draws, the control-plane
 processes, the quality curves) and the metrics code, so the fast path's kernels are checked
 against an implementation written the obvious way. It keeps its own books too: which entities
@@ -297,8 +301,8 @@ class _RequestModel:
                 speed = _Speed(spec.slow_periods, capacity, run.streams)
             if architecture.serving.evented:
                 self.batcher = _Batcher(env, spec, speed, run.streams)
-            elif speed is not None:
-                self.numbered = _NumberedReplicas(env, spec.replicas, speed)
+            elif speed is not None or spec.after_idle is not None:
+                self.numbered = _NumberedReplicas(env, spec.replicas, speed, spec.after_idle)
             else:
                 self.resource = simpy.Resource(env, capacity=spec.replicas)
         self.cloud = None
@@ -479,8 +483,10 @@ class _RequestModel:
 
     def _slowed(self, env, chunk, i, out, ages, model_cutoff, compute):
         """A request served one at a time by numbered replicas whose speed varies (slow
-        periods): it takes the replica free longest, looks up its features, then works through
-        the replica's speed path segment by segment."""
+        periods) or whose work depends on their idle time before it (after_idle): it takes the
+        replica free longest, looks up its features, then works (its work multiplied by the
+        after_idle slowdown at start minus the time the replica became free) through the
+        replica's speed path segment by segment, or for as long as the work takes."""
         arch = self.arch
         t = chunk.t_s[i]
         lookup = float(arch.spec.feature_lookup.ppf(_one(chunk.u_feature_lookup[i]))[0])
@@ -503,13 +509,20 @@ class _RequestModel:
                 else:
                     get.cancel()
         if granted:
-            _, number = get.value
+            free_since, number = get.value
             start = env.now
             wait = start - t
-            if lookup > 0:
-                yield env.timeout(lookup)
-            finish = yield from replicas.speed.work(env, number, start + lookup, work)
-            occupancy = finish - start
+            if replicas.after_idle is not None:
+                work *= _after_idle_factor(replicas.after_idle, start - free_since)
+            if replicas.speed is None:
+                occupancy = lookup + work
+                yield env.timeout(occupancy)
+                finish = start + occupancy
+            else:
+                if lookup > 0:
+                    yield env.timeout(lookup)
+                finish = yield from replicas.speed.work(env, number, start + lookup, work)
+                occupancy = finish - start
             replicas.store.put((env.now, number))
             out.service_start_s[i] = start
             out.busy_s[i] = occupancy
@@ -761,17 +774,35 @@ class _Speed:
         return finish
 
 
+def _after_idle_factor(spec, idle_s: float) -> float:
+    """The ``serving.after_idle`` slowdown after ``idle_s`` seconds of idling (``inf``: never
+    served), from the points as written: the first below the first idle time, the last from
+    the last on, a straight line between the two points around it otherwise."""
+    points = list(zip(spec.idle, spec.slowdown))
+    if idle_s <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if idle_s < x1:
+            return y0 + (y1 - y0) * (idle_s - x0) / (x1 - x0)
+    return points[-1][1]
+
+
 class _NumberedReplicas:
     """Replicas served one request at a time, each known by its number so that it meets its
-    own slow periods: a store of the idle ones as (free since, number), so that a request takes
-    the one free longest (the lower number on a tie)."""
+    own slow periods (``speed``) and its own idle time (``after_idle``): a store of the idle
+    ones as (free since, number), so that a request takes the one free longest (the lower
+    number on a tie). With ``after_idle`` they start as never having served (free since
+    ``-inf``); else since time 0, when requests start."""
 
-    def __init__(self, env: simpy.Environment, replicas: int, speed: _Speed):
+    def __init__(self, env: simpy.Environment, replicas: int, speed: _Speed | None,
+                 after_idle=None):
         self.replicas = replicas
         self.speed = speed
+        self.after_idle = after_idle
         self.store = simpy.PriorityStore(env)
+        since = -math.inf if after_idle is not None else 0.0
         for number in range(replicas):
-            self.store.put((0.0, number))  # requests start at time 0
+            self.store.put((since, number))
 
 
 class _Waiting:
@@ -821,9 +852,14 @@ class _Batcher:
         self.env = env
         self.spec = serving
         self.speed = speed
-        if speed is not None:  # replicas by number, so each meets its own slow periods
+        self.after_idle = serving.after_idle
+        # replicas by number, so each meets its own slow periods and its own idle time
+        self.numbered = speed is not None or self.after_idle is not None
+        if self.numbered:
             capacity = serving.autoscaling.max if serving.autoscaling else serving.replicas
             self.idle_since = {number: 0.0 for number in range(serving.replicas)}
+            # when each replica that has served was last free (after_idle; absent: never)
+            self.last_free: dict[int, float] = {}
             # the numbers of no replica: a new one takes the last (the one given back most
             # recently, else the lowest never used)
             self.unused = list(range(capacity - 1, serving.replicas - 1, -1))
@@ -896,19 +932,26 @@ class _Batcher:
             self._advance()
             batch = self.queue[:self.max_batch]
             del self.queue[:self.max_batch]
-            occupancy = (max(r.lookup_s for r in batch) + self._batch_s(batch) +
-                         sum(r.item_s for r in batch))
+            number = self._take_idle() if self.numbered else None
+            lookup, own = max(r.lookup_s for r in batch), self._batch_s(batch)
+            items = sum(r.item_s for r in batch)
+            work = own + items
+            occupancy = lookup + own + items
+            if self.after_idle is not None:  # the idle time of the replica taking the batch
+                work *= _after_idle_factor(self.after_idle,
+                                           env.now - self.last_free.get(number, -math.inf))
+                occupancy = lookup + work
             self.idle -= 1
             self.busy += 1
             if self.speed is not None:
                 done = env.event()
                 for k, request in enumerate(batch):
                     request.dispatched.succeed((env.now, done, k == 0))
-                env.process(self._slowed_batch(batch, self._take_idle(), done))
+                env.process(self._slowed_batch(batch, number, done, work))
                 continue
             for k, request in enumerate(batch):
                 request.dispatched.succeed((env.now, occupancy, k == 0))
-            env.process(self._idle_after(occupancy, "busy"))
+            env.process(self._idle_after(occupancy, "busy", number))
 
     def _batch_s(self, batch: list[_Waiting]) -> float:
         """The batch's own time: its first request's ``fixed`` draw, or with measured batch
@@ -932,13 +975,13 @@ class _Batcher:
         del self.idle_since[number]
         return number
 
-    def _slowed_batch(self, batch: list[_Waiting], number: int, done: simpy.Event):
+    def _slowed_batch(self, batch: list[_Waiting], number: int, done: simpy.Event,
+                      work: float):
         """Replica ``number`` serves ``batch`` with slow periods: the lookups (not slowed), then
-        the batch's work through the replica's speed path; ``done`` fires with the time it
+        the batch's ``work`` through the replica's speed path; ``done`` fires with the time it
         held the replica."""
         start = self.env.now
         lookup = max(r.lookup_s for r in batch)
-        work = self._batch_s(batch) + sum(r.item_s for r in batch)
         if lookup > 0:
             yield self.env.timeout(lookup)
         finish = yield from self.speed.work(self.env, number, start + lookup, work)
@@ -946,6 +989,7 @@ class _Batcher:
         self.busy -= 1
         self.idle += 1
         self.idle_since[number] = self.env.now
+        self.last_free[number] = self.env.now
         self._poke()
         done.succeed(finish - start)
 
@@ -958,6 +1002,8 @@ class _Batcher:
         self.idle += 1
         if number is not None:
             self.idle_since[number] = ready_s
+            if was == "busy":
+                self.last_free[number] = ready_s
         if was == "warming":
             self._step()
         self._poke()
@@ -1032,7 +1078,9 @@ class _Batcher:
         if target > total:
             for _ in range(target - total):
                 delay = self._startup(auto)
-                number = self.unused.pop() if self.speed is not None else None
+                number = self.unused.pop() if self.numbered else None
+                if number is not None:
+                    self.last_free.pop(number, None)  # a new replica has never served
                 if self.pool_ready > 0:
                     self.pool_ready -= 1
                     env.process(self._refill(delay))
@@ -1051,7 +1099,7 @@ class _Batcher:
         elif target < total:
             removed = min(total - target, self.idle)
             self.idle -= removed
-            if self.speed is not None:  # the idle replicas free longest go
+            if self.numbered:  # the idle replicas free longest go
                 for _ in range(removed):
                     self.unused.append(self._take_idle())
             if removed:

@@ -14,6 +14,14 @@ loop over arrivals, give-ups, dispatches and autoscaler evaluations that can sto
 end and resume, carrying the requests still waiting. With one request per batch, no linger and
 no autoscaler it gives exactly the recursion's waits (``tests/test_batching.py``); the gated
 batch closed form and Little's law check it in ``predsim verify``.
+
+With ``serving.after_idle`` a replica's work is multiplied by a slowdown read off at the time
+the replica stood idle before the request (:func:`idle_factor`): the start minus the time the
+replica taking it became free, 0 for a request that waited. The heap's root is the replica free
+longest, the one that takes the next request, so the recursion still holds with the work
+multiplied as each request starts (:func:`fifo_queue_idle`, a kernel of its own so that the
+plain one stays as it is); the batching loop does the same for the replica that takes a batch,
+remembering when each replica (by number) was last free.
 """
 
 from __future__ import annotations
@@ -73,6 +81,56 @@ def fifo_queue(arrival_s, occupancy_s, patience_s, free_at_s, wait_s, started):
 
 
 @njit(cache=True, nogil=True)
+def idle_factor(idle, knots, factors):
+    """The ``serving.after_idle`` slowdown at ``idle`` seconds of idling: straight lines between
+    the points ``(knots, factors)``, flat below the first and beyond the last (``inf``, a replica
+    that never served, reads the last)."""
+    n = knots.shape[0]
+    if idle <= knots[0]:
+        return factors[0]
+    if idle >= knots[n - 1]:
+        return factors[n - 1]
+    lo, hi = 0, n - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if knots[mid] <= idle:
+            lo = mid
+        else:
+            hi = mid
+    share = (idle - knots[lo]) / (knots[hi] - knots[lo])
+    return factors[lo] + share * (factors[hi] - factors[lo])
+
+
+@njit(cache=True, nogil=True)
+def fifo_queue_idle(arrival_s, lookup_s, work_s, patience_s, free_at_s, knots, factors,
+                    wait_s, started, occupancy_s):
+    """:func:`fifo_queue` with ``serving.after_idle``: a request's ``work_s`` is multiplied by
+    :func:`idle_factor` at the time its replica (the heap's root, free longest) stood idle
+    before it, ``start - free`` (0 when it waited; ``inf`` for a replica that never served,
+    whose free time is ``-inf``); the feature lookup ``lookup_s`` is not. Fills ``wait_s``,
+    ``started`` and ``occupancy_s`` (NaN for a request that gave up); returns the busy time
+    added."""
+    busy = 0.0
+    for i in range(arrival_s.shape[0]):
+        a = arrival_s[i]
+        free = free_at_s[0]
+        start = a if a > free else free
+        w = start - a
+        if w >= patience_s:
+            wait_s[i] = patience_s
+            started[i] = False
+            occupancy_s[i] = np.nan
+            continue
+        occ = lookup_s[i] + work_s[i] * idle_factor(start - free, knots, factors)
+        wait_s[i] = w
+        started[i] = True
+        occupancy_s[i] = occ
+        _down(free_at_s, free_at_s.shape[0], start + occ)
+        busy += occ
+    return busy
+
+
+@njit(cache=True, nogil=True)
 def _before(a, ia, b, ib):
     """(a, ia) < (b, ib): earlier free time first, then the lower replica number."""
     return a < b or (a == b and ia < ib)
@@ -116,12 +174,14 @@ def _push_id(heap, ids, n, value, vid):
 
 @njit(cache=True, nogil=True)
 def fifo_queue_slow(arrival_s, lookup_s, work_s, patience_s, free_at_s, ids, pt, pw, ps, pn,
-                    host, first, wait_s, started, occupancy_s):
+                    host, first, wait_s, started, occupancy_s, knots, factors):
     """:func:`fifo_queue` on replicas with slow periods, from request ``first`` on.
 
     A request takes the replica that has been free longest (the lower number on a tie),
-    looks up its features for ``lookup_s`` and then does ``work_s`` of work, stretched by the
-    slow periods of its replica's path (path 0 for every replica with ``host``). Fills
+    looks up its features for ``lookup_s`` and then does ``work_s`` of work (times
+    :func:`idle_factor` at its replica's idle time before it, with ``serving.after_idle``:
+    ``knots`` not empty), stretched by the slow periods of its replica's path (path 0 for
+    every replica with ``host``). Fills
     ``occupancy_s`` (how long it held the replica). Returns ``(next, busy, path)``: ``next`` is
     the number of requests done, less than their count when request ``next``'s work runs past
     the end of ``path``'s drawn speed (draw more and call again from ``next``); ``busy`` the
@@ -140,7 +200,10 @@ def fifo_queue_slow(arrival_s, lookup_s, work_s, patience_s, free_at_s, ids, pt,
             occupancy_s[i] = np.nan
             continue
         p = 0 if host else ids[0]
-        end = finish_at(pt[p], pw[p], ps[p], pn[p], start + lookup_s[i], work_s[i])
+        work = work_s[i]
+        if knots.shape[0] > 0:
+            work *= idle_factor(start - free, knots, factors)
+        end = finish_at(pt[p], pw[p], ps[p], pn[p], start + lookup_s[i], work)
         if np.isnan(end):
             return i, busy, p
         wait_s[i] = w
@@ -151,21 +214,32 @@ def fifo_queue_slow(arrival_s, lookup_s, work_s, patience_s, free_at_s, ids, pt,
     return arrival_s.shape[0], busy, -1
 
 
+_NO_KNOTS = np.empty(0)
+
+
 class ReplicaPool:
     """The serving replicas of one architecture, carried across chunks.
 
     With ``slow`` (a :class:`~sim.engine.slow_periods.SlowPath`) the replicas' work is stretched by
-    slow periods and each replica is tracked by number, so that it meets its own.
+    slow periods and each replica is tracked by number, so that it meets its own. With
+    ``after_idle`` (``serving.after_idle``, a :class:`~sim.scenario.architectures.AfterIdle`)
+    each request's work is multiplied by the slowdown at its replica's idle time before it;
+    the replicas start as never having served (free since ``-inf``: the last slowdown). Both
+    need the feature lookup and the work apart: serve them with :meth:`serve_split`.
     """
 
     def __init__(self, replicas: int, timeout_s: float | None, start_s: float = 0.0,
-                 slow: SlowPath | None = None, host: bool = True):
+                 slow: SlowPath | None = None, host: bool = True, after_idle=None):
         self.replicas = replicas
         self.patience_s = np.inf if timeout_s is None else float(timeout_s)
-        self.free_at_s = np.full(replicas, start_s, dtype=float)
+        self.free_at_s = np.full(replicas, -np.inf if after_idle is not None else start_s,
+                                 dtype=float)
         self.ids = np.arange(replicas, dtype=np.int64)
         self.slow = slow
         self.host = host
+        self.after_idle = after_idle
+        self._knots, self._factors = (after_idle.arrays() if after_idle is not None
+                                      else (_NO_KNOTS, _NO_KNOTS))
 
     def serve(self, arrival_s: np.ndarray, occupancy_s: np.ndarray):
         """Queue wait and whether each request started; arrivals must be in time order."""
@@ -178,9 +252,37 @@ class ReplicaPool:
                        self.patience_s, self.free_at_s, wait_s, started)
         return wait_s, started
 
+    def serve_split(self, arrival_s: np.ndarray, lookup_s, work_s):
+        """Queue wait, whether each request started, and how long it held its replica
+        (``(wait_s, started, occupancy_s)``; occupancy NaN for a request that gave up), given
+        each request's feature lookup ``lookup_s`` and its work on the replica ``work_s``
+        (inference and request-time features; arrays or scalars): the work is stretched by slow
+        periods (``slow``) and multiplied by the ``after_idle`` slowdown, the lookup neither.
+        Without either it is :meth:`serve` of ``lookup_s + work_s``, to the bit."""
+        n = arrival_s.size
+        if self.slow is not None:
+            return self._serve_slow(arrival_s, lookup_s, work_s)
+        if self.after_idle is None:
+            occupancy_s = np.broadcast_to(lookup_s + work_s, n).astype(float)
+            wait_s, started = self.serve(arrival_s, occupancy_s)
+            return wait_s, started, np.where(started, occupancy_s, np.nan)
+        wait_s, occupancy_s = np.empty(n), np.empty(n)
+        started = np.empty(n, dtype=np.bool_)
+        if n:
+            fifo_queue_idle(np.ascontiguousarray(arrival_s, dtype=np.float64),
+                            np.ascontiguousarray(np.broadcast_to(lookup_s, n), dtype=np.float64),
+                            np.ascontiguousarray(np.broadcast_to(work_s, n), dtype=np.float64),
+                            self.patience_s, self.free_at_s, self._knots, self._factors,
+                            wait_s, started, occupancy_s)
+        return wait_s, started, occupancy_s
+
     def serve_slow(self, arrival_s: np.ndarray, lookup_s: np.ndarray, work_s: np.ndarray):
         """Queue wait, whether each request started, and how long it held its replica, with
-        slow periods stretching each request's work."""
+        slow periods stretching each request's work (and the ``after_idle`` slowdown
+        multiplying it, when the pool has one): :meth:`serve_split` with slow periods."""
+        return self._serve_slow(arrival_s, lookup_s, work_s)
+
+    def _serve_slow(self, arrival_s: np.ndarray, lookup_s, work_s):
         n = arrival_s.size
         wait_s, occupancy_s = np.empty(n), np.empty(n)
         started = np.empty(n, dtype=np.bool_)
@@ -194,7 +296,8 @@ class ReplicaPool:
         while True:
             done, _, short = fifo_queue_slow(a, lookup, work, self.patience_s, self.free_at_s,
                                              self.ids, slow.t, slow.w, slow.s, slow.n,
-                                             self.host, done, wait_s, started, occupancy_s)
+                                             self.host, done, wait_s, started, occupancy_s,
+                                             self._knots, self._factors)
             if short < 0:
                 return wait_s, started, occupancy_s
             # no request from here on starts before a[done]: forget the path before it, draw
@@ -233,7 +336,8 @@ LOG_ROWS_PER_CALL = 4096  # the log buffer of one kernel call; a call that fills
 @njit(cache=True, nogil=True)
 def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_wait, until,
                 final, eval_until, heap, ids, warming, state, auto, log, wait, start, occupancy,
-                started, busy, pt, pw, ps, pn, slow, host, tsizes, tq, refill, lags, startups):
+                started, busy, pt, pw, ps, pn, slow, host, tsizes, tq, refill, lags, startups,
+                knots, factors, last_free):
     """FIFO replicas with dynamic batching and an optional autoscaler, as an event loop.
 
     Requests ``[head, i)`` have arrived and are waiting; those from ``i`` on arrive at
@@ -249,7 +353,10 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
     on the paths ``pt``, ``pw``, ``ps``, ``pn``) the work ``fixed + sum(item)`` is stretched by
     the slow periods of the replica's path (the replica's number in ``ids``, or path 0 for
     every replica with ``host``). A free replica is the one free longest (the lower number on a
-    tie).
+    tie). With ``serving.after_idle`` (``knots`` not empty) the batch's work is first
+    multiplied by :func:`idle_factor` at the time the replica taking it stood idle, ``t`` minus
+    ``last_free`` (by replica number: when its last batch ended, ``-inf`` for one that never
+    served).
 
     Without ``final`` the loop stops before the first event at or after ``until`` (the next
     chunk's requests could come first); the requests still waiting then are a suffix of the
@@ -266,7 +373,7 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
     and numbers of the replicas, ``state[N_REPLICAS]`` of them, including those starting;
     ``ids`` beyond them are the free numbers), ``warming`` (row 0: ready times of replicas
     still starting, row 1: when each was asked for), ``refill`` (ready times of warm-pool
-    replicas still starting) and ``state`` carry over between calls.
+    replicas still starting), ``last_free`` and ``state`` carry over between calls.
     """
     n = arrival.shape[0]
     every = auto[A_EVERY]
@@ -321,6 +428,8 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
                 if lookup[j] > longest:
                     longest = lookup[j]
                 total += item[j]
+            if knots.shape[0] > 0:
+                total *= idle_factor(t - last_free[ids[0]], knots, factors)
             occ = longest + total
             if slow:
                 p = 0 if host else ids[0]
@@ -329,6 +438,7 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
                     state[SHORT_PATH] = p
                     return head, i, PATH_SHORT
                 occ = end - t
+            last_free[ids[0]] = t + occ
             _down_id(heap, ids, int(state[N_REPLICAS]), t + occ, ids[0])
             state[BUSY_ASSIGNED] += occ
             for j in range(head, head + k):
@@ -340,9 +450,11 @@ def batch_queue(arrival, lookup, item, fixed, head, i, patience, max_batch, max_
             busy[head] = occ
             head += k
         elif t_act <= t:
-            _act(t, int(state[ACT_TARGET]), heap, ids, warming, refill, state, startups)
+            _act(t, int(state[ACT_TARGET]), heap, ids, warming, refill, state, startups,
+                 last_free)
         else:
-            _evaluate(t, heap, ids, warming, refill, state, auto, log, qlen, lags, startups)
+            _evaluate(t, heap, ids, warming, refill, state, auto, log, qlen, lags, startups,
+                      last_free)
             state[NEXT_EVAL] = t + every
     return head, i, DONE
 
@@ -357,13 +469,14 @@ def _count_to(state, t):
 
 
 @njit(cache=True, nogil=True)
-def _act(t, target, heap, ids, warming, refill, state, startups):
+def _act(t, target, heap, ids, warming, refill, state, startups, last_free):
     """A decision takes effect at ``t``: go to ``target`` replicas.
 
     Up: each new replica takes the next start-up draw; a loaded warm-pool replica serves at
     once and the draw is its replacement's (ready for the pool that much later), otherwise the
-    new replica serves that much later. Down: the idle replicas free longest go (never a busy
-    one), as many as there are, down to ``target``.
+    new replica serves that much later; it has never served (``last_free`` ``-inf``, whatever
+    its number did before). Down: the idle replicas free longest go (never a busy one), as
+    many as there are, down to ``target``.
     """
     _count_to(state, t)
     n = int(state[N_REPLICAS])
@@ -389,7 +502,9 @@ def _act(t, target, heap, ids, warming, refill, state, startups):
                 ready_at = t
             else:
                 ready_at = t + delay
-            _push_id(heap, ids, n, ready_at, ids[n])  # a free number: ids[n:] are unused
+            number = ids[n]  # a free number: ids[n:] are unused
+            last_free[number] = -INF
+            _push_id(heap, ids, n, ready_at, number)
             n += 1
             if ready_at > t:
                 warming[0, n_warm] = ready_at
@@ -416,7 +531,8 @@ def _act(t, target, heap, ids, warming, refill, state, startups):
 
 
 @njit(cache=True, nogil=True)
-def _evaluate(t, heap, ids, warming, refill, state, auto, log, qlen, lags, startups):
+def _evaluate(t, heap, ids, warming, refill, state, auto, log, qlen, lags, startups,
+              last_free):
     """One autoscaler evaluation at ``t``: measure the last interval, log it, decide.
 
     A decision (up, or down while no replica starts and ``cooldown`` has passed since the last
@@ -481,7 +597,7 @@ def _evaluate(t, heap, ids, warming, refill, state, auto, log, qlen, lags, start
                 state[ACT_TARGET] = desired
                 state[PENDING_UP] = max(desired - n, 0)
             else:
-                _act(t, desired, heap, ids, warming, refill, state, startups)
+                _act(t, desired, heap, ids, warming, refill, state, startups, last_free)
     n = int(state[N_REPLICAS])
     log[row, L_REPLICAS] = n
     log[row, L_READY] = n - int(state[N_WARMING])
@@ -549,7 +665,9 @@ _NO_DRAWS = _NoDraws()
 
 
 class BatchingPool:
-    """Serving replicas with dynamic batching and/or an autoscaler, carried across chunks.
+    """Serving replicas with dynamic batching and/or an autoscaler, carried across chunks
+    (``serving.slow_periods`` and ``serving.after_idle`` included: it is given the whole
+    ``serving`` section).
 
     Requests still waiting at the end of a chunk (their batch, or their give-up, depends on
     requests not generated yet) are carried into the next call, with their ``payload`` (any
@@ -571,6 +689,12 @@ class BatchingPool:
         capacity = auto.max if auto else serving.replicas
         self.heap = np.full(capacity, start_s, dtype=float)
         self.ids = np.arange(capacity, dtype=np.int64)
+        # serving.after_idle: when each replica (by number) was last free, -inf for never
+        self.last_free = np.full(capacity, -np.inf)
+        self.after_idle = serving.after_idle
+        self._knots, self._factors = (serving.after_idle.arrays()
+                                      if serving.after_idle is not None
+                                      else (_NO_KNOTS, _NO_KNOTS))
         self.warming = np.zeros((2, capacity))
         self.refill = np.zeros(max(auto.warm_pool if auto else 0, 1))
         self.state = np.zeros(STATE_SIZE)
@@ -636,7 +760,8 @@ class BatchingPool:
                 self.eval_until_s, self.heap, self.ids, self.warming, self.state, self.auto,
                 log, out["wait_s"], out["start_s"], out["occupancy_s"], out["started"],
                 out["busy_s"], slow.t, slow.w, slow.s, slow.n, self.slow is not None,
-                self.host, self.table_sizes, table, self.refill, draws.lags, draws.startups)
+                self.host, self.table_sizes, table, self.refill, draws.lags, draws.startups,
+                self._knots, self._factors, self.last_free)
             if self.state[N_LOG]:
                 self.log_rows.append(log[:int(self.state[N_LOG])].copy())
             if stopped == PATH_SHORT:  # nothing is dispatched before the last event any more

@@ -719,6 +719,8 @@ def _online(s: Scenario, spec: OnlineArchitecture | StreamingArchitecture | Hybr
                  f"replicas asked for, starting and ready). " + _startup(a))
     if sv.slow_periods is not None:
         text += " " + _slow_periods(sv.slow_periods, sv.replicas)
+    if sv.after_idle is not None:
+        text += " " + _after_idle(sv.after_idle, sv.batching is not None)
     if sv.timeout:
         text += (f" Requests not answered within {format_duration(sv.timeout)} get the "
                  f"fallback.")
@@ -824,6 +826,32 @@ def _slow_periods(slow, replicas: int) -> str:
             f"{slow.mean_speed:.0%} of the work it would at full speed (included above), and "
             f"requests that queue behind a slow stretch make the latency tail longer than "
             f"independent service times would.")
+
+
+def _after_idle(after, batching: bool) -> str:
+    """serving.after_idle in plain words: how the work depends on the replica's idle time."""
+    what = "a batch" if batching else "a request"
+
+    def times(f: float) -> str:
+        return ("as measured" if f == 1 else f"{f - 1:.0%} slower" if f > 1
+                else f"{1 - f:.0%} faster")
+
+    points = list(zip(after.idle, after.slowdown))
+    if len(points) == 1:
+        return (f"Its work is {times(points[0][1])} whatever the replica did before "
+                f"(serving.after_idle has one point).")
+    first, last = points[0], points[-1]
+    middle = "; ".join(f"{times(f)} after {_dur(x)}" for x, f in points[1:-1])
+    return (f"How long the replica stood idle before {what} changes its work (not the feature "
+            f"lookup): {times(first[1])} when it follows "
+            + ("the previous one at once (it waited in the queue)" if first[0] == 0 else
+               f"{_dur(first[0])} of idling or less")
+            + (f"; {middle}" if middle else "")
+            + f"; {times(last[1])} after {_dur(last[0])} or more, and for a replica that has "
+            f"not served yet (straight lines in between). So under load, with little idling, "
+            f"replicas work at the first rate, and when quiet at the last; the replica time "
+            f"and load above are at the first, back to back, which decides whether the "
+            f"replicas keep up.")
 
 
 def _hybrid(s: Scenario, spec: HybridArchitecture) -> tuple[str, dict[str, float]]:

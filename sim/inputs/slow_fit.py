@@ -27,9 +27,22 @@
   printed); the fit is checked by simulating it with requests spaced as measured (back-to-back
   calls kept back to back) and comparing the lag-1 autocorrelation and the slow-after-slow
   share with the data's.
-- :func:`analyse_series` does both and :meth:`SeriesAnalysis.to_text` prints the result: the
-  ``slow_periods:`` and ``service_time:`` keys with the evidence as comments, or (independent)
-  today's distribution fit (:func:`sim.inputs.latency_fit.fit_latency`).
+- :func:`fit_after_idle` asks whether a duration depends on how long the replica stood idle
+  before the request (its start minus the end of the one before: a CPU whose caches went cold
+  while idle, a power state to leave): Spearman's rank correlation of the durations with
+  those idle times, two-sided, at ``alpha``; and fits ``serving.after_idle``, the multiplier
+  at a few idle times (0 and quantiles of the idle times), straight lines between them as the
+  simulator reads it, by least squares on the durations over their mean, each with a 95%
+  confidence interval (heteroscedasticity-robust standard errors). The multipliers are
+  relative to the series' own mix of idle times (their mean over its requests is 1), so the
+  durations divided by theirs are the work at the series' average. A series timed back to
+  back (idle times that barely vary against the durations) or on several replicas at once
+  (requests that overlap) cannot tell, and is not tested.
+- :func:`analyse_series` does all three and :meth:`SeriesAnalysis.to_text` prints the result:
+  ``after_idle:`` when the idle time matters (the tests and fits below are then on the
+  durations divided by their multiplier), the ``slow_periods:`` and ``service_time:`` keys with
+  the evidence as comments, or (independent) today's distribution fit
+  (:func:`sim.inputs.latency_fit.fit_latency`).
 
 The model takes a request's slowdown at its start: right when a slow stay is long against a
 request (the usual case: stays of tens of milliseconds and more, requests of a few); the
@@ -49,7 +62,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from sim.distributions import Z_99
-from sim.inputs.fit import _wrap_comment
+from sim.inputs.fit import _p_text, _wrap_comment
 from sim.inputs.latency_fit import LatencyFit, fit_latency
 from sim.inputs.logs import InputError
 from sim.inputs.hmm import (_backward, _emissions, _forward, _pack, _prepare, _simulate,
@@ -57,7 +70,7 @@ from sim.inputs.hmm import (_backward, _emissions, _forward, _pack, _prepare, _s
                             hmm_log_likelihood_gradient)
 from sim.inputs.series import (ALPHA, MIN_REQUESTS, SLOW_ABOVE, Z_95, Independence, Series,
                                check_independence, lag1_autocorrelation, slow_after_slow)
-from sim.units import round_duration
+from sim.units import parse_duration, round_duration
 from sim.units import share_rounded as _share
 
 CHECK_RUNS = 200         # simulated series in the check of a fit
@@ -579,22 +592,261 @@ def check_fit(fit: SlowPeriodFit, times_s: np.ndarray, durations_s: np.ndarray,
 
 
 # --------------------------------------------------------------------------------------------
+# The idle time before each request (serving.after_idle)
+# --------------------------------------------------------------------------------------------
+
+IDLE_LEVELS = (0.25, 0.5, 0.75, 0.9, 0.99)  # quantiles of the idle times at the points fitted
+IDLE_LEVELS_FEW = (0.5, 0.9)                # ... with fewer than IDLE_MANY requests
+IDLE_MANY = 1000
+IDLE_SHORTEST = 0.01  # the shortest idle times measured: this quantile (the first point, unless
+                      # it is short enough against the durations to read as 0)
+IDLE_SPREAD = 0.25  # testable when the idle times' 10-90% range is at least this x the median
+                    # duration (back-to-back timing: microseconds of jitter, nothing to tell)
+
+
+def idle_before(times_s: np.ndarray, durations_s: np.ndarray) -> np.ndarray:
+    """The idle time before each request of a series timed on one replica, in time order: its
+    start minus the end (start + duration) of the one before; ``inf`` for the first (not known:
+    counted as a replica that never served, as the simulator does)."""
+    t = np.asarray(times_s, dtype=float)
+    d = np.asarray(durations_s, dtype=float)
+    idle = np.full(t.size, np.inf)
+    idle[1:] = t[1:] - t[:-1] - d[:-1]
+    return idle
+
+
+def _hat_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Each value of ``x`` as weights on ``knots``: straight lines between them, flat beyond
+    (the simulator's reading of ``after_idle``), so that ``basis @ factors`` is the factor."""
+    x = np.clip(x, knots[0], knots[-1])
+    basis = np.zeros((x.size, knots.size))
+    if knots.size == 1:
+        basis[:, 0] = 1.0
+        return basis
+    j = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, knots.size - 2)
+    share = (x - knots[j]) / (knots[j + 1] - knots[j])
+    rows = np.arange(x.size)
+    basis[rows, j] = 1.0 - share
+    basis[rows, j + 1] += share
+    return basis
+
+
+@dataclass
+class IdleBin:
+    """The requests whose idle time before them lies in ``[low_s, high_s)``: how many, and their
+    mean duration over the series' mean with its 95% confidence interval."""
+
+    low_s: float
+    high_s: float
+    n: int
+    ratio: float
+    half_width: float
+
+
+@dataclass
+class AfterIdleFit:
+    """Whether a series' durations depend on the idle time before each request, and the
+    ``serving.after_idle`` that fits them (see :func:`fit_after_idle`)."""
+
+    n: int                       # requests with a known idle time before them
+    spearman: float              # rank correlation of duration with the idle time before it
+    partial: float               # ... given the duration of the request before (the test)
+    p: float                     # of the partial correlation, two-sided
+    alpha: float
+    knots_s: np.ndarray          # the idle times of the points, as printed
+    knot_text: list[str]
+    factors: np.ndarray          # the multiplier at each, relative to the series' average
+    half_widths: np.ndarray      # their 95% half-widths
+    bins: list[IdleBin]
+    idle_s: np.ndarray = field(repr=False)   # before each request (inf: the first)
+    normalised: bool = False     # fitted to duration / expected (given per request)
+
+    @property
+    def found(self) -> bool:
+        """Whether the durations depend on the idle time (at the test's ``alpha``)."""
+        return bool(self.p < self.alpha)
+
+    def factor(self, idle_s) -> np.ndarray:
+        """The fitted multiplier at each idle time (seconds; ``inf``: the last)."""
+        x = np.atleast_1d(np.asarray(idle_s, dtype=float))
+        return _hat_basis(np.where(np.isfinite(x), x, self.knots_s[-1]), self.knots_s) \
+            @ self.factors
+
+    @property
+    def per_request(self) -> np.ndarray:
+        """Each request's multiplier (divide a duration by it for the work at the series'
+        average)."""
+        return self.factor(self.idle_s)
+
+    def spec(self) -> dict:
+        """The scenario's ``serving.after_idle``, as printed (rounded)."""
+        return {"idle": list(self.knot_text),
+                "slowdown": [float(f"{f:.3g}") for f in self.factors]}
+
+    def lines(self) -> list[str]:
+        """The test and the fit as comment lines."""
+        verdict = ("Yes" if self.found else "Not as far as this test can tell")
+        noun = "duration over the one its size predicts" if self.normalised else "duration"
+        out = [f"# Does a service time depend on how long the replica was idle before it (its "
+               f"start minus the end of the one before)? {verdict}: Spearman rank correlation "
+               f"of the {noun} with that idle time {self.spearman:+.3f} over {self.n:,} "
+               f"requests, {self.partial:+.3f} given the duration of the one before (so that "
+               f"start times fixed in advance do not pass the durations' own dependence off as "
+               f"idling), p {_p_text(self.p)} (two-sided; at most {self.alpha:.0%} of series "
+               f"without it are judged to have it).",
+               "#   Mean service time over the series' mean, by idle time before it: " +
+               "; ".join(f"{_idle_range(b)} {b.ratio:.3f} ± {b.half_width:.3f} "
+                         f"({b.n:,})" for b in self.bins) + " (95% CI, requests)."]
+        if self.found:
+            out.append("#   Fitted: the work multiplied by " + ", ".join(
+                f"{f:.3g} ± {h:.2g} after {k}" for f, h, k in
+                zip(self.factors, self.half_widths, self.knot_text)) +
+                " of idling (95% CI; straight lines between, flat beyond; relative to this "
+                "series' mix of idle times: a replica busy back to back works at the first, "
+                "one idle for long at the last).")
+        return [w for line in out for w in _wrap_comment(line)]
+
+    def yaml(self) -> list[str]:
+        """The ``after_idle:`` key (under ``serving:``) as YAML lines."""
+        out = _wrap_comment("# Paste under serving: in a scenario: the work multiplied by how "
+                            "long its replica was idle before it (0 when it waited in the "
+                            "queue); the service_time below is the durations divided by "
+                            "theirs.")
+        spec = self.spec()
+        out += ["after_idle:", f"  idle: [{', '.join(spec['idle'])}]",
+                f"  slowdown: [{', '.join(f'{f:g}' for f in spec['slowdown'])}]"]
+        return out
+
+
+def _idle_range(b: IdleBin) -> str:
+    if b.low_s <= 0:
+        return f"under {round_duration(b.high_s, 2)}"
+    if not math.isfinite(b.high_s):
+        return f"over {round_duration(b.low_s, 2)}"
+    return f"{round_duration(b.low_s, 2)}-{round_duration(b.high_s, 2)}"
+
+
+def fit_after_idle(times_s: np.ndarray, durations_s: np.ndarray,
+                   expected_s: np.ndarray | None = None,
+                   alpha: float = ALPHA) -> AfterIdleFit | None:
+    """Test whether the durations of a series timed on one replica (starts ``times_s``,
+    ascending, and ``durations_s``) depend on the idle time before each (:func:`idle_before`),
+    and fit ``serving.after_idle``.
+
+    The test is Spearman's rank correlation of the durations (over ``expected_s``, when given:
+    what each should take for its size, so that a size that happens to follow long pauses is
+    not taken for the pause) with the idle times, partial given the duration of the request
+    before (the partial correlation of the three ranks, against Student's t with n - 3
+    degrees of freedom, two-sided): when start times were fixed in advance, the idle time is
+    the gap less the duration before, and durations that depend on each other (slow
+    stretches, long and short alternating) would otherwise pass for an effect of idling. The
+    cleanest series for it pauses a random time after each answer (as
+    ``benchmarks/fidelity``'s calibration does). The fit: the multiplier at 0 and
+    at the idle times' quantiles :data:`IDLE_LEVELS` (two significant digits), straight lines
+    between them and flat beyond, by least squares of the durations over their mean, with
+    heteroscedasticity-robust (HC0) 95% intervals; then scaled so that its mean over the
+    series' requests is 1. When the shortest idle times are long against the durations (the
+    1% quantile a quarter of the median duration or more) the first point is that quantile
+    rather than 0, flat below: what a replica does back to back was not measured, and is not
+    extrapolated.
+
+    Returns None when the series cannot tell: fewer than :data:`MIN_REQUESTS` requests, some
+    overlapping (more than 1% start before the one before ends: several replicas, or not
+    service times), or idle times that barely vary (their 10-90% range under
+    :data:`IDLE_SPREAD` times the median duration, as when timed back to back).
+    """
+    t = np.asarray(times_s, dtype=float)
+    d = np.asarray(durations_s, dtype=float)
+    if d.size < MIN_REQUESTS + 1:
+        return None
+    idle = idle_before(t, d)
+    typical = float(np.median(d))
+    known = idle[1:]
+    if np.mean(known < -1e-3 * typical) > 0.01:
+        return None
+    lo, hi = np.quantile(known, [0.1, 0.9])
+    if hi - lo < IDLE_SPREAD * typical:
+        return None
+    y = d / (np.asarray(expected_s, dtype=float) if expected_s is not None else 1.0)
+    y = y / y.mean()
+    x = np.maximum(known, 0.0)
+    z = y[1:]
+    before = stats.rankdata(y[:-1])
+    r_xz = stats.spearmanr(x, z).statistic
+    r_xb = stats.spearmanr(x, before).statistic
+    r_zb = stats.spearmanr(z, before).statistic
+    denominator = math.sqrt(max((1 - r_xb ** 2) * (1 - r_zb ** 2), 1e-300))
+    partial = float(np.clip((r_xz - r_xb * r_zb) / denominator, -1.0, 1.0))
+    dof = x.size - 3
+    p = 0.0 if abs(partial) >= 1 else \
+        float(2 * stats.t.sf(abs(partial) * math.sqrt(dof / (1 - partial ** 2)), dof))
+    levels = IDLE_LEVELS if x.size >= IDLE_MANY else IDLE_LEVELS_FEW
+    shortest = float(np.quantile(x, IDLE_SHORTEST))
+    first = 0.0 if shortest < IDLE_SPREAD * typical else shortest
+    text = [round_duration(first, 2)] if first > 0 else ["0ms"]
+    knots = [parse_duration(text[0])]
+    for q in levels:
+        word = round_duration(float(np.quantile(x, q)), 2)
+        value = parse_duration(word)
+        if value > knots[-1] * (1 + 1e-9) and value > 0:
+            text.append(word)
+            knots.append(value)
+    knots = np.array(knots)
+    basis = _hat_basis(x, knots)
+    coef, *_ = np.linalg.lstsq(basis, z, rcond=None)
+    resid = z - basis @ coef
+    bread = np.linalg.pinv(basis.T @ basis)
+    cov = bread @ ((basis * resid[:, None] ** 2).T @ basis) @ bread
+    every = _hat_basis(np.where(np.isfinite(idle), np.maximum(idle, 0.0), knots[-1]), knots)
+    scale = float(np.mean(every @ coef))
+    factors = coef / scale
+    half = Z_95 * np.sqrt(np.maximum(np.diag(cov), 0.0)) / scale
+    edges = np.r_[0.0, knots[1:], np.inf] if knots[0] == 0 else np.r_[0.0, knots, np.inf]
+    bins = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        inside = (x >= a) & (x < b)
+        m = int(inside.sum())
+        if m >= 2:
+            v = z[inside]
+            bins.append(IdleBin(float(a), float(b), m, float(v.mean()),
+                                float(Z_95 * v.std(ddof=1) / math.sqrt(m))))
+    return AfterIdleFit(n=int(x.size), spearman=float(r_xz), partial=partial, p=p,
+                        alpha=alpha, knots_s=knots, knot_text=text, factors=factors,
+                        half_widths=half, bins=bins, idle_s=idle,
+                        normalised=expected_s is not None)
+
+
+# --------------------------------------------------------------------------------------------
 # The whole analysis, as printed by predsim calibrate latency
 # --------------------------------------------------------------------------------------------
 
 @dataclass
 class SeriesAnalysis:
     """The tests, and the slow-period fit (not independent) or the distribution fit
-    (independent)."""
+    (independent); with ``idle`` (its :attr:`AfterIdleFit.found`) both are of the work: each
+    duration divided by its ``after_idle`` multiplier."""
 
     series: Series
     independence: Independence
     fit: SlowPeriodFit | None
     latency: LatencyFit | None
+    idle: AfterIdleFit | None = None
 
     @property
     def independent(self) -> bool:
         return self.independence.independent
+
+    @property
+    def after_idle(self) -> bool:
+        """Whether the durations depend on the idle time before them (``after_idle:``)."""
+        return self.idle is not None and self.idle.found
+
+    @property
+    def work_s(self) -> np.ndarray:
+        """The durations the tests and fits are of: each divided by its ``after_idle``
+        multiplier when the idle time matters, else as measured."""
+        x = self.series.durations_s
+        return x / self.idle.per_request if self.after_idle else x
 
     def header(self) -> list[str]:
         s, x = self.series, self.series.durations_s
@@ -606,17 +858,26 @@ class SeriesAnalysis:
 
     def to_text(self, key: str = "service_time", normal_out: str | None = None) -> str:
         """What ``predsim calibrate latency`` prints: comments, then YAML."""
-        out = self.header() + self.independence.lines()
+        out = self.header()
+        if self.after_idle:
+            out += self.idle.lines() + self.idle.yaml()
+            out += _wrap_comment("# Below, each service time divided by its after_idle "
+                                 "multiplier: the work at this series' average.")
+        out += self.independence.lines()
         if self.fit is None:
             line = "# So no slow periods: the distribution below draws each request on its own."
             if not self.independent:
                 line += " It misses the alternation."
             if normal_out:
-                line += " (--normal-out not written: there is nothing to divide out.)"
+                line += (" (--normal-out not written: it holds the work at normal speed, with "
+                         "slow periods only.)" if self.after_idle else
+                         " (--normal-out not written: there is nothing to divide out.)")
             out += _wrap_comment(line)
-            out += self.latency.lines(f"{Path(self.series.source).name}, column "
-                                      f"{self.series.column}")
-            out.append(self.latency.snippet(key))
+            label = (f"{Path(self.series.source).name}, column {self.series.column}"
+                     + (" over its after_idle multiplier" if self.after_idle else ""))
+            out += self.latency.lines(label)
+            out.append(self.latency.snippet(key) +
+                       ("  # the work at this series' average" if self.after_idle else ""))
         else:
             out += self.fit.lines()
             out += self.fit.slow_periods_yaml()
@@ -630,13 +891,15 @@ class SeriesAnalysis:
     def normal_speed_csv(self) -> str:
         """Each duration divided by its request's posterior-expected slowdown, as a CSV for
         ``{empirical: FILE}`` (time order)."""
-        work = self.series.durations_s / np.maximum(self.fit.expected_slowdown, 1.0)
+        work = self.work_s / np.maximum(self.fit.expected_slowdown, 1.0)
         return "service_time_s\n" + "".join(f"{v:.9g}\n" for v in work)
 
 
 def analyse_series(series: Series, states: int = 2, slow_above: float = SLOW_ABOVE,
                    alpha: float = ALPHA, check_runs: int = CHECK_RUNS) -> SeriesAnalysis:
-    """Test a series for independence; fit slow periods when it is not independent in the way
+    """Test whether the durations depend on the idle time before them
+    (:func:`fit_after_idle`; when they do, what follows is of each divided by its multiplier);
+    test the series for independence; fit slow periods when it is not independent in the way
     they describe (:attr:`Independence.slow_stretches`), else the distributions of
     :func:`sim.inputs.latency_fit.fit_latency`."""
     x = series.durations_s
@@ -645,9 +908,12 @@ def analyse_series(series: Series, states: int = 2, slow_above: float = SLOW_ABO
         first = int(series.lines[np.flatnonzero(x <= 0)[0]])
         raise InputError([f"{series.source}: line {first}: {series.column}: expected a duration "
                           f"> 0 (got 0; {zeros} of {x.size} are 0); measure with a finer unit"])
+    idle = fit_after_idle(series.times_s, x, alpha=alpha)
+    if idle is not None and idle.found:
+        x = x / idle.per_request
     test = check_independence(x, slow_above=slow_above, alpha=alpha)
     if not test.slow_stretches:
-        return SeriesAnalysis(series, test, None, fit_latency(x))
+        return SeriesAnalysis(series, test, None, fit_latency(x), idle)
     fit = fit_slow_periods(series.times_s, x, states=states, slow_above=slow_above,
                            check_runs=check_runs)
-    return SeriesAnalysis(series, test, fit, None)
+    return SeriesAnalysis(series, test, fit, None, idle)

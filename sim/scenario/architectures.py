@@ -353,6 +353,59 @@ class SlowPeriods(Model):
         return float(self.time_shares() @ (1.0 / np.array([s.slowdown for s in self.states])))
 
 
+class AfterIdle(Model):
+    """A replica's work that depends on how long the replica was idle before it.
+
+    A CPU that has just been idle is slower for a while (caches gone cold, a power state to
+    leave), a GPU that has been busy back to back faster: measured one request at a time with
+    pauses, a model server took 13% longer than its average after 10 ms of idling and 4% less
+    right after the previous request (docs/fidelity.md). The idle time before a request (or
+    a batch) is when its replica started it minus when that replica was last free: 0 for one
+    that waited in the queue, however long the replica then stood idle while a batch lingered
+    counted in; a replica that has never served (at the start, or new from a scale-up) counts
+    as idle for ever (the last factor). The replica's work (the service time, a batch's fixed,
+    per_item or batch_time, request-time features and time_per_size) is multiplied by the
+    ``slowdown`` read off at that idle time: straight lines between the ``idle`` points given,
+    flat beyond the first and the last. The feature lookup waits on a store and is not
+    multiplied. ``predsim calibrate latency`` fits it from a time-ordered series of service
+    times (docs/measuring-inputs.md).
+    """
+
+    idle: list[NonNegativeDuration] = Field(min_length=1, max_length=64, description="Idle "
+                                            "times before a request, increasing, e.g. [0, 1ms, "
+                                            "10ms].")
+    slowdown: list[float] = Field(min_length=1, max_length=64, description="The work's "
+                                  "multiplier at each idle time, e.g. [0.96, 1.0, 1.13]: 1 as "
+                                  "measured, above 1 slower, below 1 faster.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "AfterIdle":
+        if len(self.idle) != len(self.slowdown):
+            raise ValueError(f"give one slowdown per idle time (got {len(self.idle)} idle "
+                             f"times and {len(self.slowdown)} slowdowns)")
+        for k in range(1, len(self.idle)):
+            if not self.idle[k] > self.idle[k - 1]:
+                raise ValueError(f"idle must increase: idle[{k}] "
+                                 f"({format_duration(self.idle[k])}) is not after idle[{k - 1}] "
+                                 f"({format_duration(self.idle[k - 1])})")
+        for k, s in enumerate(self.slowdown):
+            if not 0.001 <= s <= 1000:
+                raise ValueError(f"slowdown[{k}] must be between 0.001 and 1000: a multiplier "
+                                 f"of the work, 1 as measured (got {s:g})")
+        return self
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(idle times in seconds, slowdowns) as float64 arrays, for the kernels."""
+        return (np.ascontiguousarray(self.idle, dtype=np.float64),
+                np.ascontiguousarray(self.slowdown, dtype=np.float64))
+
+    def factor(self, idle_s) -> np.ndarray:
+        """The slowdown at each idle time ``idle_s`` (seconds; ``inf`` for a replica that never
+        served): linear between the points, flat beyond the ends."""
+        x = np.asarray(idle_s, dtype=float)
+        return np.interp(np.minimum(x, self.idle[-1]), self.idle, self.slowdown)
+
+
 class Serving(Model):
     """Serving replicas: FIFO, each runs feature lookup then inference for one request (or one
     batch of requests with ``batching``)."""
@@ -379,6 +432,14 @@ class Serving(Model):
     slow_periods: SlowPeriods | None = Field(None, description="Stretches in which replicas "
                                              "work slower: {scope, states: [{slowdown, mean or "
                                              "length}, ...]}.")
+    after_idle: AfterIdle | None = Field(None, description="The replica's work multiplied by "
+                                         "a slowdown that depends on how long the replica was "
+                                         "idle before the request (0 when it waited in the "
+                                         "queue): {idle: [0, 1ms, 10ms], slowdown: [0.96, 1.0, "
+                                         "1.13]}, straight lines between the points, flat "
+                                         "beyond; the service time (a batch's fixed, per_item "
+                                         "or batch_time) and request-time work are multiplied, "
+                                         "the feature lookup is not.")
 
     @model_validator(mode="after")
     def _check(self) -> "Serving":
@@ -404,10 +465,16 @@ class Serving(Model):
                          request_features: "RequestFeatures | None" = None) -> float:
         """Mean replica time per request: one request at a time, or a full batch shared (which
         waits for the slowest of its ``max_batch`` feature lookups); request-time features
-        add their compute time per request."""
+        add their compute time per request. With ``after_idle`` the work is at its slowdown
+        for no idling (the first: requests back to back): the idle times, and so the mean
+        slowdown, depend on the load, but a queue that grows without bound is busy back to
+        back, so this is the occupancy that says whether the replicas keep up (offered load,
+        queue stability)."""
         extra = request_features.compute.mean if request_features is not None else 0.0
         # slow periods stretch the replica's own work by 1 / (mean speed) in the long run
         stretch = 1.0 / self.slow_periods.mean_speed if self.slow_periods is not None else 1.0
+        if self.after_idle is not None:
+            stretch *= self.after_idle.slowdown[0]
         if self.batching is None:
             return feature_lookup.mean + (self.service_time.mean + extra) * stretch
         b = self.batching

@@ -401,7 +401,8 @@ class OnlineServing:
             self.pool = BatchingPool(serving, eval_until_s=end_s + every)
         else:
             self.pool = ReplicaPool(serving.replicas, serving.timeout,
-                                    host=slow is None or slow.scope == "host")
+                                    host=slow is None or slow.scope == "host",
+                                    after_idle=serving.after_idle)
 
     def start(self, world) -> None:
         """Draw the slow periods' paths (from the run's random streams), if there are any."""
@@ -420,9 +421,10 @@ class OnlineServing:
     def serve(self, t_s: np.ndarray, lookup: np.ndarray, work: np.ndarray):
         """(latency, queue_wait, timed_out, busy, service start, service time) for requests
         served online, given each one's feature lookup and work on the replica (inference and
-        request-time features, stretched by any slow periods)."""
-        if self.pool.slow is not None:
-            wait, started, occupancy = self.pool.serve_slow(t_s, lookup, work)
+        request-time features, stretched by any slow periods and multiplied by the
+        ``after_idle`` slowdown)."""
+        if self.pool.slow is not None or self.pool.after_idle is not None:
+            wait, started, occupancy = self.pool.serve_split(t_s, lookup, work)
         else:
             occupancy = lookup + work
             wait, started = self.pool.serve(t_s, occupancy)
