@@ -3,7 +3,9 @@
 Runs benchmarks/standard.yaml (or the architectures named) once to warm the numba cache, then
 once under cProfile, and attributes each function's own time to a stage of the pipeline:
 generating requests, drawing durations (inverse CDFs), the serving queue, feature and model ages
-(timelines, stores), quality, the metrics pass, and the rest (assembling outcomes, Python glue).
+(timelines, stores), quality, the metrics pass, and the rest (assembling outcomes, Python glue);
+the fused kernels, which do the queue and ages in one pass and quality and metrics in another,
+count as those two.
 cProfile sees compiled kernels as single calls, so their time is measured, not sampled.
 
     python benchmarks/stages.py [--requests 3e6] [--architectures online] [--json FILE]
@@ -23,8 +25,12 @@ import sim
 HERE = Path(__file__).resolve().parent
 MEAN_RATE_PER_S = 1000.0
 
-# (stage, where the function is defined): first match wins.
+# (stage, where the function is defined): first match wins. The fused kernels
+# (sim/engine/architectures/fused.py) do several stages in one compiled pass each: the queue
+# and the ages in one, quality and the metrics in the other.
 STAGES = (
+    ("fused: queue and ages", ("fused.py:online_ages",)),
+    ("fused: quality and metrics", ("fused.py:metrics", "fused.py:prepared")),
     ("generate requests", ("workload.py", "rng.py", "_generator", "mtrand", "method 'random'",
                            "method 'standard_exponential'", "method 'poisson'",
                            "method 'cumsum'")),

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from sim.inputs.fit import ZipfMass
 from sim.engine.rng import Streams
 from sim.scenario import Arrivals, Mmpp, Popularity, Workload
 from sim.units import DAY_S
@@ -369,6 +368,7 @@ def share_band_start(initial: int, n_new: int, cohort: float, exponent: float,
     / n_new`` the cohort's expected part of it (its slots are drawn at random from the band)
     and ``W`` the mass of every slot. That share falls as the band moves down; the band is
     where it comes closest, between the top (slot 0) and the tail (slot ``initial``)."""
+    from sim.inputs.fit import ZipfMass  # with scipy.stats: imported when a band is placed
     mass = ZipfMass(exponent, initial + n_new)
     total = mass(0, initial + n_new)
 

@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from sim.results.catalogue import key_metrics
 from sim.engine.run import simulate
@@ -32,6 +31,13 @@ LEVEL = 0.95
 KEY_METRICS = key_metrics()
 
 
+
+def _t_ppf(q: float, dof: float) -> float:
+    """Student's t quantile (scipy.stats is imported here, on first use: it costs a quarter of
+    a second of every ``import sim``)."""
+    from scipy import stats
+    return float(stats.t.ppf(q, dof))
+
 def t_half_width(values: np.ndarray, level: float = LEVEL) -> float:
     """Student-t confidence half-width of the mean of independent values (NaN below 2)."""
     values = np.asarray(values, dtype=float)
@@ -39,7 +45,7 @@ def t_half_width(values: np.ndarray, level: float = LEVEL) -> float:
     n = values.size
     if n < 2:
         return float("nan")
-    return float(stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    return float(_t_ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
 def welch_half_width(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> float:
@@ -51,7 +57,7 @@ def welch_half_width(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> floa
     if va + vb == 0:
         return 0.0
     dof = (va + vb) ** 2 / (va ** 2 / (n - 1) + vb ** 2 / (m - 1))
-    return float(stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(va + vb))
+    return float(_t_ppf(0.5 + level / 2, dof) * math.sqrt(va + vb))
 
 
 def run(scenario: Scenario, replications: int = 1, *, replication: int = 0,
@@ -209,7 +215,7 @@ def replications_needed(results: Results, precision: float, metric: str =
             needed = max(needed, n + 1)
             continue
         scale = max(abs(row.difference), 1e-3 * base_value, 1e-12)
-        t = stats.t.ppf(0.975, max(n - 1, 1))
+        t = _t_ppf(0.975, max(n - 1, 1))
         needed = max(needed, math.ceil((t * row.sd_paired / (precision * scale)) ** 2))
     return needed
 
@@ -251,7 +257,7 @@ def _replications_to_detect(difference: float, sd: float, n: int) -> int | None:
         return None
     m = n
     for _ in range(20):  # fixed point: t quantile depends on m
-        m_new = math.ceil((stats.t.ppf(0.975, max(m - 1, 1)) * sd / abs(difference)) ** 2)
+        m_new = math.ceil((_t_ppf(0.975, max(m - 1, 1)) * sd / abs(difference)) ** 2)
         if m_new == m:
             break
         m = max(m_new, 2)

@@ -14,7 +14,6 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Pl
                       ValidationInfo, WithJsonSchema)
 
 from sim.distributions import Distribution, percentile_probability
-from sim.inputs.latency_fit import read_samples
 from sim.inputs.logs import InputError
 from sim.units import (COUNT_SUFFIX, DURATION_UNITS_S, RATE_UNITS_S, format_duration, format_rate,
                        parse_count, parse_duration, parse_rate)
@@ -331,6 +330,7 @@ def _read_empirical(path_value: Any, base: Path) -> Distribution:
     if not path.is_absolute():
         path = base / path
     try:
+        from sim.inputs.latency_fit import read_samples  # scipy.stats: only when a file is read
         samples_s, _ = read_samples(path)
     except InputError as exc:
         raise ValueError("; ".join(exc.problems)) from None

@@ -11,7 +11,6 @@ import numpy as np
 from pydantic import (AfterValidator, Field, PrivateAttr, Strict, ValidationInfo,
                       model_serializer, model_validator)
 
-from sim.inputs.fit import new_entity_share_range
 from sim.inputs.logs import InputError, RequestLog, read_log
 from sim.units import format_duration
 from sim.scenario.fields import (Count, Model, Multiplier, NonNegativeDuration, PositiveDuration,
@@ -348,6 +347,7 @@ class Workload(Model):
         if self.popularity.kind != "zipf" or self.popularity.exponent == 0:
             raise ValueError(f"{where}: needs popularity: {{zipf: EXPONENT}} (under uniform "
                              f"popularity every entity, new or not, gets the same share)")
+        from sim.inputs.fit import new_entity_share_range  # scipy.stats, only when checked
         _, most = new_entity_share_range(self.entities, self.new_entities_per_day,
                                          self.popularity.exponent, days)
         if value > most:
