@@ -184,7 +184,7 @@ STORED, ONLINE, MIXED = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def metrics(t_s, mode, head,
+def metrics(t_s, head, stored_only,
             h_latency, h_fallback, h_timed_out, h_expired, h_feature_age, h_model_cutoff,
             h_p_model, h_p_batch, h_drift, h_trained, h_network,
             lookup_s, work_s, wait_s, started, timeout_s, batch_age_s, stream_age_s,
@@ -202,7 +202,8 @@ def metrics(t_s, mode, head,
     the store's latency, fallbacks, time-outs, expiries, prediction ages and model cut-offs;
     a prediction age becomes NaN in place wherever the request fell back, as the staged path
     leaves it) and requests served online (the queue's waits and the first pass's ages, in the
-    order of those requests) follow ``mode`` and ``head``. ``codes``, ``params`` and
+    order of those requests): the ones where ``head`` holds (a hybrid), or all of one part
+    (``head`` None: the stored part when ``stored_only`` is not None). ``codes``, ``params`` and
     ``missing`` have a row for each (stored, online); the losses' sums go to ``sums[0]`` and
     ``sums[1]``. ``*drift*``, ``*trained*`` and ``*network*`` are empty when the scenario has
     none. Per-request outcomes go to the rows of ``out`` and ``flags`` when ``keep``.
@@ -219,7 +220,17 @@ def metrics(t_s, mode, head,
     for i in range(t_s.shape[0]):
         ti = t_s[i]
         sa = np.nan
-        if mode == STORED or (mode == MIXED and head[i]):
+        # ``head`` is None unless the chunk mixes the two parts, ``stored_only`` None unless
+        # every request reads stored predictions: numba compiles a kernel for each of the
+        # three with the selection settled, and drops the part a pure one does not have.
+        if head is None:
+            if stored_only is None:
+                stored = False
+            else:
+                stored = True
+        else:
+            stored = head[i]
+        if stored:
             part = 0
             j = jh
             jh += 1
@@ -575,7 +586,7 @@ def second_pass(arch, chunk, accumulator, keep: bool, stored: dict | None = None
     a = accumulator
     (fresh, fallback, lost_batch, lost_stream, skew, variant, bound_batch,
      bound_stream) = plan.constants
-    metrics(t, plan.mode, EMPTY_FLAGS if head is None else head,
+    metrics(t, head, True if plan.mode == STORED else None,
             h["latency"], h["fallback"], h["timed_out"], h["expired"], h["age"], h["cutoff"],
             h["p_model"], h["p_batch"], h["drift"], h["trained"], h["network"],
             o["lookup"], o["work"], o["wait"], o["started"], o["timeout"], o["batch_age"],
@@ -600,9 +611,6 @@ def second_pass(arch, chunk, accumulator, keep: bool, stored: dict | None = None
     if not keep:
         return None
     return _outcomes(plan.mode, t, out, flags, network, o["has_stream"])
-
-
-EMPTY_FLAGS = np.empty(0, dtype=np.bool_)
 
 
 def _column(values, n: int) -> np.ndarray:
