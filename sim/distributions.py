@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import special
 
+from sim import normal_quantile
 from sim.units import format_duration
 
 Z_99 = 2.3263478740408408  # standard normal 0.99 quantile
@@ -127,12 +128,12 @@ class Distribution:
             return -p["mean"] * np.log1p(-u)
         if self.kind == "lognormal":
             mu, sigma = self._lognormal_mu_sigma()
-            return np.exp(mu + sigma * special.ndtri(u))
+            return np.exp(mu + sigma * normal_quantile.ndtri(u))
         if self.kind == "gamma":
             shape = 1.0 / p["cv"] ** 2
             return special.gammaincinv(shape, u) * (p["mean"] / shape)
         if self.kind == "percentiles":
-            z = special.ndtri(np.asarray(u, dtype=float))
+            z = normal_quantile.ndtri(u)
             z_k, log_k, slope = self._percentile_segments()
             i = np.clip(np.searchsorted(z_k, z) - 1, 0, len(z_k) - 2)
             with np.errstate(invalid="ignore"):  # a flat segment at u = 0: 0 * -inf

@@ -254,7 +254,7 @@ def test_verify_catches_slow_periods_flattened_to_their_mean(monkeypatch):
         wait, started = self.serve(arrival_s, occupancy)
         return wait, started, np.where(started, occupancy, np.nan)
 
-    monkeypatch.setattr(serving.ReplicaPool, "serve_slow", mean_speed_only)
+    monkeypatch.setattr(serving.ReplicaPool, "serve_split", mean_speed_only)
     rows = [c.row(0.99) for c in verify._random_environment(0.65, "60s", 4)]
     assert not rows[0]["passed"]  # mean wait: 2.39 ms simulated, 2.90 ms in theory
     assert not rows[1]["passed"]  # utilisation: 0.650 against 0.671
