@@ -318,15 +318,21 @@ class Population:
         self._new_slots = slots  # sorted, for lookups
         self._new_created_at_s = created[order]
         self._created_sorted_s = created  # for "how many exist at time t"
-        self._is_new = np.zeros(self.n_slots, dtype=np.bool_)  # a byte per slot
-        self._is_new[slots] = True
+        # New entities in a band of consecutive slots (every rule but ``enter: random``) are
+        # told apart by arithmetic; at random, by a byte per slot (random reads of an array as
+        # large as the population are what a lookup costs most at tens of millions).
+        contiguous = n_new == 0 or int(slots[-1]) - int(slots[0]) == n_new - 1
+        self._band = (int(slots[0]), int(slots[0]) + n_new) if n_new and contiguous else (0, 0)
+        self._is_new = np.zeros(0 if contiguous else self.n_slots, dtype=np.bool_)
+        if not contiguous:
+            self._is_new[slots] = True
 
     def created_at_s(self, slots: np.ndarray) -> np.ndarray:
         """Creation time of each slot's entity (-inf for entities present from the start)."""
         created = np.full(slots.shape, -np.inf)
         if self._new_slots.size and slots.size:
-            _created_at(np.ascontiguousarray(slots).ravel(), self._is_new, self._new_slots,
-                        self._new_created_at_s, created.reshape(-1))
+            _created_at(np.ascontiguousarray(slots).ravel(), *self._lookup(),
+                        created.reshape(-1))
         return created
 
     def count_at(self, t_s: float, head_slots: int | None = None) -> int:
@@ -351,8 +357,14 @@ class Population:
         if self._new_slots.size == 0:
             return np.empty(0, dtype=np.int64)
         bad = np.empty(slots.size, dtype=np.int64)
-        n = _unborn(slots, t_s, self._is_new, self._new_slots, self._new_created_at_s, bad)
+        n = _unborn(slots, t_s, *self._lookup(), bad)
         return bad[:n]
+
+    def _lookup(self) -> tuple:
+        """What the kernels need to find a slot's creation time: the band (or the byte per
+        slot), the new slots in order and their creation times."""
+        return self._band[0], self._band[1], self._is_new, self._new_slots, \
+            self._new_created_at_s
 
     def _draw(self, rng, size):
         if self.popularity.kind == "uniform":
@@ -391,19 +403,31 @@ def share_band_start(initial: int, n_new: int, cohort: float, exponent: float,
     return lo if share_at(lo) - share < share - share_at(hi) else hi
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _new_index(slot, band_start, band_end, is_new, new_slots):
+    """The index of ``slot`` among the new entities' (sorted) slots, or -1 for an initial
+    entity."""
+    if band_end > band_start:
+        return slot - band_start if band_start <= slot < band_end else -1
+    if is_new[slot]:
+        return np.searchsorted(new_slots, slot)
+    return -1
+
+
 @njit(cache=True, nogil=True)
-def _created_at(slots, is_new, new_slots, new_created_at_s, out):
+def _created_at(slots, band_start, band_end, is_new, new_slots, new_created_at_s, out):
     for i in range(slots.shape[0]):
-        if is_new[slots[i]]:
-            out[i] = new_created_at_s[np.searchsorted(new_slots, slots[i])]
+        k = _new_index(slots[i], band_start, band_end, is_new, new_slots)
+        if k >= 0:
+            out[i] = new_created_at_s[k]
 
 
 @njit(cache=True, nogil=True)
-def _unborn(slots, t_s, is_new, new_slots, new_created_at_s, bad):
+def _unborn(slots, t_s, band_start, band_end, is_new, new_slots, new_created_at_s, bad):
     n_bad = 0
     for i in range(slots.shape[0]):
-        slot = slots[i]
-        if is_new[slot] and new_created_at_s[np.searchsorted(new_slots, slot)] > t_s[i]:
+        k = _new_index(slots[i], band_start, band_end, is_new, new_slots)
+        if k >= 0 and new_created_at_s[k] > t_s[i]:
             bad[n_bad] = i
             n_bad += 1
     return n_bad
