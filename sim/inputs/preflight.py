@@ -99,7 +99,7 @@ US_PER_BUCKET = 20.0  # per time bucket and architecture (percentiles of each bu
 BYTES_PER_BUCKET = N_BINS * 8 + (12 + 5) * 8 + 40 * 8  # histogram + series + time-series frame
 BYTES_PER_SLOT = 1            # Population._is_new (at most: none when new entities take a band)
 BYTES_PER_SLOT_RANDOM = 8     # rng.choice(n_slots, replace=False) when new entities enter at random
-BYTES_PER_STORE_SLOT = 4      # StoredPredictions._last_used_by_job, per batch/hybrid (at most)
+BYTES_PER_STORE_SLOT = 0.125  # StoredPredictions._seen: a bit per entity, per batch/hybrid
 BYTES_PER_NEW_ENTITY = 32     # slots, creation times (sorted and shuffled), at the peak of set-up
 BYTES_PER_RUN = 500           # a Run record and a Timeline row per control-plane run
 CHUNK_ARRAYS_SHARED, CHUNK_ARRAYS_PER_ARCH = 24, 20

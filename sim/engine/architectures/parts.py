@@ -33,7 +33,8 @@ class StoredPredictions:
         self.runs: list[Run] = []
         self.incidents: list[Incident] = []
         self.population: Population | None = None
-        self._last_used_by_job: np.ndarray | None = None
+        self._seen: np.ndarray | None = None  # entities that read the current job (bits)
+        self._seen_job = np.full(1, -1, dtype=np.int64)  # the job those bits are for
         self._used: list[int] = []  # per job, the entities that read its predictions
         self._counts = np.zeros(0, dtype=np.int64)  # scratch: new readers per job in a chunk
 
@@ -44,13 +45,9 @@ class StoredPredictions:
     def start(self, env: simpy.Environment, world: World) -> None:
         self.population = world.population
         self.model = world.model.deploys
-        # per entity, 1 + the last job whose prediction it read (0: none yet), in the smallest
-        # integer that holds every job the run can publish; zeros, not a fill, so that only the
-        # pages of entities that make requests are ever touched (31 million users at 4 bytes:
-        # 124 MB that a fill wrote in 0.1 s per run, and that random reads kept missing)
-        jobs = (world.scenario.end_s - world.history_start_s) / self.spec.every + 3
-        dtype = np.uint8 if jobs < 255 else (np.uint16 if jobs < 65535 else np.int32)
-        self._last_used_by_job = np.zeros(world.population.n_slots, dtype=dtype)
+        # a bit per entity: whether it has read the job in force yet (31 million users: 3.9
+        # MB, where a last-read job per user took 124 MB that random reads kept missing)
+        self._seen = np.zeros((world.population.n_slots >> 6) + 1, dtype=np.uint64)
         self.attempts = Attempts(self.spec, "batch_scoring", world.streams, self.runs,
                                  self.incidents)
         env.process(periodic(env, self.spec.every, self.spec.start_at, world.history_start_s,
@@ -93,7 +90,7 @@ class StoredPredictions:
                     np.ascontiguousarray(lookup, dtype=np.float64), jobs["visible_at_s"],
                     jobs["best"], jobs["cutoff_s"],
                     jobs.get("model_cutoff_s", jobs["cutoff_s"]), timeout, ttl,
-                    self._last_used_by_job, self._counts, latency, fallback, timed_out,
+                    self._seen, self._seen_job, self._counts, latency, fallback, timed_out,
                     expired, feature_age, model_cutoff)
         for k in np.flatnonzero(self._counts):
             self._used[k] += int(self._counts[k])
@@ -152,7 +149,7 @@ def _runs_usd_per_day(spec, runs: list[Run], prices, start_s: float, end_s: floa
 
 @njit(cache=True, nogil=True)
 def _read_store(t_s, slot, created_at_s, lookup_s, visible_at_s, best, cutoff_s, model_cutoff_s,
-                timeout_s, ttl_s, last_used_by_job, counts, latency, fallback, timed_out,
+                timeout_s, ttl_s, seen, seen_job, counts, latency, fallback, timed_out,
                 expired, feature_age, model_cutoff):
     """Each request reads the prediction of the job in force at its time (the visible job with
     the newest cut-off); it has none if there is no job yet or its entity was created after the
@@ -160,9 +157,9 @@ def _read_store(t_s, slot, created_at_s, lookup_s, visible_at_s, best, cutoff_s,
     prediction is older than the ttl (expired: its age and model cut-off are kept).
 
     Counts, per job, the entities reading its predictions for the first time (for wasted
-    predictions): the job in force never goes back in time, so a (job, entity) pair is new
-    exactly when the entity's last-read job differs (``last_used_by_job`` holds 1 + that job,
-    0 for none). An expired read is not a use.
+    predictions): the job in force never goes back in time, so one bit per entity (``seen``,
+    for the job ``seen_job[0]``, cleared when a newer job comes into force) tells a new
+    (job, entity) pair. An expired read is not a use.
     """
     m = visible_at_s.shape[0]
     j = _last_visible(visible_at_s, t_s[0])
@@ -188,9 +185,14 @@ def _read_store(t_s, slot, created_at_s, lookup_s, visible_at_s, best, cutoff_s,
         fallback[i] = missed or gone
         feature_age[i] = np.nan if missed else age
         if not (missed or gone):
+            if job != seen_job[0]:
+                seen_job[0] = job
+                seen[:] = 0
             s = slot[i]
-            if last_used_by_job[s] != job + 1:
-                last_used_by_job[s] = job + 1
+            bit = np.uint64(1) << np.uint64(s & 63)
+            word = s >> 6
+            if not seen[word] & bit:
+                seen[word] |= bit
                 counts[job] += 1
 
 
