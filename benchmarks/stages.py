@@ -34,7 +34,7 @@ STAGES = (
     ("generate requests", ("workload.py", "rng.py", "_generator", "mtrand", "method 'random'",
                            "method 'standard_exponential'", "method 'poisson'",
                            "method 'cumsum'")),
-    ("draw durations (inverse CDFs)", ("distributions.py",)),
+    ("draw durations (inverse CDFs)", ("distributions.py", "normal_quantile.py")),
     ("serving queue", ("serving.py", "parts.py:_decide")),
     ("ages: timelines and stores", ("freshness.py:lookup", "freshness.py:at", "freshness.py:value",
                                     "freshness.py:_", "parts.py", "training.py",

@@ -477,8 +477,9 @@ class Plan:
 
 
 def stored_part(arch, chunk, mask=None) -> dict:
-    """The first pass of requests read from stored predictions (all of the chunk, or those in
-    ``mask``): the store read, the model that scored them, the losses numpy computes."""
+    """The first pass of requests read from stored predictions (all of the chunk, or those at
+    the positions ``mask``): the store read, the model that scored them, the losses numpy
+    computes."""
     plan = arch._plan.stored
     t, slot = chunk.t_s, chunk.slot
     lookup = chunk.sample(arch.spec.lookup, "lookup")
@@ -497,8 +498,8 @@ def stored_part(arch, chunk, mask=None) -> dict:
 
 
 def online_part(arch, chunk, mask=None) -> dict:
-    """The first pass of requests served online one at a time (all of the chunk, or those in
-    ``mask``): queue, feature ages and model, and the losses numpy computes."""
+    """The first pass of requests served online one at a time (all of the chunk, or those at
+    the positions ``mask``): queue, feature ages and model, and the losses numpy computes."""
     plan = arch._plan.online
     spec = arch.spec
     t, slot = chunk.t_s, chunk.slot
