@@ -188,26 +188,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.validate:
         report = validate(args.replications, args.horizon)
-        if args.json:
-            print(json.dumps(report))
-            return
-        print(f"{args.replications} independent runs of {args.horizon:g} s each (about "
-              f"{report['requests_per_run']['plain SimPy']:,.0f} requests per run here, "
-              f"{report['requests_per_run']['predsim']:,.0f} in predsim):")
-        for key, f in report["figures"].items():
-            print(f"  {key:<42} plain SimPy {f['plain SimPy']:7.2f} ± "
+        lines = [f"{args.replications} independent runs of {args.horizon:g} s each (about "
+                 f"{report['requests_per_run']['plain SimPy']:,.0f} requests per run here, "
+                 f"{report['requests_per_run']['predsim']:,.0f} in predsim):"]
+        lines += [f"  {key:<42} plain SimPy {f['plain SimPy']:7.2f} ± "
                   f"{f['plain SimPy standard error']:.2f}, predsim {f['predsim']:7.2f} ± "
                   f"{f['predsim standard error']:.2f}: {f['difference in standard errors']:+.1f} "
-                  "standard errors apart")
-        return
-    r = measure(args.requests, args.seed)
-    if args.json:
-        print(json.dumps(r))
-        return
-    print(f"plain SimPy: {r['requests']:,d} requests in {r['simulate_cpu_s']:.2f} CPU-s "
-          f"({r['simulate_s']:.2f} s wall): {r['requests_per_cpu_s']:,.0f} requests per "
-          f"CPU-second; mean queue wait {r['queue_wait_ms_mean']:.1f} ms")
-
+                  "standard errors apart" for key, f in report["figures"].items()]
+    else:
+        report = r = measure(args.requests, args.seed)
+        lines = [f"plain SimPy: {r['requests']:,d} requests in {r['simulate_cpu_s']:.2f} CPU-s "
+                 f"({r['simulate_s']:.2f} s wall): {r['requests_per_cpu_s']:,.0f} requests per "
+                 f"CPU-second; mean queue wait {r['queue_wait_ms_mean']:.1f} ms"]
+    print(json.dumps(report) if args.json else "\n".join(lines))
 
 if __name__ == "__main__":
     main()

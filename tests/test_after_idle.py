@@ -32,7 +32,7 @@ from sim.inputs.slow_fit import analyse_series, fit_after_idle, idle_before
 from sim.scenario.architectures import AfterIdle, Serving
 from sim.scenario.fields import ScenarioError
 from tests.conftest import ROOT, make_scenario, online
-from tests.test_reference import FIELDS, assert_same, per_request
+from tests.test_reference import assert_requests_match, assert_same, per_request
 
 AFTER_IDLE = {"idle": ["0ms", "5ms", "30ms"], "slowdown": [0.7, 1.0, 1.6]}
 ONES = {"idle": ["0ms", "5ms", "30ms"], "slowdown": [1, 1, 1]}
@@ -236,18 +236,8 @@ CASES = {
 @pytest.mark.parametrize("case", ["one_replica", "several_replicas_timeout",
                                   "autoscaling_batching", "slow_periods"])
 def test_ones_everywhere_are_the_run_without_after_idle(case, which, small_chunks):
-    plain_results, plain = per_request(_scenario(after_idle=None, **CASES[case]), which)
-    ones_results, ones = per_request(_scenario(after_idle=ONES, **CASES[case]), which)
-    for name in plain:
-        for field in FIELDS:
-            a, b = plain[name][field], ones[name][field]
-            assert np.array_equal(np.isnan(a), np.isnan(b)), (name, field)
-            np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=0, atol=1e-9,
-                                       err_msg=f"{name} {field}")
-    numeric = plain_results.summary.select_dtypes("number").columns
-    np.testing.assert_allclose(plain_results.summary[numeric].to_numpy(float),
-                               ones_results.summary[numeric].to_numpy(float),
-                               rtol=1e-9, atol=1e-9)
+    assert_requests_match(*per_request(_scenario(after_idle=None, **CASES[case]), which),
+                          *per_request(_scenario(after_idle=ONES, **CASES[case]), which))
 
 
 # --------------------------------------------------------------------------------------------

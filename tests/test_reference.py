@@ -44,20 +44,24 @@ def per_request(scenario, which):
     return results, arrays
 
 
-def assert_same(scenario):
-    fast, fast_requests = per_request(scenario, "fast")
-    ref, ref_requests = per_request(scenario, "reference")
-    assert fast_requests.keys() == ref_requests.keys()
-    for name in fast_requests:
+def assert_requests_match(results_a, requests_a, results_b, requests_b):
+    """Every request's fields (``per_request``) within 1e-9, NaN where the other is NaN, and
+    the numeric summaries within 1e-9."""
+    assert requests_a.keys() == requests_b.keys()
+    for name in requests_a:
         for field in FIELDS:
-            a, b = fast_requests[name][field], ref_requests[name][field]
+            a, b = requests_a[name][field], requests_b[name][field]
             assert a.shape == b.shape, (name, field)
             assert np.array_equal(np.isnan(a), np.isnan(b)), (name, field)
             ok = ~np.isnan(a)
             np.testing.assert_allclose(a[ok], b[ok], rtol=0, atol=1e-9, err_msg=f"{name} {field}")
-    numeric = fast.summary.select_dtypes("number").columns
-    np.testing.assert_allclose(fast.summary[numeric].to_numpy(float),
-                               ref.summary[numeric].to_numpy(float), rtol=1e-9, atol=1e-9)
+    numeric = results_a.summary.select_dtypes("number").columns
+    np.testing.assert_allclose(results_a.summary[numeric].to_numpy(float),
+                               results_b.summary[numeric].to_numpy(float), rtol=1e-9, atol=1e-9)
+
+
+def assert_same(scenario):
+    assert_requests_match(*per_request(scenario, "fast"), *per_request(scenario, "reference"))
 
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)

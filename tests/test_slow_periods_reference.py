@@ -21,7 +21,7 @@ from sim.engine.rng import Streams
 from sim.scenario import SlowPeriods
 from sim.engine.slow_periods import SlowPath
 from tests.conftest import make_scenario, online
-from tests.test_reference import FIELDS, assert_same, per_request
+from tests.test_reference import assert_requests_match, assert_same, per_request
 
 pytestmark = pytest.mark.slow  # runs the reference engine: about 25 s on 2 cores
 
@@ -138,15 +138,5 @@ def test_the_cases_exercise_what_they_are_meant_to(case):
 @pytest.mark.parametrize("case", ["several_replicas", "timeout", "autoscaling_batching_warmup"])
 def test_slowdown_one_everywhere_is_the_run_without_slow_periods(case, which):
     ones = [{"slowdown": 1, "mean": "50ms"}, {"slowdown": 1, "mean": "20ms"}]
-    plain_results, plain = per_request(_scenario("replica", slow=False, **CASES[case]), which)
-    slow_results, slow = per_request(_scenario("replica", states=ones, **CASES[case]), which)
-    for name in plain:
-        for field in FIELDS:
-            a, b = plain[name][field], slow[name][field]
-            assert np.array_equal(np.isnan(a), np.isnan(b)), (name, field)
-            np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=0, atol=1e-9,
-                                       err_msg=f"{name} {field}")
-    numeric = plain_results.summary.select_dtypes("number").columns
-    np.testing.assert_allclose(plain_results.summary[numeric].to_numpy(float),
-                               slow_results.summary[numeric].to_numpy(float),
-                               rtol=1e-9, atol=1e-9)
+    assert_requests_match(*per_request(_scenario("replica", slow=False, **CASES[case]), which),
+                          *per_request(_scenario("replica", states=ones, **CASES[case]), which))

@@ -54,6 +54,18 @@ def _down(heap, n, value):
     heap[i] = value
 
 
+@njit(cache=True, nogil=True, inline="always")
+def take_replica(a, free, patience_s):
+    """A request arriving at ``a`` for the replica free longest (free at ``free``): ``(start,
+    wait, started)``, the wait the patience and ``started`` False when it would reach it (the
+    request gives up in the queue)."""
+    start = a if a > free else free
+    w = start - a
+    if w >= patience_s:
+        return start, patience_s, False
+    return start, w, True
+
+
 @njit(cache=True, nogil=True)
 def fifo_queue(arrival_s, occupancy_s, patience_s, free_at_s, wait_s, started):
     """Multi-server FIFO queue with reneging, over one time-ordered chunk of requests.
@@ -65,16 +77,10 @@ def fifo_queue(arrival_s, occupancy_s, patience_s, free_at_s, wait_s, started):
     """
     busy = 0.0
     for i in range(arrival_s.shape[0]):
-        a = arrival_s[i]
-        free = free_at_s[0]
-        start = a if a > free else free
-        w = start - a
-        if w >= patience_s:
-            wait_s[i] = patience_s
-            started[i] = False
+        start, wait_s[i], ok = take_replica(arrival_s[i], free_at_s[0], patience_s)
+        started[i] = ok
+        if not ok:
             continue
-        wait_s[i] = w
-        started[i] = True
         _down(free_at_s, free_at_s.shape[0], start + occupancy_s[i])
         busy += occupancy_s[i]
     return busy
@@ -90,13 +96,8 @@ def idle_factor(idle, knots, factors):
         return factors[0]
     if idle >= knots[n - 1]:
         return factors[n - 1]
-    lo, hi = 0, n - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if knots[mid] <= idle:
-            lo = mid
-        else:
-            hi = mid
+    lo = np.searchsorted(knots, idle, side="right") - 1  # knots[lo] <= idle < knots[lo + 1]
+    hi = lo + 1
     share = (idle - knots[lo]) / (knots[hi] - knots[lo])
     return factors[lo] + share * (factors[hi] - factors[lo])
 
@@ -112,18 +113,13 @@ def fifo_queue_idle(arrival_s, lookup_s, work_s, patience_s, free_at_s, knots, f
     added."""
     busy = 0.0
     for i in range(arrival_s.shape[0]):
-        a = arrival_s[i]
         free = free_at_s[0]
-        start = a if a > free else free
-        w = start - a
-        if w >= patience_s:
-            wait_s[i] = patience_s
-            started[i] = False
+        start, wait_s[i], ok = take_replica(arrival_s[i], free, patience_s)
+        started[i] = ok
+        if not ok:
             occupancy_s[i] = np.nan
             continue
         occ = lookup_s[i] + work_s[i] * idle_factor(start - free, knots, factors)
-        wait_s[i] = w
-        started[i] = True
         occupancy_s[i] = occ
         _down(free_at_s, free_at_s.shape[0], start + occ)
         busy += occ
@@ -190,12 +186,10 @@ def fifo_queue_slow(arrival_s, lookup_s, work_s, patience_s, free_at_s, ids, pt,
     busy = 0.0
     c = free_at_s.shape[0]
     for i in range(first, arrival_s.shape[0]):
-        a = arrival_s[i]
         free = free_at_s[0]
-        start = a if a > free else free
-        w = start - a
-        if w >= patience_s:
-            wait_s[i] = patience_s
+        start, w, ok = take_replica(arrival_s[i], free, patience_s)
+        if not ok:
+            wait_s[i] = w
             started[i] = False
             occupancy_s[i] = np.nan
             continue

@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit
 
 from sim.engine.freshness import _last_visible, drift_loss
-from sim.engine.serving import _down
+from sim.engine.serving import _down, take_replica
 from sim.results.metrics import (Outcomes, S_BUSY_S, S_FALLBACKS, S_FEATURE_AGE_N, S_FEATURE_AGE_S,
                                  S_LATENCY_S, S_MODEL_AGE_N, S_MODEL_AGE_S, S_QUALITY,
                                  S_QUEUE_WAIT_S, S_REQUESTS, S_SLO_VIOLATIONS, S_VALUE,
@@ -124,15 +124,9 @@ def online_ages(t_s, created_s, lookup_s, work_s, patience_s, free_at_s,
     nb, ns, nm = b_visible.shape[0], s_visible.shape[0], m_visible.shape[0]
     for i in range(n):
         a = t_s[i]
-        free = free_at_s[0]
-        start = a if a > free else free
-        w = start - a
-        if w >= patience_s:
-            wait_s[i] = patience_s
-            started[i] = False
-        else:
-            wait_s[i] = w
-            started[i] = True
+        start, wait_s[i], ok = take_replica(a, free_at_s[0], patience_s)
+        started[i] = ok
+        if ok:
             _down(free_at_s, c, start + (lookup_s[i] + work_s[i]))
         # the refresh in force on each timeline: a merge of two sorted sequences
         if has_batch:
