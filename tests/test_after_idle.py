@@ -33,6 +33,7 @@ from sim.scenario.architectures import AfterIdle, Serving
 from sim.scenario.fields import ScenarioError
 from tests.conftest import ROOT, make_scenario, online
 from tests.test_reference import assert_requests_match, assert_same, per_request
+from tests.test_slow_periods_reference import serving_case
 
 AFTER_IDLE = {"idle": ["0ms", "5ms", "30ms"], "slowdown": [0.7, 1.0, 1.6]}
 ONES = {"idle": ["0ms", "5ms", "30ms"], "slowdown": [1, 1, 1]}
@@ -196,17 +197,10 @@ def test_ones_in_the_kernel_are_today_to_the_bit():
 
 def _scenario(replicas=2, after_idle=AFTER_IDLE, timeout=None, batching=None, autoscaling=None,
               slow=None, rate="60/s", seed=3, horizon="80s"):
-    arch = online(replicas, {"exponential": {"mean": "20ms"}}, timeout=timeout,
-                  feature_lookup={"exponential": {"mean": "2ms"}})
+    arch = serving_case(replicas, timeout, batching, autoscaling)
     serving = arch["serving"]
     if after_idle is not None:
         serving["after_idle"] = after_idle
-    if batching is not None:
-        del serving["service_time"]
-        serving["batching"] = {"max_batch": 4, "max_wait": "5ms", "fixed": {"constant": "6ms"},
-                               "per_item": {"exponential": {"mean": "5ms"}}, **batching}
-    if autoscaling is not None:
-        serving["autoscaling"] = autoscaling
     if slow is not None:
         serving["slow_periods"] = slow
     streaming = {**arch, "kind": "streaming", "serving": dict(serving),

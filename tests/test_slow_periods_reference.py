@@ -35,19 +35,27 @@ AUTO = {"min": 1, "max": 5, "target_utilization": 0.5, "every": "2s", "tolerance
         "cooldown": "0s"}
 
 
-def _scenario(scope, states=TWO, replicas=3, timeout=None, batching=None, autoscaling=None,
-              rate="60/s", seed=3, slow=True):
+def serving_case(replicas, timeout=None, batching=None, autoscaling=None) -> dict:
+    """An online architecture of exponential 20 ms service and 2 ms lookups, one at a time or
+    with ``batching`` (overriding a 4 / 5 ms batcher) and ``autoscaling``."""
     arch = online(replicas, {"exponential": {"mean": "20ms"}}, timeout=timeout,
                   feature_lookup={"exponential": {"mean": "2ms"}})
     serving = arch["serving"]
-    if slow:
-        serving["slow_periods"] = {"scope": scope, "states": states}
     if batching is not None:
         del serving["service_time"]
         serving["batching"] = {"max_batch": 4, "max_wait": "5ms", "fixed": {"constant": "6ms"},
                                "per_item": {"exponential": {"mean": "5ms"}}, **batching}
     if autoscaling is not None:
         serving["autoscaling"] = autoscaling
+    return arch
+
+
+def _scenario(scope, states=TWO, replicas=3, timeout=None, batching=None, autoscaling=None,
+              rate="60/s", seed=3, slow=True):
+    arch = serving_case(replicas, timeout, batching, autoscaling)
+    serving = arch["serving"]
+    if slow:
+        serving["slow_periods"] = {"scope": scope, "states": states}
     streaming = copy.deepcopy(arch)  # request-time features are replica work, slowed too
     streaming["kind"] = "streaming"
     streaming["features"] = {"stream": {"lag": {"exponential": {"mean": "2s"}}, "window": "0s"},
