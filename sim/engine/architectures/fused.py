@@ -340,6 +340,9 @@ def metrics(t_s, head, stored_only,
             sums[0, L_EXPIRED] += 1.0
             if fb and not late:
                 sums[0, L_EXPIRED_FALLBACKS] += 1.0
+        # The accumulation below is _accumulate's and _accumulate_classes', written out: a
+        # compiled helper taking the arrays costs about 150 ns a call here (reference counts
+        # on every array argument), measured, against 20 ns for this whole pass.
         v = q
         if penalty > 0:
             v = q * (1.0 - min(1.0, penalty * latency / 0.1))
