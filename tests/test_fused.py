@@ -150,6 +150,18 @@ def test_a_hybrid_whose_chunks_lack_a_part(monkeypatch):
     assert "hybrid" in _check(scenario, monkeypatch)
 
 
+def test_the_first_pass_takes_a_chunk_without_online_requests():
+    """A hybrid chunk whose requests are all in the head hands the first pass no request: it
+    must not read the first one (numba checks no bounds, so the Python form is run)."""
+    from sim.engine.architectures import fused
+    e, f, i = np.empty(0), np.empty(0, np.bool_), np.empty(0, np.int64)
+    free = np.zeros(2)
+    fused.online_ages.py_func(e, e, e, e, np.inf, free, True, np.zeros(1), np.zeros(1, np.int64),
+                              np.zeros(1), fused.NO_STREAM, e, i, e, e, np.zeros(1),
+                              np.zeros(1, np.int64), np.zeros(1), e, f, e, e, e)
+    assert np.array_equal(free, np.zeros(2))
+
+
 def test_a_broken_kernel_is_caught(monkeypatch):
     """The comparison can fail: a fused kernel that scores every prediction a hair better is
     told apart from the staged path."""
