@@ -110,7 +110,7 @@ def test_paths_are_the_same_however_they_are_drawn():
 def test_one_replica_by_hand():
     # speed halves on [1, 3); requests at 0 and 0.5 with 1 s of work each
     pool = ReplicaPool(1, None, slow=_hand_path(1, [-1.0, 1.0, 3.0, 100.0], [1.0, 2.0, 1.0]))
-    wait, started, occupancy = pool.serve_slow(np.array([0.0, 0.5]), np.zeros(2),
+    wait, started, occupancy = pool.serve_split(np.array([0.0, 0.5]), np.zeros(2),
                                                np.array([1.0, 1.0]))
     # the first does 1 s of work by 1.0; the second starts at 1.0 and needs 2 s of slow time
     assert wait.tolist() == [0.0, 0.5]
@@ -120,7 +120,7 @@ def test_one_replica_by_hand():
 
 def test_the_lookup_is_not_slowed():
     pool = ReplicaPool(1, None, slow=_hand_path(1, [-1.0, 0.0, 100.0], [1.0, 2.0]))
-    _, _, occupancy = pool.serve_slow(np.array([0.0]), np.array([0.5]), np.array([1.0]))
+    _, _, occupancy = pool.serve_split(np.array([0.0]), np.array([0.5]), np.array([1.0]))
     assert occupancy[0] == pytest.approx(0.5 + 2.0)
 
 
@@ -131,17 +131,17 @@ def test_each_replica_meets_its_own_slow_periods_and_the_one_free_longest_serves
     pool = ReplicaPool(2, None, slow=path, host=False)
     # at 0 both are free since 0: the lower number (0) takes the first; 1 takes the second;
     # the third waits for replica 0 (free at 1), not replica 1 (free at 4)
-    wait, _, occupancy = pool.serve_slow(np.array([0.0, 0.0, 0.0]), np.zeros(3), np.ones(3))
+    wait, _, occupancy = pool.serve_split(np.array([0.0, 0.0, 0.0]), np.zeros(3), np.ones(3))
     assert occupancy.tolist() == pytest.approx([1.0, 4.0, 1.0])
     assert wait.tolist() == pytest.approx([0.0, 0.0, 1.0])
     host = ReplicaPool(2, None, slow=path, host=True)  # path 0 for both: nobody is slowed
-    _, _, occupancy = host.serve_slow(np.array([0.0, 0.0, 0.0]), np.zeros(3), np.ones(3))
+    _, _, occupancy = host.serve_split(np.array([0.0, 0.0, 0.0]), np.zeros(3), np.ones(3))
     assert occupancy.tolist() == pytest.approx([1.0, 1.0, 1.0])
 
 
 def test_a_request_that_gives_up_does_not_take_a_replica():
     pool = ReplicaPool(1, 0.5, slow=_hand_path(1, [-1.0, 100.0], [2.0]))
-    wait, started, occupancy = pool.serve_slow(np.array([0.0, 0.1, 3.0]), np.zeros(3),
+    wait, started, occupancy = pool.serve_split(np.array([0.0, 0.1, 3.0]), np.zeros(3),
                                                np.ones(3))
     assert started.tolist() == [True, False, True]
     assert wait.tolist() == pytest.approx([0.0, 0.5, 0.0])

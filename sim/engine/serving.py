@@ -270,13 +270,8 @@ class ReplicaPool:
                             wait_s, started, occupancy_s)
         return wait_s, started, occupancy_s
 
-    def serve_slow(self, arrival_s: np.ndarray, lookup_s: np.ndarray, work_s: np.ndarray):
-        """Queue wait, whether each request started, and how long it held its replica, with
-        slow periods stretching each request's work (and the ``after_idle`` slowdown
-        multiplying it, when the pool has one): :meth:`serve_split` with slow periods."""
-        return self._serve_slow(arrival_s, lookup_s, work_s)
-
     def _serve_slow(self, arrival_s: np.ndarray, lookup_s, work_s):
+        """:meth:`serve_split` with slow periods (and any ``after_idle`` slowdown)."""
         n = arrival_s.size
         wait_s, occupancy_s = np.empty(n), np.empty(n)
         started = np.empty(n, dtype=np.bool_)
