@@ -438,3 +438,51 @@ def test_explain_describes_after_idle():
     assert ("How long the replica stood idle before a request changes its work (not the "
             "feature lookup): 4% faster when it follows the previous one at once") in text
     assert "13% slower after 10ms or more, and for a replica that has not served yet" in text
+
+
+def _open_loop(rate_per_s, n, seed, truth=TRUTH, gap_s=0.4e-6):
+    """A server's log under load, as a production log is: Poisson arrivals at ``rate_per_s``,
+    one replica, FIFO; a request that waited starts ``gap_s`` after the one before ends (the
+    worker's own fraction of a microsecond between two queued requests), its work lognormal
+    (median 1.5 ms) times the true slowdown at the idle time before it. Returns the starts,
+    the durations and the idle times."""
+    rng = np.random.default_rng(seed)
+    arrive = np.cumsum(rng.exponential(1 / rate_per_s, n))
+    work = 1.5e-3 * np.exp(0.4 * rng.standard_normal(n))
+    start, duration, idle = np.empty(n), np.empty(n), np.empty(n)
+    end = -math.inf
+    for i in range(n):
+        start[i] = max(arrive[i], end + gap_s)
+        idle[i] = start[i] - end
+        duration[i] = work[i] * np.interp(min(idle[i], truth["idle"][-1]), truth["idle"],
+                                          truth["slowdown"])
+        end = start[i] + duration[i]
+    return start, duration, idle
+
+
+def test_a_log_under_load_predicts_the_service_at_a_higher_load():
+    """Fitted on a log at utilisation 0.5, where half the requests follow the one before by a
+    fraction of a microsecond, the points stay IDLE_KNOT_GAP x the median duration apart (not
+    0.4 us, where the multiplier at 0, which the simulator reads for every queued request, would
+    rest on no data), and the work times the multiplier at the idle times the simulator reads
+    (0 for a request that waited) gives the mean service time of the same server at 0.85,
+    within the 99% bound of the sampling errors: the log's mean, the fitted point at 0 and the
+    loaded run's mean."""
+    from sim.inputs.slow_fit import IDLE_KNOT_GAP
+    mean_work = 1.5e-3 * math.exp(0.08)
+    gap = 0.4e-6
+    t, d, _ = _open_loop(0.5 / mean_work, 10_000, seed=5, gap_s=gap)
+    fit = fit_after_idle(t, d)
+    assert fit is not None and fit.found and fit.knots_s[0] == 0
+    assert np.all(np.diff(fit.knots_s) >= IDLE_KNOT_GAP * np.median(d))
+    work = d / fit.per_request
+    _, d_high, idle_high = _open_loop(0.85 / mean_work, 40_000, seed=6, gap_s=gap)
+    read = np.where(idle_high <= 2 * gap, 0.0, idle_high)  # queued: the simulator reads 0
+    predicted = work.mean() * np.mean(fit.factor(read))
+    spec = AfterIdle.model_validate(fit.spec())  # as a scenario reads the printed YAML
+    assert np.mean(spec.factor(read)) == pytest.approx(np.mean(fit.factor(read)), rel=2e-3)
+    se = math.sqrt((work.std() / math.sqrt(work.size) / work.mean()) ** 2
+                   + (fit.half_widths[0] / stats.norm.ppf(0.975)) ** 2
+                   + (d_high.std() / math.sqrt(d_high.size) / d_high.mean()) ** 2)
+    assert abs(predicted / d_high.mean() - 1) <= stats.norm.ppf(0.995) * se, (
+        predicted, d_high.mean(), fit.knot_text, fit.factors)

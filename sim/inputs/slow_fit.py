@@ -602,6 +602,9 @@ IDLE_SHORTEST = 0.01  # the shortest idle times measured: this quantile (the fir
                       # it is short enough against the durations to read as 0)
 IDLE_SPREAD = 0.25  # testable when the idle times' 10-90% range is at least this x the median
                     # duration (back-to-back timing: microseconds of jitter, nothing to tell)
+IDLE_KNOT_GAP = 0.05  # a point at least this x the median duration after the one before: under
+                      # load a quarter or more of the idle times are a worker's own microsecond
+                      # between two queued requests, and points 0.4 us apart would fit noise
 
 
 def idle_before(times_s: np.ndarray, durations_s: np.ndarray) -> np.ndarray:
@@ -742,7 +745,9 @@ def fit_after_idle(times_s: np.ndarray, durations_s: np.ndarray,
     stretches, long and short alternating) would otherwise pass for an effect of idling. The
     cleanest series for it pauses a random time after each answer (as
     ``benchmarks/fidelity``'s calibration does). The fit: the multiplier at 0 and
-    at the idle times' quantiles :data:`IDLE_LEVELS` (two significant digits), straight lines
+    at the idle times' quantiles :data:`IDLE_LEVELS` (two significant digits; a quantile less
+    than :data:`IDLE_KNOT_GAP` x the median duration past the point before is left out, as
+    under load, where many idle times are a microsecond), straight lines
     between them and flat beyond, by least squares of the durations over their mean, with
     heteroscedasticity-robust (HC0) 95% intervals; then scaled so that its mean over the
     series' requests is 1. When the shortest idle times are long against the durations (the
@@ -788,7 +793,7 @@ def fit_after_idle(times_s: np.ndarray, durations_s: np.ndarray,
     for q in levels:
         word = round_duration(float(np.quantile(x, q)), 2)
         value = parse_duration(word)
-        if value > knots[-1] * (1 + 1e-9) and value > 0:
+        if value > knots[-1] + IDLE_KNOT_GAP * typical and value > 0:
             text.append(word)
             knots.append(value)
     knots = np.array(knots)
