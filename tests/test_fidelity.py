@@ -47,6 +47,12 @@ real server", has the table they come from):
   why, when other processes used the CPU during the measurement: the test would then measure
   the neighbours.
 
+Around each case the harness also records the server's log under load (RHO_LOG, 10 s just
+before and 10 s just after) and predicts from it alone: the in-minute prediction, which the
+full table judges. Here it is checked to be recorded and made (the segments bracket the case,
+the prediction is finite and judged), not bounded: its errors on a 10-second case are the
+machine's, as above.
+
 The same with dynamic batching (server.py --batching 8 --max-wait-ms 2, C = 1, rho = 0.3 in
 predsim's sense: rate x (fixed / 8 + E[per_item]) / C): calibrate on the 768 requests alone and
 30 groups of each size 2..8, drive the server for 10 s, predict through predsim's batching model.
@@ -257,3 +263,29 @@ def test_the_batching_prediction_has_both_columns(small_batching_case):
     for key in ("predicted", "predicted_slow_periods"):
         assert all(0 < row[key][s] < 1e4 for s in STATS), row[key]
     assert row["verdict"] in ("yes", "no", "unresolved", "not judgeable")
+
+
+def _assert_log_brackets_the_case(row: dict) -> None:
+    """The in-minute log: a segment just before the case and one just after, at RHO_LOG, the
+    prediction made from it and judged (its bounds are PREDICTION_BOUNDS' reasons: the
+    machine's speed, not the model, sets how close a 10-second case comes)."""
+    m = row["in_minute"]
+    before, after = m["segments"]
+    assert before["requests"] > 1000 and after["requests"] > 1000
+    assert before["unanswered"] == after["unanswered"] == 0
+    assert before["end_s"] < after["start_s"]
+    assert row["verdict_on"] == "in-minute"
+    assert all(0 < row["predicted_in_minute"][s] < 1e4 for s in STATS)
+    assert set(m["level"]) == {"before", "after", "case", "idle_model", "unexplained"}
+
+
+def test_the_in_minute_log_is_recorded_around_the_case(small_case):
+    _assert_log_brackets_the_case(small_case[1])
+
+
+def test_the_batching_in_minute_log_forms_batches_of_several_sizes(small_batching_case):
+    config, row, _ = small_batching_case
+    _assert_log_brackets_the_case(row)
+    m = row["in_minute"]
+    assert m["largest_batch"] >= 3 and m["batches_of_one"] > 100
+    assert m["per_item_ms_mean"] > 0 and m["fixed_ms"] >= 0

@@ -57,9 +57,17 @@ never on the run being predicted. A third, *idle-aware*: ``serving.after_idle`` 
 on the calibration as ``predsim calibrate latency`` fits it (``fit_idle``: does a service time
 depend on how long the worker was idle before it, and by how much at a few idle times), the
 slow-period test and fit then made on the service times divided by their idle multiplier;
-when the calibration shows no such dependence it is the slow-period prediction. The verdict
-(``verdict``) is on the idle-aware prediction (in results from before it, on the slow-period
-one): "yes" within the target at p50, p95 and p99; "no" when some error is beyond the target by more
+when the calibration shows no such dependence it is the slow-period prediction. A fourth, the
+*in-minute* prediction (since 2026-12-05): the server's own log recorded under load just before
+and just after each case (open loop at RHO_LOG for BRACKET_S seconds each, ``measure_bracket``),
+as a team would take its production log at today's traffic to ask about tomorrow's: the
+service times (with batching: the batch-time line, ``fixed`` and ``per_item`` from the batches
+that load formed) with ``after_idle`` and slow periods fitted on them (``fit_in_minute``,
+``fit_batching_in_minute``), never on the case itself; ``level_vs_log`` says how the machine's
+speed in the case differed from the log's, and how much of that the idle model explains. The
+verdict (``verdict``) is on the in-minute prediction (in results from before it, on the
+idle-aware one, and before that on the slow-period one): "yes" within the target at p50, p95
+and p99; "no" when some error is beyond the target by more
 than the measured statistic's own 95% half-width (sectioning); "unresolved" when it is beyond
 the target but within that half-width; "not judgeable" when the machine did not have the cores
 (more workers than cores free of other processes' work, or CPU work offered at least the free
@@ -117,6 +125,13 @@ MAX_INFLIGHT = 1000     # open loop: more unanswered than this = the server cann
 BATCHING = {"max_batch": 8, "max_wait_ms": 2.0}
 BATCH_GROUPS = 100
 BATCH_DURATION_SCALE = 0.5
+# The in-minute calibration (since 2026-12-05): around each case, a log recorded under load
+# like a team's production log, open loop at RHO_LOG for BRACKET_S seconds just before the case
+# and again just after it (a bracket: a level that drifts steadily through the minute is
+# measured at both ends); the prediction is fitted on those two segments only, never on the
+# case (batching cases too: their runs are shorter, their logs not, for batches of every size).
+RHO_LOG = 0.5
+BRACKET_S = 10.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --priority high (the default) shields the measurement from other work on a shared machine: the
 # server runs in a scheduler autogroup of its own at nice SERVER_NICE (Linux groups processes by
@@ -466,6 +481,35 @@ def measure_case(server: Server, case: Case, index: int, run_dir: Path, seed: in
     }
 
 
+def bracket_name(replicas: int, rho: float, when: str) -> str:
+    return f"log_{when}_c{replicas}_rho{rho}.npz"
+
+
+def measure_bracket(server: Server, out: Path, rate_per_s: float, duration_s: float,
+                    seed: int, id_offset: int, pool: int) -> None:
+    """One segment of the in-minute calibration: open loop at ``rate_per_s`` (RHO_LOG), the
+    raw record kept in ``out``; no wait for quiet, so that it is the case's minute."""
+    loadgen(server.port, out, mode="open", rate=f"{rate_per_s:.6f}", duration=duration_s,
+            seed=seed, id_offset=id_offset, max_inflight=MAX_INFLIGHT, pool=pool, drain=10)
+
+
+def bracket_join(run_dir: Path, log: np.ndarray, replicas: int, rho: float) -> dict | None:
+    """The server's log of the two segments around a case (``join`` of each, one after the
+    other), or None for records measured before the in-minute calibration."""
+    paths = [run_dir / bracket_name(replicas, rho, when) for when in ("before", "after")]
+    if not all(p.exists() for p in paths):
+        return None
+    parts = [join(load_record(p), log) for p in paths]
+    out = {k: np.concatenate([p[k] for p in parts]) for k, v in parts[0].items()
+           if isinstance(v, np.ndarray)}
+    out["segments"] = [{"requests": int(p["latency_s"].size), "unanswered": p["unanswered"],
+                        "start_s": float(p["accepted_s"].min()),
+                        "end_s": float(p["free_s"].max())} for p in parts]
+    out["segment"] = np.concatenate([np.full(p["latency_s"].size, i)
+                                     for i, p in enumerate(parts)])
+    return out
+
+
 def analyse_case(case: Case, log: np.ndarray, calib: dict) -> dict:
     r = join(case.record, log)
     meta = r["meta"]
@@ -542,6 +586,8 @@ def analyse_case(case: Case, log: np.ndarray, calib: dict) -> dict:
                                                 "irq_cores", "steal_cores", "idle_cores")},
         "others_cores_before": case.others_before,
         "_service_samples": service,
+        "_k": r["k"][keep],
+        "_accepted_s": r["accepted_s"][keep],
         "_idle_s": idle_per_request(r["accepted_s"], r["free_s"], r["worker"])[keep],
     }
 
@@ -734,6 +780,90 @@ def fit_idle(start_s: np.ndarray, free_s: np.ndarray, worker: np.ndarray,
     return {"after_idle": fit.spec(), "_factor": factor, "summary": summary}
 
 
+def fit_in_minute(j: dict, csv: Path) -> dict:
+    """The in-minute prediction's inputs from the log recorded under load around a case
+    (``bracket_join``), fitted as ``predsim calibrate latency`` fits a production log:
+    ``after_idle`` on each service time over what its candidates predict (``fit_idle``), then
+    slow periods on the work (each over what its candidates predict, so that a big request is
+    not taken for a slow stretch); the service times at normal speed, divided by both, go to
+    ``csv``. Returns ``slow_periods``, ``after_idle`` and a JSON summary (with the fitted
+    model's ``_model``, an ``AfterIdle`` or None)."""
+    service = j["free_s"] - j["accepted_s"]
+    idle = fit_idle(j["accepted_s"], j["free_s"], j["worker"], size_line(j["k"], service))
+    work = service / idle["_factor"]
+    slow = fit_slow(j["accepted_s"], work, size_line(j["k"], work))
+    write_samples(csv, "service_time_s", work / slow.pop("_slowdown"))
+    return {"slow_periods": slow["slow_periods"], "after_idle": idle["after_idle"],
+            "summary": {"requests": int(service.size), "segments": j["segments"],
+                        "service_ms_mean": float(service.mean() * 1e3),
+                        "after_idle": idle["summary"], "slow_periods": slow["summary"]}}
+
+
+def level_vs_log(log_ratio: np.ndarray, log_segment: np.ndarray, log_idle_s: np.ndarray,
+                 case_ratio: np.ndarray, case_idle_s: np.ndarray,
+                 after_idle: dict | None) -> dict:
+    """How the machine's speed moved between the in-minute log and the case. ``*_ratio``: each
+    service (or batch) time over what the log's line says its size takes; the mean ratio of
+    the segment before, the one after and the case, each against the log's, less one; what
+    the log's ``after_idle`` says the case's should be (its mean multiplier over the case's
+    idle times against over the log's); ``unexplained``, the case's level over the idle
+    model's, less one: what a prediction fitted on the log cannot know."""
+    base = float(np.mean(log_ratio))
+    out = {when: float(np.mean(log_ratio[log_segment == i]) / base - 1)
+           for i, when in enumerate(("before", "after"))}
+    out["case"] = float(np.mean(case_ratio) / base - 1)
+    model = 0.0
+    if after_idle is not None:
+        from sim.scenario.architectures import AfterIdle
+        m = AfterIdle.model_validate(after_idle)
+        model = float(np.mean(m.factor(case_idle_s)) / np.mean(m.factor(log_idle_s)) - 1)
+    out["idle_model"] = model
+    out["unexplained"] = (1 + out["case"]) / (1 + model) - 1
+    return out
+
+
+WANDER_WINDOW_S = 2.0  # the windows over which the machine's speed wander is measured
+
+
+def speed_wander(times_s: np.ndarray, ratio: np.ndarray, window_s: float = WANDER_WINDOW_S) \
+        -> dict:
+    """How much the machine's speed wandered within a case: the standard deviation of the mean
+    ``ratio`` (each service or batch time over what the log's line says its size takes) over
+    ``window_s`` windows, as a share of the case's mean, less what sampling alone gives (each
+    window's variance of the mean, from its own spread): ``wander`` (0 when sampling explains
+    it all), with ``windows_sd`` and ``sampling_sd`` beside it."""
+    w = np.floor((times_s - times_s.min()) / window_s).astype(np.int64)
+    n = np.bincount(w)
+    full = n >= 30
+    if full.sum() < 3:
+        return {"wander": 0.0, "windows": int(full.sum()), "windows_sd": float("nan"),
+                "sampling_sd": float("nan"), "window_s": window_s}
+    total = np.bincount(w, ratio)
+    mean = total / np.maximum(n, 1)
+    var = np.bincount(w, ratio ** 2) / np.maximum(n, 1) - mean ** 2
+    overall = float(ratio.mean())
+    between = float(np.var(mean[full], ddof=1)) / overall ** 2
+    sampling = float(np.mean(var[full] * n[full] / np.maximum(n[full] - 1, 1) / n[full])) \
+        / overall ** 2
+    return {"wander": math.sqrt(max(between - sampling, 0.0)), "windows": int(full.sum()),
+            "windows_sd": math.sqrt(between), "sampling_sd": math.sqrt(sampling),
+            "window_s": window_s}
+
+
+def speed_band(predicted: dict, faster: dict, slower: dict) -> dict:
+    """Each statistic's largest shift, as a share, between the prediction and the same with the
+    machine faster and slower by its wander."""
+    return {s: max(abs(faster[s] / predicted[s] - 1), abs(slower[s] / predicted[s] - 1))
+            for s in STATS}
+
+
+def scaled_samples(csv: Path, out: Path, factor: float) -> Path:
+    """``csv`` (a header and one value a line) with every value multiplied by ``factor``."""
+    lines = csv.read_text().split()
+    write_samples(out, lines[0], np.array(lines[1:], dtype=float) * factor)
+    return out
+
+
 # What makes a run disturbed (the machine, not the server: tests/test_fidelity.py skips on the
 # first three): other processes' CPU, a send this late (the machine paused the load
 # generator), answers read this late at p99, the workers waiting for a core this share of
@@ -760,7 +890,8 @@ def disturbances(row: dict) -> list[str]:
     return out
 
 
-def verdict(row: dict, errors: dict, target: float, free_cores: float) -> dict:
+def verdict(row: dict, errors: dict, target: float, free_cores: float,
+            band: dict | None = None) -> dict:
     """Judge a case on ``errors`` (the slow-period prediction's): ``within_target`` when p50,
     p95 and p99 are within the target; the measurement's own resolution (each statistic's 95%
     half-width by sectioning, as a share of it), and ``verdict``: "yes"; "no" when some error
@@ -768,9 +899,14 @@ def verdict(row: dict, errors: dict, target: float, free_cores: float) -> dict:
     uncertainty cannot explain it); "unresolved" when it is beyond the target but within the
     half-width (the measurement cannot tell); "not judgeable" (with the reason) when the
     machine did not have the cores: more workers than free cores, or CPU work offered at
-    least the cores."""
+    least the cores. With ``band`` (each statistic's shift, as a share, when the machine's speed
+    is one standard deviation of its wander over the case's 2-second windows faster or slower:
+    ``speed_band``), what the measurement cannot resolve is the half-width and the band
+    together (in quadrature): a prediction made outside the case cannot know where the
+    machine's speed went within it."""
     ci = {s: (row["measured_ci95"].get(s, float("nan")) / row["measured"][s])
           for s in ("p50", "p95", "p99")}
+    resolution = {s: math.hypot(ci[s], (band or {}).get(s, 0.0)) for s in ci}
     within = all(abs(errors[s]) <= target for s in ("p50", "p95", "p99"))
     workers = row["replicas"] + (1 if row.get("batching") else 0)  # the batcher is a process
     reason = None
@@ -786,13 +922,14 @@ def verdict(row: dict, errors: dict, target: float, free_cores: float) -> dict:
         word = "not judgeable"
     elif not beyond:
         word = "yes"
-    elif any(not abs(errors[s]) <= target + ci[s] for s in beyond):  # NaN CI counts as beyond
+    elif any(not abs(errors[s]) <= target + resolution[s] for s in beyond):  # NaN: beyond
         word = "no"
     else:
         word = "unresolved"
     p99_ci = ci["p99"]
     return {"within_target": within, "verdict": word, "not_judgeable_reason": reason,
-            "measured_ci95_share": ci, "workers": workers, "free_cores": free_cores,
+            "measured_ci95_share": ci, "speed_band_share": band, "resolution_share": resolution,
+            "beyond_ci_alone": [s for s in beyond if not abs(errors[s]) <= target + ci[s]], "workers": workers, "free_cores": free_cores,
             "p99_resolvable": bool(p99_ci == p99_ci and p99_ci <= target),
             "beyond_target": beyond}
 
@@ -813,6 +950,73 @@ def batch_table(r: dict) -> dict:
             "free_s": r["free_s"][first], "worker": r["worker"][first].astype(np.int64),
             "cpu_s": r["cpu_s"][first], "got_s": r["worker_got_s"][first],
             "answered_s": r["worker_done_s"][first], "head_enqueued_s": head}
+
+
+def batch_line(size: np.ndarray, sum_k: np.ndarray, time_s: np.ndarray) \
+        -> tuple[np.ndarray, np.ndarray]:
+    """Batch time = f + a x size + c x candidates by least squares, refitted three times
+    without the slowest tenth; the coefficients (f, a, c) and which batches the last fit
+    kept."""
+    x = np.vstack([np.ones(size.size), size.astype(float), sum_k]).T
+    fit = np.ones(size.size, bool)
+    for _ in range(3):
+        coef = np.linalg.lstsq(x[fit], time_s[fit], rcond=None)[0]
+        ratio = time_s / np.maximum(x @ coef, 1e-9)
+        fit = ratio <= np.quantile(ratio, 0.9)
+    return coef, fit
+
+
+def fit_batching_in_minute(j: dict, csv: Path) -> dict:
+    """The in-minute prediction's inputs for a batching case, from the log recorded under
+    load around it (``bracket_join``): the batch-time line (``batch_line``) on the log's
+    complete batches, ``fixed`` its intercept; ``after_idle`` on each batch's time over the
+    line's (``fit_idle``), then slow periods on those over their idle multiplier; ``per_item``
+    (to ``csv``): each batch's time over both, less ``fixed``, shared among its requests in
+    proportion to the line's cost of each. As
+    ``batching_slow_fit``/``batching_idle_fit`` do on the calibration, with the batches a
+    loaded server formed instead of groups sent at once."""
+    t = batch_table(j)
+    complete = t["seen"] == t["size"]
+    size, sum_k = t["size"][complete], t["sum_k"][complete]
+    time_s = t["service_s"][complete]
+    coef, _ = batch_line(size, sum_k, time_s)
+    fixed_s = max(float(coef[0]), 0.0)
+    expected = np.maximum(coef[0] + coef[1] * size + coef[2] * sum_k, 1e-9)
+    idle = fit_idle(t["dispatched_s"][complete], t["free_s"][complete], t["worker"][complete],
+                    expected)
+    times = time_s / idle["_factor"]
+    slow = fit_slow(t["dispatched_s"][complete], times, expected)
+    slowdown = slow.pop("_slowdown")
+    alone = size == 1
+    # every batch's time beyond fixed, at normal speed, shared among its requests in proportion
+    # to what the line says each costs (a + c x its candidates): per_item from the batches of
+    # every size the loaded server formed, not from batches of one alone (which come after
+    # the worker idled, and leave out how big batches run)
+    ids, first, inv = np.unique(j["batch_id"], return_index=True, return_inverse=True)
+    member = complete[inv]
+    cost = np.maximum(coef[1] + coef[2] * j["k"][member], 1e-12)
+    share = cost / np.bincount(inv[member], cost, minlength=ids.size)[inv[member]]
+    rank = np.cumsum(complete) - 1  # each complete batch's index among the complete ones
+    variable = np.maximum(times / slowdown - fixed_s, 0.0)
+    per_item = variable[rank[inv[member]]] * share
+    write_samples(csv, "per_item_s", per_item)
+    sizes = np.bincount(size, minlength=2)
+    batch_segment = j["segment"][np.unique(j["batch_id"], return_index=True)[1]][complete]
+    return {"slow_periods": slow["slow_periods"], "after_idle": idle["after_idle"],
+            "fixed_s": fixed_s, "_coef": coef, "_ratio": time_s / expected,
+            "_segment": batch_segment,
+            "_idle_s": idle_per_request(t["dispatched_s"], t["free_s"], t["worker"])[complete],
+            "summary": {"requests": int(j["latency_s"].size), "segments": j["segments"],
+                        "batches": int(complete.sum()), "batches_of_one": int(alone.sum()),
+                        "batch_size_mean": float(size.mean()),
+                        "largest_batch": int(size.max()),
+                        "batches_by_size": sizes[1:].tolist(),
+                        "coefficients": {"fixed_ms": float(coef[0] * 1e3),
+                                         "per_request_ms": float(coef[1] * 1e3),
+                                         "per_candidate_us": float(coef[2] * 1e6)},
+                        "fixed_ms": fixed_s * 1e3, "per_item_ms_mean": float(per_item.mean()
+                                                                             * 1e3),
+                        "after_idle": idle["summary"], "slow_periods": slow["summary"]}}
 
 
 def fit_batching(r: dict, max_batch: int) -> dict:
@@ -842,12 +1046,8 @@ def fit_batching(r: dict, max_batch: int) -> dict:
     ids, inv = np.unique(r["batch_id"], return_inverse=True)
     complete = t["seen"] == t["size"]
     size, sum_k, time_s = t["size"][complete], t["sum_k"][complete], t["service_s"][complete]
+    coef, fit = batch_line(size, sum_k, time_s)
     x = np.vstack([np.ones(size.size), size.astype(float), sum_k]).T
-    fit = np.ones(size.size, bool)
-    for _ in range(3):
-        coef = np.linalg.lstsq(x[fit], time_s[fit], rcond=None)[0]
-        ratio = time_s / np.maximum(x @ coef, 1e-9)
-        fit = ratio <= np.quantile(ratio, 0.9)
     expected = x @ coef
     rel = time_s / expected - 1
     fixed_s = max(float(coef[0]), 0.0)
@@ -953,9 +1153,12 @@ def _free_cores_base(record: dict) -> float:
 
 
 def _judged(row: dict, predicted: dict, predicted_slow: dict, cores: float,
-            predicted_idle: dict | None = None) -> dict:
-    """A case's row with the predictions, their errors and the verdict (on the idle-aware
-    prediction, or without one on the slow-period prediction; see ``verdict``).
+            predicted_idle: dict | None = None, predicted_minute: dict | None = None,
+            minute: dict | None = None) -> dict:
+    """A case's row with the predictions, their errors and the verdict (on the in-minute
+    prediction, fitted on the log recorded under load around the case; in records from before
+    it, on the idle-aware prediction, or without one on the slow-period prediction; see
+    ``verdict``).
     ``predicted``/``relative_error`` stay the independent-draw prediction's, as in results
     from before slow periods."""
     errors = relative_errors(row["measured"], predicted)
@@ -976,7 +1179,13 @@ def _judged(row: dict, predicted: dict, predicted_slow: dict, cores: float,
         row.update({"predicted_after_idle": predicted_idle,
                     "relative_error_after_idle": judged})
     row["verdict_on"] = "idle-aware" if predicted_idle is not None else "slow periods"
-    row.update(verdict(row, judged, target, max(cores - others, 0.0)))
+    if predicted_minute is not None:
+        judged = relative_errors(row["measured"], predicted_minute)
+        row.update({"predicted_in_minute": predicted_minute,
+                    "relative_error_in_minute": judged, "in_minute": minute,
+                    "verdict_on": "in-minute"})
+    band = (minute or {}).get("speed_band", {}).get("band") if predicted_minute else None
+    row.update(verdict(row, judged, target, max(cores - others, 0.0), band))
     row["disturbed"] = disturbances(row)
     return row
 
@@ -1064,6 +1273,10 @@ def analyse_batching_case(case: Case, log: np.ndarray, fit: dict, batching: dict
         if known.any() else float("nan"),
         "_known_batch_idle_s": idle_per_request(t["dispatched_s"], t["free_s"],
                                                 t["worker"])[known],
+        "_batches": {k: v[t["seen"] == t["size"]] for k, v in (
+            ("size", t["size"]), ("sum_k", t["sum_k"]), ("service_s", t["service_s"]),
+            ("dispatched_s", t["dispatched_s"]),
+            ("idle_s", idle_per_request(t["dispatched_s"], t["free_s"], t["worker"])))},
         "worker_cpu_per_wall": float(t["cpu_s"].sum() / t["service_s"].sum()),
         "linger_late_us": ({"p50": quantile(late, 0.5) * 1e6, "p99": quantile(late, 0.99) * 1e6,
                             "batches": int(late.size)} if late.size else {}),
@@ -1133,9 +1346,35 @@ def analyse_batching_replicas(run_dir: Path, record: dict) -> dict:
             name + "-after-idle", replicas, case.rate_per_s, idle_csv, fit["fixed_ms"] / 1e3,
             batching, overhead_ms, run_dir, slow_periods=idle_slow["slow_periods"],
             after_idle=idle["after_idle"]))
+        predicted_minute, minute = None, None
+        j = bracket_join(run_dir, log, replicas, case.rho)
+        if j is not None:
+            csv = run_dir / f"per_item_in_minute_c{replicas}_rho{case.rho}.csv"
+            fitted = fit_batching_in_minute(j, csv)
+            predicted_minute = predict_batching(
+                name + "-in-minute", replicas, case.rate_per_s, csv, fitted["fixed_s"],
+                batching, overhead_ms, run_dir, slow_periods=fitted["slow_periods"],
+                after_idle=fitted["after_idle"])
+            coef = fitted["_coef"]
+            b = a["_batches"]
+            case_ratio = b["service_s"] / np.maximum(coef[0] + coef[1] * b["size"]
+                                                     + coef[2] * b["sum_k"], 1e-9)
+            minute = {**fitted["summary"], "level": level_vs_log(
+                fitted["_ratio"], fitted["_segment"], fitted["_idle_s"], case_ratio,
+                b["idle_s"], fitted["after_idle"])}
+            wander = speed_wander(b["dispatched_s"], case_ratio)
+            shifted = [predict_batching(
+                f"{name}-in-minute-{word}", replicas, case.rate_per_s, scaled_samples(
+                    csv, run_dir / f"{csv.stem}_{word}.csv", 1 + sign * wander["wander"]),
+                fitted["fixed_s"] * (1 + sign * wander["wander"]), batching, overhead_ms,
+                run_dir, slow_periods=fitted["slow_periods"], after_idle=fitted["after_idle"])
+                for word, sign in (("faster", -1), ("slower", 1))]
+            minute["speed_band"] = {**wander, "band": speed_band(predicted_minute, *shifted)}
+        a.pop("_batches")
         row = {"replicas": replicas, "batching": batching, "rho": case.rho,
                "rate_per_s": case.rate_per_s, "duration_s": case.duration_s, **a}
-        rows.append(_judged(row, predicted, predicted_slow, cores, predicted_idle))
+        rows.append(_judged(row, predicted, predicted_slow, cores, predicted_idle,
+                            predicted_minute, minute))
     return {"replicas": replicas, "batching": batching,
             "measured_at": record.get("measured_at"), "machine": record.get("machine"),
             "measurement_wall_s": record.get("wall_s"), "server": record["server"],
@@ -1156,7 +1395,7 @@ def measure_replicas(replicas: int, rhos, durations: dict, run_dir: Path, quiet_
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("load_*.npz"):
         old.unlink()
-    lifetime = 120 + sum(durations[r] + 30 for r in rhos)
+    lifetime = 120 + sum(durations[r] + 30 + 2 * (BRACKET_S + 15) for r in rhos)
     started = time.monotonic()
     if batching:
         lifetime += 120
@@ -1199,13 +1438,24 @@ def measure_replicas(replicas: int, rhos, durations: dict, run_dir: Path, quiet_
             log(f"C={replicas}{' batching' if batching else ''} rho={rho}: "
                 f"{case.rate_per_s:.1f} requests/s for "
                 f"{case.duration_s:g} s", end="", flush=True)
+            bracket_s = BRACKET_S
+            bracket_rate = RHO_LOG * replicas / mean_service_s
+            measure_bracket(server, run_dir / bracket_name(replicas, rho, "before"),
+                            bracket_rate, bracket_s, seed + 1000 + index,
+                            (index + 1) * 2_000_000 + 1_000_000, pool)
             measure_case(server, case, index, run_dir, seed, pool)
+            measure_bracket(server, run_dir / bracket_name(replicas, rho, "after"),
+                            bracket_rate, bracket_s, seed + 2000 + index,
+                            (index + 1) * 2_000_000 + 1_500_000, pool)
             meta = case.record["meta"]
             log(f" -> {meta['sent']} sent" + (" (overloaded: stopped sending)"
-                                              if meta["overloaded"] else ""))
+                                              if meta["overloaded"] else "")
+                + f"; {bracket_s:g} s at rho={RHO_LOG} before and after")
             record["cases"].append({"rho": rho, "rate_per_s": case.rate_per_s,
                                     "duration_s": case.duration_s, "cpu": case.cpu,
-                                    "others_before": case.others_before})
+                                    "others_before": case.others_before,
+                                    "bracket": {"rho": RHO_LOG, "rate_per_s": bracket_rate,
+                                                "duration_s": bracket_s}})
             time.sleep(0.5)
     finally:
         server.stop()
@@ -1256,6 +1506,7 @@ def analyse_replicas(run_dir: Path) -> dict:
                     c["others_before"])
         a = analyse_case(case, log, calib)
         in_run_idle = a.pop("_idle_s")
+        kept_k, kept_service = a.pop("_k"), a["_service_samples"]
         if idle["after_idle"] is not None:
             # what the idle model says the run's mean service time is, against the
             # calibration's: the mean of its multiplier over the run's idle times
@@ -1275,13 +1526,41 @@ def analyse_replicas(run_dir: Path) -> dict:
         predicted_idle = (predicted_slow if idle["after_idle"] is None else predict(
             name + "-after-idle", replicas, case.rate_per_s, idle_csv, overhead_ms, run_dir,
             slow_periods=idle_slow["slow_periods"], after_idle=idle["after_idle"]))
+        predicted_minute, minute = None, None
+        j = bracket_join(run_dir, log, replicas, case.rho)
+        if j is not None:
+            fitted = fit_in_minute(j, run_dir / f"service_time_in_minute_c{replicas}"
+                                                f"_rho{case.rho}.csv")
+            predicted_minute = predict(
+                name + "-in-minute", replicas, case.rate_per_s,
+                run_dir / f"service_time_in_minute_c{replicas}_rho{case.rho}.csv",
+                overhead_ms, run_dir, slow_periods=fitted["slow_periods"],
+                after_idle=fitted["after_idle"])
+            log_service = j["free_s"] - j["accepted_s"]
+            x = np.vstack([np.ones(j["k"].size), j["k"].astype(float)]).T
+            coef = np.linalg.lstsq(x, log_service, rcond=None)[0]
+            case_ratio = kept_service / (coef[0] + coef[1] * kept_k)
+            minute = {**fitted["summary"], "level": level_vs_log(
+                log_service / (x @ coef), j["segment"],
+                idle_per_request(j["accepted_s"], j["free_s"], j["worker"]),
+                case_ratio, in_run_idle, fitted["after_idle"])}
+            wander = speed_wander(a.pop("_accepted_s"), case_ratio)
+            csv = run_dir / f"service_time_in_minute_c{replicas}_rho{case.rho}.csv"
+            shifted = [predict(
+                f"{name}-in-minute-{word}", replicas, case.rate_per_s, scaled_samples(
+                    csv, run_dir / f"{csv.stem}_{word}.csv", 1 + sign * wander["wander"]),
+                overhead_ms, run_dir, slow_periods=fitted["slow_periods"],
+                after_idle=fitted["after_idle"]) for word, sign in (("faster", -1),
+                                                                    ("slower", 1))]
+            minute["speed_band"] = {**wander, "band": speed_band(predicted_minute, *shifted)}
+        a.pop("_accepted_s", None)
         row = _judged({
             "replicas": replicas, "rho": case.rho, "rate_per_s": case.rate_per_s,
             "duration_s": case.duration_s, **a,
             "diagnostic_in_run_service": {
                 "predicted": diagnostic,
                 "relative_error": relative_errors(a["measured"], diagnostic)},
-        }, predicted, predicted_slow, cores, predicted_idle)
+        }, predicted, predicted_slow, cores, predicted_idle, predicted_minute, minute)
         if replicas > cores:
             # more CPU-bound workers than cores: what predsim says if given the cores instead
             as_cores = predict(name + f"-{cores}-replicas", cores, case.rate_per_s, service_csv,
@@ -1358,6 +1637,27 @@ def _batch_label(row: dict) -> str:
     return f"{b['max_batch']}/{b['max_wait_ms']:g}ms" if b else "-"
 
 
+def _minute(row: dict) -> tuple[dict, dict] | None:
+    """The in-minute prediction and its errors (None in results from before it)."""
+    if "predicted_in_minute" not in row:
+        return None
+    return row["predicted_in_minute"], row["relative_error_in_minute"]
+
+
+def _level_cell(r: dict) -> str:
+    """The case's speed against the in-minute log's (the idle model's share of it)."""
+    lv = (r.get("in_minute") or {}).get("level")
+    if not lv:
+        return "-"
+    return f"{_pct(lv['case'])} ({_pct(lv['idle_model'])})"
+
+
+def _log_cell(r: dict) -> str:
+    """The log's segment before and after the case, each against the two together."""
+    lv = (r.get("in_minute") or {}).get("level")
+    return f"{_pct(lv['before'])}/{_pct(lv['after'])}" if lv else "-"
+
+
 BATCH_CAUSES = (  # (heading, format for one batching row)
     ("busy share", lambda r: f"{r['busy_share']:.3f}"),
     ("pred util", lambda r: f"{r['predicted']['utilisation']:.3f}"),
@@ -1367,6 +1667,10 @@ BATCH_CAUSES = (  # (heading, format for one batching row)
     ("back to back", lambda r: _share(r.get("back_to_back_share"))),
     ("S drift, idle model", lambda r: _pct(r["service_drift_after_idle"])
      if "service_drift_after_idle" in r else "-"),
+    ("log before/after", _log_cell),
+    ("speed vs log (idle model)", _level_cell),
+    ("pred util, in-minute", lambda r: f"{r['predicted_in_minute']['utilisation']:.3f}"
+     if "predicted_in_minute" in r else "-"),
     ("cpu/wall", lambda r: f"{r['worker_cpu_per_wall']:.2f}"),
     ("CPU demand", lambda r: f"{r['cpu_demand_cores']:.2f}"),
     ("CPU used", lambda r: f"{r['cpu_used_cores']:.2f}"),
@@ -1416,8 +1720,7 @@ def _met(row: dict) -> str:
     if row["verdict"] == "not judgeable":
         notes.append(row["not_judgeable_reason"])
     elif row["verdict"] == "unresolved":
-        notes.append("beyond target only within the measurement's 95% CI of "
-                     + ", ".join(row["beyond_target"]))
+        notes.append(_unresolved_text(row))
     if row["verdict"] != "not judgeable" and not row["p99_resolvable"]:
         notes.append(f"measured p99 known to ±{row['measured_ci95_share']['p99'] * 100:.0f}% "
                      f"> {row['target'] * 100:.0f}%")
@@ -1426,6 +1729,22 @@ def _met(row: dict) -> str:
     if row.get("disturbed"):
         notes.append("disturbed: " + ", ".join(row["disturbed"]))
     return word + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _unresolved_text(row: dict) -> str:
+    """Which statistics were beyond the target, and what the measurement could not resolve
+    them against: its own 95% CI, or that and the machine's speed wander over the case."""
+    ci_alone = [s for s in row["beyond_target"] if s not in row.get("beyond_ci_alone", [])]
+    wander = [s for s in row.get("beyond_ci_alone", [])]
+    parts = []
+    if ci_alone:
+        parts.append(", ".join(ci_alone) + " within CI")
+    if wander:
+        sb = row["in_minute"]["speed_band"]
+        parts.append(", ".join(f"{s} within CI and the speed's wander (±{sb['wander'] * 100:.1f}%"
+                               f" over {sb['window_s']:g}-s windows moves {s} "
+                               f"±{row['speed_band_share'][s] * 100:.0f}%)" for s in wander))
+    return "; ".join(parts)
 
 
 def _slow(row: dict) -> tuple[dict, dict]:
@@ -1508,6 +1827,8 @@ CAUSES = (  # (heading, format for one row)
     ("back to back", lambda r: _share(r.get("back_to_back_share"))),
     ("S drift, idle model", lambda r: _pct(r["service_drift_after_idle"])
      if "service_drift_after_idle" in r else "-"),
+    ("log before/after", _log_cell),
+    ("speed vs log (idle model)", _level_cell),
     ("p99 err, in-run S", lambda r: _pct(
         r["diagnostic_in_run_service"]["relative_error"]["p99"])),
     ("p99 err, shuffled", lambda r: _pct(
@@ -1533,10 +1854,18 @@ def _stalls(c: dict) -> str:
             f"+{st['extra_ms_p50']:.1f} ms), next request too in {st['next_also_slow'] * 100:.0f}%")
 
 
-def _cells(row: dict, idle: bool, width: int = 0) -> list[str]:
-    """Per statistic: measured / iid / slow [/ idle] (their errors)."""
+def _cells(row: dict, idle: bool, width: int = 0, minute: bool = False) -> list[str]:
+    """Per statistic: measured / iid / slow [/ idle] (their errors); with ``minute``:
+    measured / the calibration's idle-aware prediction / the in-minute one (their errors)."""
     slow, slow_err = _slow(row)
     out = []
+    if minute:
+        early = _idle(row) or (slow, slow_err)
+        late = _minute(row) or ({s: float("nan") for s in STATS},
+                                {s: float("nan") for s in STATS})
+        return [" / ".join(f"{v:{width}.2f}" for v in (row["measured"][s], early[0][s],
+                                                         late[0][s]))
+                + f" ({_pct(early[1][s])}, {_pct(late[1][s])})" for s in STATS]
     for s in STATS:
         values = [row["measured"][s], row["predicted"][s], slow[s]]
         errors = [row["relative_error"][s], slow_err[s]]
@@ -1551,10 +1880,15 @@ def _cells(row: dict, idle: bool, width: int = 0) -> list[str]:
 
 def table_text(results: dict) -> str:
     idle = any(_idle(row) for row in _rows(results))
-    heading = "meas / iid / slow / idle ms (err iid, slow, idle)" if idle else \
+    minute = any(_minute(row) for row in _rows(results))
+    heading = "meas / idle / in-minute ms (err idle, in-minute)" if minute else \
+        "meas / iid / slow / idle ms (err iid, slow, idle)" if idle else \
         "meas / iid / slow ms (err iid, slow)"
-    width = 62 if idle else 45
-    lines = ["Measured vs predicted with independent draws (iid), with slow periods (slow)"
+    width = 50 if minute else 62 if idle else 45
+    lines = [("Measured vs predicted from the low-load calibration (idle: after_idle and slow "
+              f"periods) and from a log at rho={RHO_LOG} recorded just before and just after "
+              "the case (in-minute); the verdict is on the in-minute prediction:") if minute
+             else "Measured vs predicted with independent draws (iid), with slow periods (slow)"
              + (" and idle-aware (idle: after_idle and slow periods); the verdict is on the "
                 "idle-aware prediction:" if idle else "; the verdict is on the slow-period "
                                                       "prediction:"),
@@ -1562,7 +1896,7 @@ def table_text(results: dict) -> str:
              + "  ".join(f"{s + ' ' + heading:>{width}}" for s in STATS)
              + f"  {'p99 ci95':>8}  target  met"]
     for row in _rows(results):
-        cells = _cells(row, idle, 7)
+        cells = _cells(row, idle, 7, minute)
         ci = row["measured_ci95"].get("p99", float("nan")) / row["measured"]["p99"]
         lines.append(f"{row['replicas']:>2} {_batch_label(row):>7} {row['rho']:>4} "
                      f"{row['requests']:>8}  "
@@ -1583,6 +1917,7 @@ def table_text(results: dict) -> str:
             lines.append(_batch_calibration_line(config))
             if config["calibration"].get("after_idle"):
                 lines.append(f"  {_idle_fit_line(config['calibration'])}")
+            lines += _minute_lines(config)
             continue
         c = config["calibration"]
         lines.append(f"C={config['replicas']} calibration: {c['requests']} requests one at a "
@@ -1596,10 +1931,42 @@ def table_text(results: dict) -> str:
             lines.append(f"  {_slow_fit_line(c)}")
         if c.get("after_idle"):
             lines.append(f"  {_idle_fit_line(c)}")
+        lines += _minute_lines(config)
     return "\n".join(lines)
 
 
+def _minute_lines(config: dict) -> list[str]:
+    """Each case's in-minute log and what was fitted on it."""
+    out = []
+    for row in config["cases"]:
+        m = row.get("in_minute")
+        if not m:
+            continue
+        seg = m["segments"]
+        head = (f"  rho={row['rho']} in-minute log: {m['requests']} requests at rho={RHO_LOG}, "
+                f"{seg[0]['end_s'] - seg[0]['start_s']:.1f} s before the case and "
+                f"{seg[1]['end_s'] - seg[1]['start_s']:.1f} s after")
+        if "batches" in m:
+            co = m["coefficients"]
+            head += (f"; {m['batches']} batches (mean size {m['batch_size_mean']:.2f}, largest "
+                     f"{m['largest_batch']}): batch time = {co['fixed_ms']:.3f} ms + "
+                     f"{co['per_request_ms']:.3f} ms per request + "
+                     f"{co['per_candidate_us']:.2f} us per candidate, per_item mean "
+                     f"{m['per_item_ms_mean']:.3f} ms")
+        else:
+            head += f"; service time mean {m['service_ms_mean']:.3f} ms"
+        out.append(head)
+        for key, line in (("after_idle", _idle_fit_line), ("slow_periods", _slow_fit_line)):
+            text = line({key: m[key], "batches": m.get("batches")})
+            if text:
+                out.append("    " + text.replace(
+                    "; no dependence found: the idle-aware prediction is the slow-period one",
+                    "; no dependence found"))
+    return out
+
+
 DECOMPOSITION = (  # (heading, key of the row holding a prediction)
+    ("in-minute prediction", "minute"),
     ("idle-aware prediction", "idle"),
     ("slow-period prediction", "slow"),
     ("prediction", None),
@@ -1610,6 +1977,8 @@ DECOMPOSITION = (  # (heading, key of the row holding a prediction)
 
 
 def _errors(row: dict, key: str | None) -> dict:
+    if key == "minute":
+        return (_minute(row) or (None, {s: float("nan") for s in STATS}))[1]
     if key == "idle":
         return (_idle(row) or _slow(row))[1]
     if key == "slow":
@@ -1627,7 +1996,7 @@ def _verdict_cell(row: dict) -> str:
     if row["verdict"] == "not judgeable":
         return out + ": " + row["not_judgeable_reason"]
     if row["verdict"] == "unresolved":  # beyond the target, within the measurement's CI
-        out += ": " + ", ".join(row["beyond_target"]) + " within CI"
+        out += ": " + _unresolved_text(row)
     if not row["p99_resolvable"]:
         out += " †"  # the measured p99's CI is wider than the target
     if row["overloaded"]:
@@ -1640,7 +2009,13 @@ def _verdict_cell(row: dict) -> str:
 def table_markdown(results: dict) -> str:
     new = any("verdict" in row for row in _rows(results))
     idle = any(_idle(row) for row in _rows(results))
-    if idle:
+    minute = any(_minute(row) for row in _rows(results))
+    if minute:
+        lines = ["| C | batching | ρ | requests | p50 ms meas / calibration / in-minute (err "
+                 "calibration, in-minute) | p95 ms (same) | p99 ms (same) | mean ms (same) | "
+                 "p99 95% CI | within target (in-minute) |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+    elif idle:
         lines = ["| C | batching | ρ | requests | p50 ms meas / iid / slow / idle (err iid, "
                  "slow, idle) | p95 ms (same) | p99 ms (same) | mean ms (same) | p99 95% CI | "
                  "within target (idle-aware) |",
@@ -1657,7 +2032,7 @@ def table_markdown(results: dict) -> str:
                  "|---|---|---|---|---|---|---|---|---|"]
     for row in _rows(results):
         if new:
-            cells = _cells(row, idle)
+            cells = _cells(row, idle, minute=minute)
             ci = row["measured_ci95"].get("p99", float("nan")) / row["measured"]["p99"]
             cells.append("±" + _pct(ci)[1:])
         else:
@@ -1666,16 +2041,24 @@ def table_markdown(results: dict) -> str:
         lines.append(f"| {row['replicas']} | {_batch_label(row)} | {row['rho']} | "
                      f"{row['requests']:,} | " + " | ".join(cells)
                      + f" | {_verdict_cell(row).replace('>=', '≥')} |")
+    decomposition = [(h, key) for h, key in DECOMPOSITION if (idle or key != "idle")
+                     and (minute or key != "minute")]
+    for batching in (False, True):
+        rows = list(_rows(results, batching))
+        if not rows:
+            continue
+        parts = [(h, key) for h, key in decomposition if not batching or key in (
+            "minute", "idle", "slow", None, "diagnostic_replay")]
+        lines += ["", "| C | batching | ρ | " + " | ".join(
+            f"{s} err: " + ", ".join(h for h, _ in parts) for s in ("p50", "p99")) + " |",
+            "|---|---|---|---|---|"]
+        for row in rows:
+            cells = [" / ".join(_pct(_errors(row, key)[s]) for _, key in parts)
+                     for s in ("p50", "p99")]
+            lines.append(f"| {row['replicas']} | {_batch_label(row)} | {row['rho']} | "
+                         + " | ".join(cells) + " |")
     if not any(True for _ in _rows(results, False)):
         return "\n".join(lines + _batch_markdown(results))
-    decomposition = [(h, key) for h, key in DECOMPOSITION if idle or key != "idle"]
-    lines += ["", "| C | ρ | " + " | ".join(f"{s} err: " + ", ".join(h for h, _ in decomposition)
-                                           for s in ("p50", "p99")) + " |",
-              "|---|---|---|---|"]
-    for row in _rows(results, False):
-        cells = [" / ".join(_pct(_errors(row, key)[s]) for _, key in decomposition)
-                 for s in ("p50", "p99")]
-        lines.append(f"| {row['replicas']} | {row['rho']} | " + " | ".join(cells) + " |")
     causes = [(h, fmt) for h, fmt in CAUSES  # the replays are in the table above
               if h not in ("p99 err, in-run S", "p99 err, shuffled", "p99 err, replay")]
     lines += ["", "| C | ρ | " + " | ".join(h for h, _ in causes) + " |",
