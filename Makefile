@@ -30,7 +30,8 @@ bench: $(STAMP)
 
 ## predsim against a real model server on 127.0.0.1 (benchmarks/fidelity/): prints the error
 ## table (one request at a time and with dynamic batching) and writes
-## benchmarks/fidelity/results.json; about 12 minutes.
+## benchmarks/fidelity/results.json; about 25 minutes (11 for C = 1, 11 for C = 4, then the
+## real-server tests).
 fidelity: $(STAMP)
 	$(BIN)/python benchmarks/fidelity/fidelity.py --json benchmarks/fidelity/results.json
 	$(BIN)/python -m pytest -q -m fidelity
