@@ -39,7 +39,8 @@ from sim.cli.main import main
 from sim.inputs.latency_fit import read_samples
 from sim.scenario import scenario_from_dict
 from sim.inputs.hmm import hmm_log_likelihood, hmm_log_likelihood_gradient
-from sim.inputs.series import ALPHA, check_independence, read_series, runs_p_value
+from sim.inputs.series import (ALPHA, WANDER_WINDOW_S, check_independence, read_series,
+                               runs_p_value, speed_wander)
 from sim.inputs.slow_fit import analyse_series, fit_slow_periods
 from tests.conftest import BASE, online
 
@@ -189,6 +190,63 @@ def test_false_alarm_rate_is_at_most_one_percent():
     alarms = sum(not check_independence(rng.lognormal(0, 0.5, 500)).independent
                  for _ in range(400))
     assert alarms <= stats.binom.ppf(0.999, 400, ALPHA)
+
+
+# --------------------------------------------------------------------------------------------
+# does the speed hold still over seconds?
+# --------------------------------------------------------------------------------------------
+
+def test_independent_draws_are_rarely_judged_to_wander():
+    """400 independent series of 3,000 requests at 150/s (10 windows each): the number judged
+    to wander within what a 1% rate allows (99.9% binomial bound), and their measured wander
+    mostly the sampling part alone."""
+    rng = np.random.default_rng(21)
+    results = []
+    for _ in range(400):
+        times = np.cumsum(rng.exponential(1 / 150, 3000))
+        results.append(speed_wander(times, rng.lognormal(math.log(1.5e-3), 0.4, 3000)))
+    assert sum(r.wanders for r in results) <= stats.binom.ppf(0.999, 400, ALPHA)
+    assert np.median([r.wander for r in results]) < 0.5 * np.median(
+        [r.sampling_sd for r in results])
+
+
+def test_a_speed_that_wanders_over_seconds_is_measured(tmp_path):
+    """The speed drawn anew for each 2-second window (log-sd 4%), requests at 300/s over 80 s:
+    judged to wander, and the wander measured is the windows' own spread, within what the
+    sampling inside the windows allows (its noise on the between-window variance: the
+    cross term 2 x truth x sampling / sqrt(W) and the sampling variance's own sqrt(2 / W), at
+    3 standard errors). The command says so, with what it does to the queue."""
+    rng = np.random.default_rng(22)
+    times = np.cumsum(rng.exponential(1 / 300, 24_000))
+    window = np.floor((times - times[0]) / WANDER_WINDOW_S).astype(int)
+    speed = np.exp(0.04 * rng.standard_normal(window.max() + 1))
+    x = rng.lognormal(math.log(1.5e-3), 0.4, times.size) * speed[window]
+    w = speed_wander(times, x)
+    seen = np.bincount(window)
+    truth = float(np.std(speed[seen >= 30], ddof=1) / np.mean(speed[seen >= 30]))
+    bound = 3 * (2 * truth * w.sampling_sd / math.sqrt(w.windows)
+                 + w.sampling_sd ** 2 * math.sqrt(2 / w.windows))
+    assert w.wanders and w.p < 1e-6
+    assert abs(w.wander ** 2 - truth ** 2) <= bound, (w, truth)
+    result = CliRunner().invoke(main, ["calibrate", "latency", str(
+        write_series(tmp_path / "s.csv", times, x * 1e3))])
+    assert result.exit_code == 0, result.output
+    text = " ".join(line.lstrip("# ") for line in result.output.splitlines())
+    assert "Does the speed hold still from one 2-second window to the next? No:" in text
+    assert f"wanders by ±{w.wander:.1%} over seconds" in text
+    assert f"±{w.wait_shift(0.9):.0%} at 0.9 (Pollaczek-Khinchine)" in text
+
+
+def test_the_wait_shift_is_the_pollaczek_khinchine_derivative():
+    """M/G/1: W = lambda E[S^2] / (2 (1 - rho)); scaling every service time by 1 + e moves
+    ln W by (1 + 1 / (1 - rho)) e to first order."""
+    w = speed_wander(np.arange(3000) / 300.0, np.ones(3000))
+    w.wander = 1e-6
+    lam, es, es2 = 500.0, 1.5e-3, 2.6e-6
+    for rho in (0.5, 0.8, 0.9):
+        lam = rho / es
+        wait = [lam * es2 * f * f / (2 * (1 - lam * es * f)) for f in (1.0, 1 + 1e-6)]
+        assert math.log(wait[1] / wait[0]) == pytest.approx(w.wait_shift(rho), rel=1e-4)
 
 
 # --------------------------------------------------------------------------------------------

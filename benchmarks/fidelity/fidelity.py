@@ -822,32 +822,19 @@ def level_vs_log(log_ratio: np.ndarray, log_segment: np.ndarray, log_idle_s: np.
     return out
 
 
-WANDER_WINDOW_S = 2.0  # the windows over which the machine's speed wander is measured
-
-
-def speed_wander(times_s: np.ndarray, ratio: np.ndarray, window_s: float = WANDER_WINDOW_S) \
-        -> dict:
-    """How much the machine's speed wandered within a case: the standard deviation of the mean
-    ``ratio`` (each service or batch time over what the log's line says its size takes) over
-    ``window_s`` windows, as a share of the case's mean, less what sampling alone gives (each
-    window's variance of the mean, from its own spread): ``wander`` (0 when sampling explains
-    it all), with ``windows_sd`` and ``sampling_sd`` beside it."""
-    w = np.floor((times_s - times_s.min()) / window_s).astype(np.int64)
-    n = np.bincount(w)
-    full = n >= 30
-    if full.sum() < 3:
-        return {"wander": 0.0, "windows": int(full.sum()), "windows_sd": float("nan"),
-                "sampling_sd": float("nan"), "window_s": window_s}
-    total = np.bincount(w, ratio)
-    mean = total / np.maximum(n, 1)
-    var = np.bincount(w, ratio ** 2) / np.maximum(n, 1) - mean ** 2
-    overall = float(ratio.mean())
-    between = float(np.var(mean[full], ddof=1)) / overall ** 2
-    sampling = float(np.mean(var[full] * n[full] / np.maximum(n[full] - 1, 1) / n[full])) \
-        / overall ** 2
-    return {"wander": math.sqrt(max(between - sampling, 0.0)), "windows": int(full.sum()),
-            "windows_sd": math.sqrt(between), "sampling_sd": math.sqrt(sampling),
-            "window_s": window_s}
+def speed_wander(times_s: np.ndarray, ratio: np.ndarray) -> dict:
+    """How much the machine's speed wandered within a case, as ``predsim calibrate latency``
+    measures it (``sim.inputs.series.speed_wander``) on each service or batch time over what
+    the log's line says its size takes: ``wander`` (the standard deviation of the mean over
+    2-second windows, as a share, less what sampling gives; 0 when sampling explains it all)
+    with ``windows_sd``, ``sampling_sd``, the chi-square ``p`` and ``window_s`` beside it."""
+    from sim.inputs.series import WANDER_WINDOW_S, speed_wander as measure
+    w = measure(times_s, ratio)
+    if w is None:
+        return {"wander": 0.0, "windows": 0, "windows_sd": float("nan"),
+                "sampling_sd": float("nan"), "p": float("nan"), "window_s": WANDER_WINDOW_S}
+    return {"wander": w.wander, "windows": w.windows, "windows_sd": w.windows_sd,
+            "sampling_sd": w.sampling_sd, "p": w.p, "window_s": w.window_s}
 
 
 def speed_band(predicted: dict, faster: dict, slower: dict) -> dict:

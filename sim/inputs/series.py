@@ -314,3 +314,90 @@ def slow_after_slow(durations_s: np.ndarray, slow_above: float = SLOW_ABOVE) -> 
     slow = x > slow_above * np.median(x)
     first = slow[:-1]
     return float(np.count_nonzero(first & slow[1:]) / first.sum()) if first.any() else math.nan
+
+
+# --------------------------------------------------------------------------------------------
+# Does the speed hold still over seconds?
+# --------------------------------------------------------------------------------------------
+
+WANDER_WINDOW_S = 2.0    # the windows over which the mean duration is compared
+WANDER_MIN_REQUESTS = 30  # a window's mean counts when it has this many requests
+WANDER_MIN_WINDOWS = 5
+WANDER_LOADS = (0.5, 0.8, 0.9)  # the utilisations the consequence is printed at
+
+
+@dataclass
+class SpeedWander:
+    """How much the mean duration moves from one window of :attr:`window_s` to the next, as a
+    share of the series' mean: :attr:`windows_sd` (the windows' means' standard deviation),
+    :attr:`sampling_sd` (what independent draws would give: the spread within windows over the
+    root of each window's count, on average), and :attr:`wander`, the part sampling does not explain
+    (their difference in quadrature, 0 when sampling explains it all). :attr:`p`: a chi-square
+    test that every window has the same mean (each window's mean against the series' in units
+    of its standard error, from the variance within the windows pooled). Independent draws
+    from one distribution are judged wandering in about ``alpha`` of series."""
+
+    window_s: float
+    windows: int
+    requests: int
+    windows_sd: float
+    sampling_sd: float
+    wander: float
+    chi2: float
+    p: float
+    alpha: float = ALPHA
+
+    @property
+    def wanders(self) -> bool:
+        return self.p < self.alpha
+
+    def wait_shift(self, utilisation: float) -> float:
+        """How far the mean queue wait of one replica moves, as a share, when the speed is
+        :attr:`wander` faster or slower: by Pollaczek-Khinchine the wait goes as S^2 / (1 - rho)
+        with rho proportional to S, so d ln W / d ln S = 1 + 1 / (1 - rho)."""
+        return (1 + 1 / (1 - utilisation)) * self.wander
+
+    def lines(self) -> list[str]:
+        head = f"# Does the speed hold still from one {self.window_s:g}-second window to the next? "
+        figures = (f"over {self.windows:,} windows ({self.requests:,} requests) the mean "
+                   f"duration moves ±{self.windows_sd:.1%} (one standard deviation), where "
+                   f"independent draws would move it ±{self.sampling_sd:.1%} (chi-square p "
+                   f"{_p_text(self.p)}).")
+        if not self.wanders:
+            return _wrap_comment(head + "Yes: " + figures)
+        first, *rest = WANDER_LOADS
+        shifts = (f"±{self.wait_shift(first):.0%} at utilisation {first:g}, "
+                  + ", ".join(f"±{self.wait_shift(u):.0%} at {u:g}" for u in rest))
+        return _wrap_comment(
+            head + f"No: {figures} The machine's own speed wanders by ±{self.wander:.1%} over "
+            f"seconds, which no distribution drawn request by request describes, and a "
+            f"prediction of the queue is no closer than what that does to it: the mean wait "
+            f"of one replica moves {shifts} (Pollaczek-Khinchine). Calibrate in the same "
+            f"minutes as the load you predict, and read predictions at high utilisation with "
+            f"that margin.")
+
+
+def speed_wander(times_s: np.ndarray, durations_s: np.ndarray,
+                 window_s: float = WANDER_WINDOW_S, alpha: float = ALPHA) -> SpeedWander | None:
+    """The series' :class:`SpeedWander` over windows of ``window_s`` from its first time;
+    None when fewer than :data:`WANDER_MIN_WINDOWS` windows hold
+    :data:`WANDER_MIN_REQUESTS` requests or more."""
+    t = np.asarray(times_s, dtype=float)
+    x = np.asarray(durations_s, dtype=float)
+    w = np.floor((t - t.min()) / window_s).astype(np.int64)
+    n = np.bincount(w)
+    full = n >= WANDER_MIN_REQUESTS
+    if full.sum() < WANDER_MIN_WINDOWS:
+        return None
+    n = n[full].astype(float)
+    mean = np.bincount(w, x)[full] / n
+    within = float(np.sum(np.bincount(w, x * x)[full] - n * mean ** 2) / (n.sum() - n.size))
+    grand = float(np.sum(n * mean) / n.sum())
+    se2 = max(within, 0.0) / n  # the pooled within-window variance: steadier than each own
+    between = float(np.var(mean, ddof=1)) / grand ** 2
+    sampling = float(np.mean(se2)) / grand ** 2
+    chi2 = float(np.sum((mean - grand) ** 2 / np.maximum(se2, 1e-300)))
+    return SpeedWander(window_s=window_s, windows=int(full.sum()), requests=int(n.sum()),
+                       windows_sd=math.sqrt(between), sampling_sd=math.sqrt(sampling),
+                       wander=math.sqrt(max(between - sampling, 0.0)), chi2=chi2,
+                       p=float(stats.chi2.sf(chi2, full.sum() - 1)), alpha=alpha)

@@ -69,7 +69,8 @@ from sim.inputs.hmm import (_backward, _emissions, _forward, _pack, _prepare, _s
                             _stationary, _unpack, hmm_log_likelihood,
                             hmm_log_likelihood_gradient)
 from sim.inputs.series import (ALPHA, MIN_REQUESTS, SLOW_ABOVE, Z_95, Independence, Series,
-                               check_independence, lag1_autocorrelation, slow_after_slow)
+                               SpeedWander, check_independence, lag1_autocorrelation,
+                               slow_after_slow, speed_wander)
 from sim.units import parse_duration, round_duration
 from sim.units import share_rounded as _share
 
@@ -836,6 +837,7 @@ class SeriesAnalysis:
     fit: SlowPeriodFit | None
     latency: LatencyFit | None
     idle: AfterIdleFit | None = None
+    wander: SpeedWander | None = None
 
     @property
     def independent(self) -> bool:
@@ -869,6 +871,8 @@ class SeriesAnalysis:
             out += _wrap_comment("# Below, each service time divided by its after_idle "
                                  "multiplier: the work at this series' average.")
         out += self.independence.lines()
+        if self.wander is not None:
+            out += self.wander.lines()
         if self.fit is None:
             line = "# So no slow periods: the distribution below draws each request on its own."
             if not self.independent:
@@ -904,7 +908,8 @@ def analyse_series(series: Series, states: int = 2, slow_above: float = SLOW_ABO
                    alpha: float = ALPHA, check_runs: int = CHECK_RUNS) -> SeriesAnalysis:
     """Test whether the durations depend on the idle time before them
     (:func:`fit_after_idle`; when they do, what follows is of each divided by its multiplier);
-    test the series for independence; fit slow periods when it is not independent in the way
+    test the series for independence, and whether its mean holds still over seconds
+    (:func:`sim.inputs.series.speed_wander`, when it spans enough windows); fit slow periods when it is not independent in the way
     they describe (:attr:`Independence.slow_stretches`), else the distributions of
     :func:`sim.inputs.latency_fit.fit_latency`."""
     x = series.durations_s
@@ -917,8 +922,9 @@ def analyse_series(series: Series, states: int = 2, slow_above: float = SLOW_ABO
     if idle is not None and idle.found:
         x = x / idle.per_request
     test = check_independence(x, slow_above=slow_above, alpha=alpha)
+    wander = speed_wander(series.times_s, x, alpha=alpha)
     if not test.slow_stretches:
-        return SeriesAnalysis(series, test, None, fit_latency(x), idle)
+        return SeriesAnalysis(series, test, None, fit_latency(x), idle, wander)
     fit = fit_slow_periods(series.times_s, x, states=states, slow_above=slow_above,
                            check_runs=check_runs)
-    return SeriesAnalysis(series, test, fit, None, idle)
+    return SeriesAnalysis(series, test, fit, None, idle, wander)
