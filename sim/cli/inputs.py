@@ -104,6 +104,10 @@ def calibrate_latency(file, column, unit, key, time_column, slow_above, states, 
     distribution as above. Not: slow periods, fitted by maximum likelihood (a continuous-time
     hidden Markov model), printed as serving.slow_periods and the service_time of the work at
     normal speed, with the tests, confidence intervals and a check by simulation as comments.
+    Also tested: whether a duration depends on how long the replica stood idle before it
+    (when it does, printed as serving.after_idle, and the rest is of the work), and whether
+    the speed holds still from one 2-second window to the next (when it wanders, a comment
+    says by how much and what that does to the queue's mean wait).
 
     With a column of batch sizes (batch_size, or --batch-column) the durations are batch
     times: both a straight line (fixed + per_item x size, least squares) and the times as
