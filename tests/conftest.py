@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,16 @@ def ci_half_width(values: np.ndarray, level: float = 0.99) -> float:
 @pytest.fixture
 def scenario_dir() -> Path:
     return SCENARIOS
+
+
+def load_fidelity(name: str):
+    """``benchmarks/fidelity/<name>.py`` as a module (the harness is a script folder, not a
+    package), loaded once per test session."""
+    key = f"predsim_fidelity_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            key, ROOT / "benchmarks" / "fidelity" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]

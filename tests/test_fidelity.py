@@ -84,18 +84,15 @@ About 30 s. Three checks:
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+
+from tests.conftest import load_fidelity
 
 # A real server on 127.0.0.1 and the machine's own timing: `make fidelity` runs these, not
 # `make test` (they are skipped as often as they run on a busy or virtual machine).
 pytestmark = pytest.mark.fidelity
 
-ROOT = Path(__file__).resolve().parents[1]
 STATS = ("p50", "p95", "p99", "mean")
 REPLAY_BOUNDS = {"p50": 0.03, "mean": 0.04, "p95": 0.10, "p99": 0.12}
 PREDICTION_BOUNDS = {"p50": 0.20, "mean": 0.45}  # tails: see the docstring
@@ -105,12 +102,7 @@ READ_MS = 1.0      # answers read this late (p99) mean the same (undisturbed run
 
 
 def _load_harness():
-    path = ROOT / "benchmarks" / "fidelity" / "fidelity.py"
-    spec = importlib.util.spec_from_file_location("predsim_fidelity", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_fidelity("fidelity")
 
 
 @pytest.fixture(scope="module")

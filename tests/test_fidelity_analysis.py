@@ -10,25 +10,17 @@ slower machine saturates; ``level_vs_log`` is the arithmetic its docstring gives
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_fidelity
 
 
 @pytest.fixture(scope="module")
 def harness():
-    path = ROOT / "benchmarks" / "fidelity" / "fidelity.py"
-    spec = importlib.util.spec_from_file_location("predsim_fidelity_analysis", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_fidelity("fidelity")
 
 
 def _batching_log(seed=3, batches=1500):

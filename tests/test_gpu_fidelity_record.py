@@ -19,11 +19,11 @@ and no real server needed, about 10 s. It checks what the docs say of that case:
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_fidelity
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "benchmarks" / "fidelity" / "gpu_h200_2026-12-04"
@@ -31,12 +31,7 @@ TAILS = ("p50", "p95", "p99")
 
 
 def _load_gpu():
-    path = ROOT / "benchmarks" / "fidelity" / "gpu.py"
-    spec = importlib.util.spec_from_file_location("predsim_gpu_fidelity", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_fidelity("gpu")
 
 
 @pytest.fixture(scope="module")
