@@ -909,8 +909,9 @@ def analyse_series(series: Series, states: int = 2, slow_above: float = SLOW_ABO
     """Test whether the durations depend on the idle time before them
     (:func:`fit_after_idle`; when they do, what follows is of each divided by its multiplier);
     test the series for independence, and whether its mean holds still over seconds
-    (:func:`sim.inputs.series.speed_wander`, when it spans enough windows); fit slow periods when it is not independent in the way
-    they describe (:attr:`Independence.slow_stretches`), else the distributions of
+    (:func:`sim.inputs.series.speed_wander`, when it spans enough windows); fit slow periods
+    when it is not independent in the way they describe
+    (:attr:`Independence.slow_stretches`), else the distributions of
     :func:`sim.inputs.latency_fit.fit_latency`."""
     x = series.durations_s
     if not np.all(x > 0):
