@@ -1655,18 +1655,22 @@ def _log_cell(r: dict) -> str:
     return f"{_pct(lv['before'])}/{_pct(lv['after'])}" if lv else "-"
 
 
-BATCH_CAUSES = (  # (heading, format for one batching row)
-    ("busy share", lambda r: f"{r['busy_share']:.3f}"),
-    ("pred util", lambda r: f"{r['predicted']['utilisation']:.3f}"),
-    ("batch size, replay", lambda r: f"{r['batch_size_mean']:.2f}, "
-                                     f"{r['diagnostic_replay']['batch_size_mean']:.2f}"),
-    ("S drift", lambda r: _pct(r["service_drift"])),
+LOAD_CAUSES = (  # what the load and the machine did to the service time, in both tables
     ("back to back", lambda r: _share(r.get("back_to_back_share"))),
     ("S drift, idle model", lambda r: _pct(r["service_drift_after_idle"])
      if "service_drift_after_idle" in r else "-"),
     ("log before/after", _log_cell),
     ("speed vs log (idle model)", _level_cell),
     ("speed wander (p50/p99 moved)", _wander_cell),
+)
+
+BATCH_CAUSES = (  # (heading, format for one batching row)
+    ("busy share", lambda r: f"{r['busy_share']:.3f}"),
+    ("pred util", lambda r: f"{r['predicted']['utilisation']:.3f}"),
+    ("batch size, replay", lambda r: f"{r['batch_size_mean']:.2f}, "
+                                     f"{r['diagnostic_replay']['batch_size_mean']:.2f}"),
+    ("S drift", lambda r: _pct(r["service_drift"])),
+    *LOAD_CAUSES,
     ("pred util, in-minute", lambda r: f"{r['predicted_in_minute']['utilisation']:.3f}"
      if "predicted_in_minute" in r else "-"),
     ("cpu/wall", lambda r: f"{r['worker_cpu_per_wall']:.2f}"),
@@ -1811,12 +1815,7 @@ CAUSES = (  # (heading, format for one row)
     ("others", lambda r: f"{r['cpu_cores']['others_cores']:.2f}"),
     ("p99 ci95", lambda r: "±" + _pct(r["measured_ci95"].get("p99", float("nan"))
                                       / r["measured"]["p99"])[1:]),
-    ("back to back", lambda r: _share(r.get("back_to_back_share"))),
-    ("S drift, idle model", lambda r: _pct(r["service_drift_after_idle"])
-     if "service_drift_after_idle" in r else "-"),
-    ("log before/after", _log_cell),
-    ("speed vs log (idle model)", _level_cell),
-    ("speed wander (p50/p99 moved)", _wander_cell),
+    *LOAD_CAUSES,
     ("p99 err, in-run S", lambda r: _pct(
         r["diagnostic_in_run_service"]["relative_error"]["p99"])),
     ("p99 err, shuffled", lambda r: _pct(
