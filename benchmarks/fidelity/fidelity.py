@@ -855,6 +855,22 @@ def scaled_samples(csv: Path, out: Path, factor: float) -> Path:
     return out
 
 
+def in_minute(predict_at, summary: dict, level: dict, times_s: np.ndarray,
+              case_ratio: np.ndarray, log_rho: float) -> tuple[dict, dict]:
+    """The in-minute prediction, ``predict_at(1.0, "")``, and its row entry: the fit's
+    ``summary``, the ``level`` against the log, the speed band (``predict_at`` with the work
+    scaled by 1 -/+ the case's wander, ``speed_wander`` of ``case_ratio`` over ``times_s``) and
+    the log's rho. ``predict_at(scale, suffix)`` is the case's prediction with every service
+    (or batch) time multiplied by ``scale``, named with ``suffix``."""
+    predicted = predict_at(1.0, "")
+    wander = speed_wander(times_s, case_ratio)
+    shifted = [predict_at(1 + sign * wander["wander"], f"-{word}")
+               for word, sign in (("faster", -1), ("slower", 1))]
+    return predicted, {**summary, "level": level,
+                       "speed_band": {**wander, "band": speed_band(predicted, *shifted)},
+                       "rho": log_rho}
+
+
 # What makes a run disturbed (the machine, not the server: tests/test_fidelity.py skips on the
 # first three): other processes' CPU, a send this late (the machine paused the load
 # generator), answers read this late at p99, the workers waiting for a core this share of
@@ -1336,26 +1352,23 @@ def analyse_batching_replicas(run_dir: Path, record: dict) -> dict:
         if j is not None:
             csv = run_dir / f"per_item_in_minute_c{replicas}_rho{case.rho}.csv"
             fitted = fit_batching_in_minute(j, csv)
-            predicted_minute = predict_batching(
-                name + "-in-minute", replicas, case.rate_per_s, csv, fitted["fixed_s"],
-                batching, overhead_ms, run_dir, slow_periods=fitted["slow_periods"],
-                after_idle=fitted["after_idle"])
             coef = fitted["_coef"]
             b = a["_batches"]
             case_ratio = b["service_s"] / np.maximum(coef[0] + coef[1] * b["size"]
                                                      + coef[2] * b["sum_k"], 1e-9)
-            minute = {**fitted["summary"], "level": level_vs_log(
-                fitted["_ratio"], fitted["_segment"], fitted["_idle_s"], case_ratio,
-                b["idle_s"], fitted["after_idle"])}
-            wander = speed_wander(b["dispatched_s"], case_ratio)
-            shifted = [predict_batching(
-                f"{name}-in-minute-{word}", replicas, case.rate_per_s, scaled_samples(
-                    csv, run_dir / f"{csv.stem}_{word}.csv", 1 + sign * wander["wander"]),
-                fitted["fixed_s"] * (1 + sign * wander["wander"]), batching, overhead_ms,
-                run_dir, slow_periods=fitted["slow_periods"], after_idle=fitted["after_idle"])
-                for word, sign in (("faster", -1), ("slower", 1))]
-            minute["speed_band"] = {**wander, "band": speed_band(predicted_minute, *shifted)}
-            minute["rho"] = c.get("bracket", {}).get("rho", RHO_LOG)
+
+            def predict_at(scale, suffix, csv=csv, fitted=fitted):
+                return predict_batching(
+                    f"{name}-in-minute{suffix}", replicas, case.rate_per_s,
+                    csv if not suffix else scaled_samples(
+                        csv, run_dir / f"{csv.stem}{suffix.replace('-', '_')}.csv", scale),
+                    fitted["fixed_s"] * scale, batching, overhead_ms, run_dir,
+                    slow_periods=fitted["slow_periods"], after_idle=fitted["after_idle"])
+            predicted_minute, minute = in_minute(
+                predict_at, fitted["summary"], level_vs_log(
+                    fitted["_ratio"], fitted["_segment"], fitted["_idle_s"], case_ratio,
+                    b["idle_s"], fitted["after_idle"]),
+                b["dispatched_s"], case_ratio, c.get("bracket", {}).get("rho", RHO_LOG))
         a.pop("_batches")
         row = {"replicas": replicas, "batching": batching, "rho": case.rho,
                "rate_per_s": case.rate_per_s, "duration_s": case.duration_s, **a}
@@ -1515,31 +1528,26 @@ def analyse_replicas(run_dir: Path) -> dict:
         predicted_minute, minute = None, None
         j = bracket_join(run_dir, log, replicas, case.rho)
         if j is not None:
-            fitted = fit_in_minute(j, run_dir / f"service_time_in_minute_c{replicas}"
-                                                f"_rho{case.rho}.csv")
-            predicted_minute = predict(
-                name + "-in-minute", replicas, case.rate_per_s,
-                run_dir / f"service_time_in_minute_c{replicas}_rho{case.rho}.csv",
-                overhead_ms, run_dir, slow_periods=fitted["slow_periods"],
-                after_idle=fitted["after_idle"])
+            csv = run_dir / f"service_time_in_minute_c{replicas}_rho{case.rho}.csv"
+            fitted = fit_in_minute(j, csv)
             log_service = j["free_s"] - j["accepted_s"]
             x = np.vstack([np.ones(j["k"].size), j["k"].astype(float)]).T
             coef = np.linalg.lstsq(x, log_service, rcond=None)[0]
             case_ratio = kept_service / (coef[0] + coef[1] * kept_k)
-            minute = {**fitted["summary"], "level": level_vs_log(
-                log_service / (x @ coef), j["segment"],
-                idle_per_request(j["accepted_s"], j["free_s"], j["worker"]),
-                case_ratio, in_run_idle, fitted["after_idle"])}
-            wander = speed_wander(a.pop("_accepted_s"), case_ratio)
-            csv = run_dir / f"service_time_in_minute_c{replicas}_rho{case.rho}.csv"
-            shifted = [predict(
-                f"{name}-in-minute-{word}", replicas, case.rate_per_s, scaled_samples(
-                    csv, run_dir / f"{csv.stem}_{word}.csv", 1 + sign * wander["wander"]),
-                overhead_ms, run_dir, slow_periods=fitted["slow_periods"],
-                after_idle=fitted["after_idle"]) for word, sign in (("faster", -1),
-                                                                    ("slower", 1))]
-            minute["speed_band"] = {**wander, "band": speed_band(predicted_minute, *shifted)}
-            minute["rho"] = c.get("bracket", {}).get("rho", RHO_LOG)
+
+            def predict_at(scale, suffix, csv=csv, fitted=fitted):
+                return predict(
+                    f"{name}-in-minute{suffix}", replicas, case.rate_per_s,
+                    csv if not suffix else scaled_samples(
+                        csv, run_dir / f"{csv.stem}{suffix.replace('-', '_')}.csv", scale),
+                    overhead_ms, run_dir, slow_periods=fitted["slow_periods"],
+                    after_idle=fitted["after_idle"])
+            predicted_minute, minute = in_minute(
+                predict_at, fitted["summary"], level_vs_log(
+                    log_service / (x @ coef), j["segment"],
+                    idle_per_request(j["accepted_s"], j["free_s"], j["worker"]),
+                    case_ratio, in_run_idle, fitted["after_idle"]),
+                a.pop("_accepted_s"), case_ratio, c.get("bracket", {}).get("rho", RHO_LOG))
         a.pop("_accepted_s", None)
         row = _judged({
             "replicas": replicas, "rho": case.rho, "rate_per_s": case.rate_per_s,
